@@ -1,0 +1,93 @@
+"""Configuration from environment variables, with the seed service's names and defaults.
+
+One function per component reads its variables, so the pipeline's Dagster resources and the
+search service build identical configurations from the same environment. Values are validated
+here: a bad variable fails at start-up with its name, not deep inside a run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from resources.encoder import EncoderConfig
+from resources.images import DEFAULT_MAX_PIXELS
+from resources.patches import PatchConfig
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value that cannot be used; the message names it."""
+
+
+def _get(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip()
+    return value if value else default
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw or raw.lower() == "none":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+def patch_config_from_env(env: Mapping[str, str] | None = None) -> PatchConfig:
+    """PATCH_WINDOW, PATCH_STRIDE, PATCH_CONTEXT_PAD, PATCH_SCALES, MAX_PATCHES_PER_IMAGE."""
+    env = os.environ if env is None else env
+    raw_scales = _get(env, "PATCH_SCALES", "1.0")
+    try:
+        scales = tuple(float(part) for part in raw_scales.split(",") if part.strip())
+    except ValueError:
+        raise SettingsError(
+            f"PATCH_SCALES must be comma-separated numbers such as '0.75,1.0,1.5', got {raw_scales!r}"
+        ) from None
+    try:
+        return PatchConfig(
+            window=_int(env, "PATCH_WINDOW", 224),  # type: ignore[arg-type]
+            stride=_int(env, "PATCH_STRIDE", 112),  # type: ignore[arg-type]
+            context_pad=_float(env, "PATCH_CONTEXT_PAD", 0.15),
+            scales=scales,
+            max_patches=_int(env, "MAX_PATCHES_PER_IMAGE", None),
+        )
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def encoder_config_from_env(env: Mapping[str, str] | None = None) -> EncoderConfig:
+    """OPENCLIP_MODEL, OPENCLIP_PRETRAINED, BATCH_SIZE, OPENCLIP_DEVICE, OPENCLIP_PRECISION,
+    GLOBAL_RESIZE_MODE, PATCH_CROP_METHOD."""
+    env = os.environ if env is None else env
+    try:
+        return EncoderConfig(
+            model=_get(env, "OPENCLIP_MODEL", "ViT-B-32"),
+            pretrained=_get(env, "OPENCLIP_PRETRAINED", "laion2b_s34b_b79k"),
+            batch_size=_int(env, "BATCH_SIZE", 64),  # type: ignore[arg-type]
+            device=_get(env, "OPENCLIP_DEVICE", "auto"),
+            precision=_get(env, "OPENCLIP_PRECISION", "auto"),
+            global_resize=_get(env, "GLOBAL_RESIZE_MODE", "pad"),
+            crop_method=_get(env, "PATCH_CROP_METHOD", "auto"),
+        )
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def max_image_pixels_from_env(env: Mapping[str, str] | None = None) -> int:
+    """MAX_IMAGE_PIXELS: the decompression-bomb limit for every decoded image."""
+    env = os.environ if env is None else env
+    value = _int(env, "MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS)
+    if value is None or value < 1:
+        raise SettingsError(f"MAX_IMAGE_PIXELS must be a positive integer, got {value}")
+    return value
