@@ -11,6 +11,7 @@ Run ``python -m resources.clip_loader make-tiny PATH`` to write the offline mode
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -93,7 +94,8 @@ def _cached_hub_file(hf_repo: str) -> str | None:
     from huggingface_hub import try_to_load_from_cache
 
     for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
-        found = try_to_load_from_cache(hf_repo, filename)
+        # HF_HUB_CACHE is read per call (huggingface_hub reads it once, at import).
+        found = try_to_load_from_cache(hf_repo, filename, cache_dir=os.environ.get("HF_HUB_CACHE"))
         if isinstance(found, str):
             return found
     return None
@@ -151,8 +153,14 @@ def resolve_weights(model: str, pretrained: str) -> ResolvedWeights:
 
 
 def _file_digest(path: str) -> str:
+    """Content digest of a weights file; a safetensors header is hashed in canonical key order
+    because its JSON key order is not stable between writes of the same tensors."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
+        if path.endswith(".safetensors"):
+            header_len = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(header_len))
+            digest.update(json.dumps(header, sort_keys=True).encode())
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()[:12]

@@ -56,7 +56,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"image exceeds Pillow's decompression-bomb limit: {exc}") from exc
+        # Pillow's own guard (2x its MAX_IMAGE_PIXELS) fired first, still from the header alone.
+        raise ImageTooLargeError(f"image is over the limit of Pillow's decompression-bomb guard: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(
             f"not a recognized image format ({len(data):,} bytes starting {data[:8]!r})"

@@ -46,8 +46,9 @@ class PatchConfig:
     def __post_init__(self) -> None:
         if self.window < 1:
             raise ValueError(f"PATCH_WINDOW must be >= 1, got {self.window}")
-        if self.stride < 1:
-            raise ValueError(f"PATCH_STRIDE must be >= 1, got {self.stride}")
+        if not 1 <= self.stride <= self.window:
+            # A stride longer than the window would leave strips of the frame in no patch.
+            raise ValueError(f"PATCH_STRIDE must be between 1 and PATCH_WINDOW ({self.window}), got {self.stride}")
         if not 0.0 <= self.context_pad <= 1.0:
             raise ValueError(f"PATCH_CONTEXT_PAD must be in [0, 1], got {self.context_pad}")
         if not self.scales or any(not (s > 0) for s in self.scales):

@@ -1,0 +1,67 @@
+"""The README's main job, run the way ./dev main runs it, offline."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from pipelines.main import frame_id_from_name, main
+from pipelines.samples import ensure_sample_library
+from resources.checkpoint import read_metadata, vectors
+
+
+def test_frame_id_from_name() -> None:
+    assert frame_id_from_name("frame_000120.jpg") == 120
+    assert frame_id_from_name("v2_f0042.png") == 42
+    with pytest.raises(ValueError, match="no frame number"):
+        frame_id_from_name("cover.jpg")
+
+
+def test_sample_library_is_made_from_installed_media(tmp_path: Path) -> None:
+    videos = ensure_sample_library(tmp_path)
+    globe = sorted((videos / "1").iterdir())
+    assert len(globe) == 10 and Image.open(globe[0]).size == (240, 240)
+    pixels = np.asarray(Image.open(globe[0]))
+    assert pixels.std() > 10  # a real picture, not a blank frame
+    assert len(list((videos / "2").iterdir())) == 6
+
+
+def test_main_job_writes_checkpoints_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    assert main(["--var", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "RANDOM WEIGHTS" in out and "video 1: 10 frames" in out and "video 2: 6 frames" in out
+    table = pq.read_table(tmp_path / "checkpoints" / "video_2.parquet")
+    assert table.num_rows == 6 and set(table.column("video_id").to_pylist()) == {2}
+    assert table.column("timestamp_ms").to_pylist() == [0, 500, 1000, 1500, 2000, 2500]  # 2 fps
+    assert all(len(p) == 66 for p in table.column("patch_vectors").to_pylist())  # 1280x720 frames
+    globals_ = vectors(table.column("global_vector"), 64)
+    np.testing.assert_allclose(np.linalg.norm(globals_, axis=1), 1.0, atol=1e-5)
+    assert read_metadata(tmp_path / "checkpoints" / "video_2.parquet")["weights_random"] is True
+
+
+def test_main_job_skips_bad_frames_and_reports_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    video = tmp_path / "videos" / "5"
+    video.mkdir(parents=True)
+    buffer = io.BytesIO()
+    Image.new("RGB", (128, 96), (10, 120, 200)).save(buffer, "PNG")
+    (video / "frame_1.png").write_bytes(buffer.getvalue())
+    (video / "frame_2.png").write_bytes(b"")
+    (video / "frame_3.jpg").write_bytes(b"garbage, not a jpeg")
+    assert main(["--var", str(tmp_path), "--videos", str(tmp_path / "videos"), "--offline-model"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped frame_2.png: empty input" in out and "skipped frame_3.jpg: not a recognized image format" in out
+    assert pq.read_table(tmp_path / "checkpoints" / "video_5.parquet").num_rows == 1
+
+
+def test_main_job_fails_when_a_video_has_no_usable_frame(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    video = tmp_path / "videos" / "9"
+    video.mkdir(parents=True)
+    (video / "frame_1.png").write_bytes(b"\x89PNG broken")
+    assert main(["--var", str(tmp_path), "--videos", str(tmp_path / "videos"), "--offline-model"]) == 1
+    assert "FAILED, no usable frame" in capsys.readouterr().out

@@ -1,0 +1,169 @@
+"""The OpenCLIP encoder on the offline tiny model: shapes, norms, batch invariance, precision."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from resources.clip_loader import save_random_weights
+from resources.encoder import EncoderConfig, EncoderError, FrameEncoder
+from resources.patches import PatchConfig, plan_patches
+from resources.precision import cpu_has_native_bf16
+from tests.conftest import make_frame
+
+FRAMES = [make_frame(640, 360, seed=1), make_frame(300, 500, seed=2), make_frame(90, 70, seed=3)]
+
+
+def assert_unit_vectors(vectors: np.ndarray, dim: int) -> None:
+    assert vectors.dtype == np.float32 and vectors.shape[-1] == dim
+    assert np.isfinite(vectors).all()
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=-1), 1.0, atol=1e-5)
+
+
+def test_info_describes_the_loaded_model(tiny_encoder: FrameEncoder, tiny_weights: Path) -> None:
+    info = tiny_encoder.info
+    assert info.embed_dim == 64 and info.image_size == 64
+    assert info.weights_random is True and info.model_id.startswith("framesearch-tiny/random-")
+    assert info.weights_source == str(tiny_weights)
+    assert info.precision == "fp32" and info.device == "cpu" and info.crop_method == "resize_slice"
+
+
+def test_encode_frames_shapes_and_norms(tiny_encoder: FrameEncoder) -> None:
+    config = PatchConfig(window=96, stride=48)
+    out = tiny_encoder.encode_frames(FRAMES, config)
+    assert len(out) == 3
+    for frame, emb in zip(FRAMES, out):
+        expected = len(plan_patches(frame.shape[2], frame.shape[1], config))
+        assert emb.global_vector.shape == (64,)
+        assert emb.patch_vectors.shape == (expected, 64) and len(emb.plan) == expected
+        assert_unit_vectors(emb.global_vector[None], 64)
+        assert_unit_vectors(emb.patch_vectors, 64)
+
+
+def test_pillow_images_and_tensors_give_the_same_vectors(tiny_encoder: FrameEncoder) -> None:
+    image = Image.fromarray(FRAMES[0].permute(1, 2, 0).numpy())
+    np.testing.assert_array_equal(tiny_encoder.encode_global([image]), tiny_encoder.encode_global([FRAMES[0]]))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "auto"])
+def test_vectors_do_not_depend_on_batch_size(tiny_config: EncoderConfig, precision: str) -> None:
+    config = PatchConfig(window=96, stride=48)
+    results = []
+    for batch_size in (1, 5, 64):
+        encoder = FrameEncoder.load(replace(tiny_config, batch_size=batch_size, precision=precision))
+        out = encoder.encode_frames(FRAMES, config)
+        results.append(
+            (np.stack([e.global_vector for e in out]), np.concatenate([e.patch_vectors for e in out]), encoder.encode_texts(["a", "b c", "d"]))
+        )
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+
+def test_texts(tiny_encoder: FrameEncoder) -> None:
+    vectors = tiny_encoder.encode_texts(["a red car", "a red car", "a person on a bicycle", "x " * 500])
+    assert_unit_vectors(vectors, 64)
+    np.testing.assert_array_equal(vectors[0], vectors[1])
+    assert not np.allclose(vectors[0], vectors[2])
+    assert tiny_encoder.encode_texts([]).shape == (0, 64)
+
+
+def test_empty_inputs(tiny_encoder: FrameEncoder) -> None:
+    assert tiny_encoder.encode_global([]).shape == (0, 64)
+    assert tiny_encoder.encode_frames([], PatchConfig()) == []
+
+
+def test_rejects_malformed_frames(tiny_encoder: FrameEncoder) -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        tiny_encoder.encode_global([torch.zeros(3, 10, 10)])
+    with pytest.raises(ValueError, match="plans"):
+        tiny_encoder.encode_patches(FRAMES, [])
+
+
+def test_crop_methods_agree(tiny_config: EncoderConfig) -> None:
+    frame = make_frame(1280, 720, seed=5)
+    vectors = {}
+    for method in ("resize_slice", "roi_align", "per_crop"):
+        encoder = FrameEncoder.load(replace(tiny_config, crop_method=method))
+        assert encoder.info.crop_method == method
+        [emb] = encoder.encode_frames([frame], PatchConfig())
+        vectors[method] = emb.patch_vectors
+    reference = vectors["per_crop"]
+    for method in ("resize_slice", "roi_align"):
+        cosine = (vectors[method] * reference).sum(axis=1)
+        assert cosine.min() > 0.98, (method, cosine.min())
+
+
+def test_global_resize_modes_differ_as_documented(tiny_config: EncoderConfig) -> None:
+    frame = make_frame(640, 360, seed=7)
+    edited = frame.clone()
+    edited[:, :, :40] = 0  # black out the left edge, outside a centre crop of a 16:9 frame
+    for mode, should_change in (("crop", False), ("pad", True), ("squash", True)):
+        encoder = FrameEncoder.load(replace(tiny_config, global_resize=mode))
+        a, b = encoder.encode_global([frame, edited])
+        assert (not np.allclose(a, b, atol=1e-6)) == should_change, mode
+
+
+def test_timings_are_recorded(tiny_config: EncoderConfig) -> None:
+    encoder = FrameEncoder.load(tiny_config)
+    encoder.encode_frames(FRAMES[:1], PatchConfig(window=96, stride=48))
+    assert encoder.timings.images > 1 and encoder.timings.crop_s > 0 and encoder.timings.model_s > 0
+
+
+def test_non_finite_weights_raise(tiny_weights: Path, tmp_path: Path, tiny_config: EncoderConfig) -> None:
+    state = load_file(str(tiny_weights))
+    state["visual.proj"] = torch.full_like(state["visual.proj"], float("nan"))
+    broken = tmp_path / "broken.safetensors"
+    save_file(state, str(broken))
+    encoder = FrameEncoder.load(replace(tiny_config, pretrained=str(broken)))
+    assert encoder.info.weights_random is False  # no marker: the loader cannot tell
+    with pytest.raises(EncoderError, match="non-finite"):
+        encoder.encode_global(FRAMES[:1])
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="CPU has no native bf16")
+@pytest.mark.slow
+def test_bf16_matches_fp32_on_vit_b_32(tmp_path: Path) -> None:
+    """The precision auto picks on this CPU, on the default architecture: cosine >= 0.999 each."""
+    weights = save_random_weights(tmp_path / "vit-b-32.safetensors", "ViT-B-32", seed=0)
+    base = EncoderConfig(model="ViT-B-32", pretrained=str(weights), batch_size=8)
+    fp32 = FrameEncoder.load(replace(base, precision="fp32"))
+    auto = FrameEncoder.load(base)
+    assert auto.info.precision == "bf16" and auto.info.precision_check_cosine >= 0.999
+    frames = [make_frame(640, 360, seed=s) for s in range(3)]
+    patch_config = PatchConfig(max_patches=6)
+    a, b = fp32.encode_frames(frames, patch_config), auto.encode_frames(frames, patch_config)
+    for x, y in zip(a, b):
+        assert float(x.global_vector @ y.global_vector) >= 0.999
+        assert ((x.patch_vectors * y.patch_vectors).sum(axis=1) >= 0.999).all()
+    texts = ["a dog on a beach", "two people riding bicycles", "a red car"]
+    assert ((fp32.encode_texts(texts) * auto.encode_texts(texts)).sum(axis=1) >= 0.999).all()
+
+
+def test_low_precision_refused_when_it_disagrees(tiny_config: EncoderConfig) -> None:
+    """With an impossible bar, auto precision falls back to fp32 and says why in its info."""
+    if not cpu_has_native_bf16():
+        pytest.skip("auto precision is fp32 on this CPU already")
+    encoder = FrameEncoder.load(replace(tiny_config, precision="auto", min_cosine=1.0 + 1e-9))
+    assert encoder.info.precision == "fp32" and encoder.info.precision_check_cosine is not None
+
+
+def test_fp16_on_cpu_is_refused(tiny_config: EncoderConfig) -> None:
+    with pytest.raises(ValueError, match="fp16"):
+        FrameEncoder.load(replace(tiny_config, precision="fp16"))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"batch_size": 0}, "BATCH_SIZE"), ({"global_resize": "zoom"}, "GLOBAL_RESIZE_MODE"),
+     ({"crop_method": "magic"}, "PATCH_CROP_METHOD"), ({"precision": "int4"}, "OPENCLIP_PRECISION")],
+)
+def test_invalid_config(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        EncoderConfig(**kwargs)
