@@ -29,13 +29,20 @@ CROP_METHODS: tuple[str, ...] = ("resize_slice", "roi_align", "per_crop")
 
 
 def _resize(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Antialiased bicubic resize of ``(C, H, W)`` or ``(N, C, H, W)`` float pixels, kept in 0..255."""
-    batched = pixels if pixels.dim() == 4 else pixels[None]
-    out = F.interpolate(
-        batched.float(), size=(height, width), mode="bicubic", antialias=True, align_corners=False
-    )
-    out = out.clamp_(0.0, 255.0)  # bicubic overshoots at hard edges
-    return out if pixels.dim() == 4 else out[0]
+    """Antialiased bicubic resize of ``(C, H, W)`` pixels in 0..255, returning the input's dtype.
+
+    uint8 frames on the CPU take PyTorch's channels-last uint8 kernel: ~5 ms for 1080p -> 829p
+    against ~16 ms in float32 (mean difference 0.3 grey levels).
+    """
+    batched = pixels[None]
+    if pixels.dtype == torch.uint8 and pixels.device.type == "cpu":
+        out = F.interpolate(
+            batched.contiguous(memory_format=torch.channels_last),
+            size=(height, width), mode="bicubic", antialias=True, align_corners=False,
+        )
+        return out[0].contiguous()
+    out = F.interpolate(batched.float(), size=(height, width), mode="bicubic", antialias=True, align_corners=False)
+    return out[0].clamp_(0.0, 255.0)  # bicubic overshoots at hard edges
 
 
 def normalize(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -92,16 +99,14 @@ def patch_crops(
     if len(plan) == 0:
         return torch.empty(0, 3, size, size, device=frame.device)
     if method == "resize_slice":
-        crops = _crops_resize_slice(frame, plan, size)
-    elif method == "roi_align":
-        crops = _crops_roi_align(frame, plan, size)
-    elif method == "per_crop":
-        crops = torch.stack(
-            [_resize(frame[:, y : y + h, x : x + w], size, size) for x, y, w, h in plan.padded.tolist()]
-        )
-    else:
-        raise ValueError(f"crop method must be one of {CROP_METHODS}, got {method!r}")
-    return normalize(crops, mean, std)
+        return _crops_resize_slice(frame, plan, size, mean, std)
+    if method == "roi_align":
+        # Normalizing is affine, so it commutes with bilinear sampling: do it once on the frame.
+        return _crops_roi_align(normalize(frame, mean, std), plan, size)
+    if method == "per_crop":
+        crops = [_resize(frame[:, y : y + h, x : x + w], size, size) for x, y, w, h in plan.padded.tolist()]
+        return normalize(torch.stack(crops), mean, std)
+    raise ValueError(f"crop method must be one of {CROP_METHODS}, got {method!r}")
 
 
 def _boxes_by_size(plan: PatchPlan) -> dict[tuple[int, int], list[int]]:
@@ -112,14 +117,17 @@ def _boxes_by_size(plan: PatchPlan) -> dict[tuple[int, int], list[int]]:
     return groups
 
 
-def _crops_resize_slice(frame: torch.Tensor, plan: PatchPlan, size: int) -> torch.Tensor:
+def _crops_resize_slice(
+    frame: torch.Tensor, plan: PatchPlan, size: int, mean: torch.Tensor, std: torch.Tensor
+) -> torch.Tensor:
     _, height, width = frame.shape
     out = torch.empty(len(plan), 3, size, size, device=frame.device)  # (patches, 3, size, size)
     boxes = plan.padded.tolist()
     for (box_w, box_h), indices in _boxes_by_size(plan).items():
         fx, fy = size / box_w, size / box_h
         new_w, new_h = max(size, round(width * fx)), max(size, round(height * fy))
-        resized = _resize(frame, new_h, new_w)  # (3, new_h, new_w)
+        # Normalize the resized frame, not the crops: overlapping crops hold ~4x its pixels.
+        resized = normalize(_resize(frame, new_h, new_w), mean, std)  # (3, new_h, new_w)
         for index in indices:
             x, y = boxes[index][0], boxes[index][1]
             left = min(round(x * fx), new_w - size)
@@ -128,20 +136,19 @@ def _crops_resize_slice(frame: torch.Tensor, plan: PatchPlan, size: int) -> torc
     return out
 
 
-def _crops_roi_align(frame: torch.Tensor, plan: PatchPlan, size: int) -> torch.Tensor:
+def _crops_roi_align(normalized: torch.Tensor, plan: PatchPlan, size: int) -> torch.Tensor:
+    """Crops by ``roi_align`` from an already normalized ``(3, H, W)`` float frame."""
     from torchvision.ops import roi_align
 
-    pixels = frame[None].float()  # (1, 3, H, W)
-    out = torch.empty(len(plan), 3, size, size, device=frame.device)
-    padded = torch.as_tensor(plan.padded, dtype=torch.float32, device=frame.device)  # (patches, 4)
+    device = normalized.device
+    out = torch.empty(len(plan), 3, size, size, device=device)  # (patches, 3, size, size)
+    padded = torch.as_tensor(plan.padded, dtype=torch.float32, device=device)  # (patches, 4) xywh
     for (box_w, box_h), indices in _boxes_by_size(plan).items():
-        idx = torch.as_tensor(indices, device=frame.device)
+        idx = torch.as_tensor(indices, device=device)
         xywh = padded[idx]
-        rois = torch.cat(
-            [torch.zeros(len(indices), 1, device=frame.device), xywh[:, :2], xywh[:, :2] + xywh[:, 2:]],
-            dim=1,
-        )  # (k, 5): batch index, x1, y1, x2, y2
-        # Sampling about one point per source pixel makes the bilinear average act like an area filter.
+        rois = torch.cat([torch.zeros(len(indices), 1, device=device), xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
+        # rois: (k, 5) = batch index, x1, y1, x2, y2. About one sample per source pixel makes the
+        # bilinear average act like an area filter when shrinking.
         ratio = max(1, math.ceil(max(box_w, box_h) / size))
-        out[idx] = roi_align(pixels, rois, output_size=(size, size), sampling_ratio=ratio, aligned=True)
+        out[idx] = roi_align(normalized[None], rois, output_size=(size, size), sampling_ratio=ratio, aligned=True)
     return out
