@@ -19,14 +19,15 @@ import copy
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from resources.clip_loader import LoadedClip, load_clip
+from resources.clip_loader import TINY_MODEL, LoadedClip, WeightsUnavailableError, load_clip, save_random_weights
 from resources.crops import CROP_METHODS, GLOBAL_RESIZE_MODES, global_view, iter_patch_crops
 from resources.images import image_to_tensor
 from resources.patches import PatchConfig, PatchPlan, plan_patches
@@ -272,3 +273,18 @@ class FrameEncoder:
         if not outputs:
             return np.zeros((0, self.info.embed_dim), dtype=np.float32)
         return np.concatenate(outputs)
+
+
+def load_encoder_or_offline(config: EncoderConfig, models_dir: str | Path) -> tuple[FrameEncoder, str | None]:
+    """The configured encoder, or - when its weights cannot be had here - the tiny offline model
+    with random weights (written to ``models_dir`` once). Returns the encoder and, after a
+    fallback, the reason real weights were unavailable."""
+    try:
+        return FrameEncoder.load(config), None
+    except WeightsUnavailableError as exc:
+        reason = str(exc)
+    weights = Path(models_dir) / f"{TINY_MODEL}-random.safetensors"
+    if not weights.is_file():
+        save_random_weights(weights)
+    log.warning("real weights unavailable, using %s with RANDOM weights: %s", TINY_MODEL, reason)
+    return FrameEncoder.load(replace(config, model=TINY_MODEL, pretrained=str(weights))), reason

@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipelines.main import frame_id_from_name, main
+from pipelines.main import main
+from resources.local_videos import frame_id_from_name
 from pipelines.samples import ensure_sample_library
 from resources.checkpoint import read_metadata, vectors
 

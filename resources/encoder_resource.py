@@ -1,0 +1,56 @@
+"""The encoder as a Dagster resource: configured from the environment, loaded once per run."""
+
+
+from dataclasses import replace
+from typing import Any
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from resources.encoder import EncoderConfig, FrameEncoder, load_encoder_or_offline
+from resources.settings import encoder_config_from_env
+
+
+class EncoderResource(dg.ConfigurableResource):
+    """OpenCLIP frame encoder. Unset fields come from OPENCLIP_* / BATCH_SIZE in the environment.
+
+    With ``offline_fallback`` set, a machine that cannot obtain the configured weights runs the
+    tiny random-weight model instead of failing, and says so in every materialization.
+    """
+
+    model: str | None = None
+    pretrained: str | None = None
+    batch_size: int | None = None
+    device: str | None = None
+    precision: str | None = None
+    offline_fallback: bool = False
+    models_dir: str = "var/models"
+
+    _encoder: FrameEncoder | None = PrivateAttr(default=None)
+    _fallback_reason: str | None = PrivateAttr(default=None)
+
+    def config(self) -> EncoderConfig:
+        overrides: dict[str, Any] = {
+            name: value
+            for name in ("model", "pretrained", "batch_size", "device", "precision")
+            if (value := getattr(self, name)) is not None
+        }
+        return replace(encoder_config_from_env(), **overrides)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if self.offline_fallback:
+            self._encoder, self._fallback_reason = load_encoder_or_offline(self.config(), self.models_dir)
+        else:
+            self._encoder = FrameEncoder.load(self.config())
+
+    @property
+    def encoder(self) -> FrameEncoder:
+        if self._encoder is None:  # used outside a run (e.g. in a unit test): load on demand
+            self.setup_for_execution(dg.build_init_resource_context())
+        assert self._encoder is not None
+        return self._encoder
+
+    @property
+    def fallback_reason(self) -> str | None:
+        """Why the configured weights were not used, when the offline model stands in for them."""
+        return self._fallback_reason
