@@ -51,8 +51,8 @@ def checkpoint_schema(dim: int, metadata: Mapping[str, object] | None = None) ->
             pa.field("height", pa.int32(), nullable=False),
             pa.field("global_vector", vector, nullable=False),
             pa.field("patch_vectors", pa.list_(vector), nullable=False),
-            pa.field("patch_boxes", pa.list_(box), nullable=False),  # padded box: the embedded pixels
-            pa.field("patch_core_boxes", pa.list_(box), nullable=False),  # the window it stands for
+            pa.field("patch_boxes", pa.list_(box), nullable=False),  # core window the patch stands for
+            pa.field("patch_crop_boxes", pa.list_(box), nullable=False),  # padded box: the embedded pixels
             pa.field("patch_scales", pa.list_(pa.float32()), nullable=False),
             pa.field("model_id", pa.string(), nullable=False),
         ]
@@ -95,8 +95,8 @@ def records_to_table(records: Sequence[FrameRecord], model_id: str, dim: int, me
         pa.array([r.height for r in records], pa.int32()),
         pa.FixedSizeListArray.from_arrays(pa.array(globals_.reshape(-1).astype(np.float32)), dim),
         _ragged([r.embedding.patch_vectors for r in records], pa.float32(), dim),
-        _ragged([r.embedding.plan.padded for r in records], pa.int32(), 4),
         _ragged([r.embedding.plan.core for r in records], pa.int32(), 4),
+        _ragged([r.embedding.plan.padded for r in records], pa.int32(), 4),
         _ragged([r.embedding.plan.scale for r in records], pa.float32()),
         pa.array([model_id] * len(records), pa.string()),
     ]

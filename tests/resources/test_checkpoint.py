@@ -28,8 +28,8 @@ def test_round_trip(tiny_encoder: FrameEncoder, tmp_path: Path) -> None:
     patches = back.column("patch_vectors").to_pylist()
     for row, emb in zip(patches, embeddings):
         np.testing.assert_array_equal(np.asarray(row, dtype=np.float32), emb.patch_vectors)
-    assert back.column("patch_boxes").to_pylist()[1] == embeddings[1].plan.padded.tolist()
-    assert back.column("patch_core_boxes").to_pylist()[1] == embeddings[1].plan.core.tolist()
+    assert back.column("patch_boxes").to_pylist()[1] == embeddings[1].plan.core.tolist()
+    assert back.column("patch_crop_boxes").to_pylist()[1] == embeddings[1].plan.padded.tolist()
     assert read_metadata(path) == {"model_id": tiny_encoder.info.model_id}
 
 

@@ -1,0 +1,134 @@
+"""What the vector index stores, independent of the Qdrant backend: the collection schema, point
+ids, payloads, filters and the rerank score. Pure logic; ``resources.vector_index`` does the I/O.
+
+Collection ``QDRANT_COLLECTION`` (``frames_v1``) has two named vectors: ``global`` (cosine, HNSW)
+and ``patches`` (cosine, multivector compared by MaxSim, no HNSW: patch vectors are only read
+to rerank candidates the global index found). One point per frame.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+
+GLOBAL_VECTOR = "global"
+PATCH_VECTOR = "patches"
+# Qdrant caps one multivector at rows x dim < 1,048,576 values (2,047 patches of 512-d).
+MAX_MULTIVECTOR_VALUES = 1_048_576
+# uuid5 namespace for point ids: fixed forever, or every stored id changes.
+POINT_NAMESPACE = uuid.UUID("6f1c1d4e-5b0e-4d7e-9a53-3f1f0c6a8e21")
+INDEXED_INTEGER_FIELDS = ("video_id", "frame_id", "timestamp_ms")
+INDEXED_KEYWORD_FIELDS = ("checkpoint_version",)
+
+
+class SchemaMismatchError(RuntimeError):
+    """An existing collection's schema differs from the one this code writes; nothing was written."""
+
+
+class InvalidPointError(ValueError):
+    """A point's vectors cannot be stored (wrong dimension, non-finite, too many patches)."""
+
+
+@dataclass(frozen=True)
+class IndexSchema:
+    """The collection layout; two schemas are compatible when these fields are equal."""
+
+    collection: str = "frames_v1"
+    dim: int = 512
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "collection": self.collection,
+            GLOBAL_VECTOR: {"size": self.dim, "distance": "cosine", "hnsw": True},
+            PATCH_VECTOR: {"size": self.dim, "distance": "cosine", "multivector": "max_sim", "hnsw": False},
+        }
+
+
+def image_id(video_id: int, frame_id: int) -> str:
+    """The seed's frame identifier, ``"<video_id>:<frame_id>"``."""
+    return f"{video_id}:{frame_id}"
+
+
+def point_id(video_id: int, frame_id: int) -> str:
+    """Deterministic UUID of a frame's point (Qdrant accepts only unsigned ints and UUIDs)."""
+    return str(uuid.uuid5(POINT_NAMESPACE, image_id(video_id, frame_id)))
+
+
+@dataclass
+class IndexPoint:
+    """One frame ready to store: ``global_vector`` (dim,), ``patch_vectors`` (patches, dim)."""
+
+    video_id: int
+    frame_id: int
+    global_vector: np.ndarray
+    patch_vectors: np.ndarray
+    payload: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return point_id(self.video_id, self.frame_id)
+
+
+def validate_point(point: IndexPoint, dim: int) -> None:
+    """Raise :class:`InvalidPointError` unless the point's vectors fit the schema."""
+    where = f"frame {image_id(point.video_id, point.frame_id)}"
+    if point.global_vector.shape != (dim,):
+        raise InvalidPointError(f"{where}: global vector has shape {point.global_vector.shape}, expected ({dim},)")
+    patches = point.patch_vectors
+    if patches.ndim != 2 or patches.shape[1] != dim or len(patches) == 0:
+        raise InvalidPointError(f"{where}: patch vectors have shape {patches.shape}, expected (1+, {dim})")
+    if patches.size >= MAX_MULTIVECTOR_VALUES:
+        raise InvalidPointError(
+            f"{where}: {len(patches)} patches x {dim} = {patches.size:,} values, over Qdrant's multivector "
+            f"limit of {MAX_MULTIVECTOR_VALUES:,}; lower MAX_PATCHES_PER_IMAGE below {MAX_MULTIVECTOR_VALUES // dim}"
+        )
+    if not (np.isfinite(point.global_vector).all() and np.isfinite(patches).all()):
+        raise InvalidPointError(f"{where}: vectors contain NaN or infinity")
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """Restrictions on which frames may match; all given conditions must hold."""
+
+    video_ids: tuple[int, ...] | None = None  # any of these videos
+    frame_id_min: int | None = None  # inclusive bounds
+    frame_id_max: int | None = None
+    timestamp_min_ms: int | None = None
+    timestamp_max_ms: int | None = None
+
+    def ranges(self) -> dict[str, tuple[int | None, int | None]]:
+        """Payload field -> (gte, lte) for each range that has a bound."""
+        out = {}
+        for name, low, high in (
+            ("frame_id", self.frame_id_min, self.frame_id_max),
+            ("timestamp_ms", self.timestamp_min_ms, self.timestamp_max_ms),
+        ):
+            if low is not None or high is not None:
+                out[name] = (low, high)
+        return out
+
+    def is_empty(self) -> bool:
+        return self.video_ids is None and not self.ranges()
+
+
+@dataclass
+class SearchHit:
+    """One result: ``score`` is what the results are ordered by."""
+
+    point_id: str
+    score: float
+    global_score: float
+    maxsim_score: float | None  # mean over query vectors of the best patch cosine; None: no rerank
+    payload: dict[str, object]
+
+
+def rerank_pool(top_k: int, pool: int | None = None) -> int:
+    """Candidates the global index hands to the MaxSim rerank: max(100, 3 x top_k) unless set."""
+    return max(top_k, pool) if pool else max(100, 3 * top_k)
+
+
+def fused_score(global_score: float, maxsim_mean: float, alpha: float) -> float:
+    """``alpha * global + (1 - alpha) * maxsim`` (alpha = 1: global only), as the seed defined it."""
+    return alpha * global_score + (1.0 - alpha) * maxsim_mean
