@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 
 GLOBAL_VECTOR = "global"
 PATCH_VECTOR = "patches"
@@ -132,3 +133,28 @@ def rerank_pool(top_k: int, pool: int | None = None) -> int:
 def fused_score(global_score: float, maxsim_mean: float, alpha: float) -> float:
     """``alpha * global + (1 - alpha) * maxsim`` (alpha = 1: global only), as the seed defined it."""
     return alpha * global_score + (1.0 - alpha) * maxsim_mean
+
+
+def points_from_checkpoint(table: pa.Table, dim: int, checkpoint_version: str) -> list[IndexPoint]:
+    """Index points for every row of a checkpoint table (see ``resources.checkpoint``)."""
+    from resources.checkpoint import vectors
+
+    globals_ = vectors(table.column("global_vector"), dim)  # (frames, dim)
+    patch_lists = table.column("patch_vectors").combine_chunks()
+    offsets = patch_lists.offsets.to_numpy()
+    offsets = offsets - offsets[0]  # a sliced list array's offsets need not start at 0
+    patch_values = vectors(patch_lists.flatten(), dim)  # (all patches, dim)
+    rows = table.select(
+        ["video_id", "frame_id", "timestamp_ms", "url", "width", "height", "patch_boxes", "model_id"]
+    ).to_pylist()
+    points = []
+    for i, row in enumerate(rows):
+        payload = {
+            "image_id": image_id(row["video_id"], row["frame_id"]),
+            **row,
+            "checkpoint_version": checkpoint_version,
+        }
+        points.append(
+            IndexPoint(row["video_id"], row["frame_id"], globals_[i], patch_values[offsets[i] : offsets[i + 1]], payload)
+        )
+    return points

@@ -8,6 +8,7 @@ here: a bad variable fails at start-up with its name, not deep inside a run.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from collections.abc import Mapping
 
 from resources.encoder import EncoderConfig
@@ -91,3 +92,32 @@ def max_image_pixels_from_env(env: Mapping[str, str] | None = None) -> int:
     if value is None or value < 1:
         raise SettingsError(f"MAX_IMAGE_PIXELS must be a positive integer, got {value}")
     return value
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """Where the vector index lives: a Qdrant server (``url``) or an embedded shard (``path``)."""
+
+    url: str | None  # QDRANT_URL: unset = embedded Qdrant Edge; ":memory:" = qdrant-client in-process
+    path: str  # QDRANT_PATH: folder of the embedded shards
+    api_key: str | None  # QDRANT_API_KEY
+    collection: str  # QDRANT_COLLECTION
+    rerank_pool: int | None  # RERANK_POOL_SIZE: candidates for MaxSim rerank; unset = max(100, 3 x top_k)
+
+
+def index_settings_from_env(env: Mapping[str, str] | None = None) -> IndexSettings:
+    """QDRANT_URL, QDRANT_PATH, QDRANT_API_KEY, QDRANT_COLLECTION, RERANK_POOL_SIZE."""
+    env = os.environ if env is None else env
+    pool = _int(env, "RERANK_POOL_SIZE", None)
+    if pool is not None and pool < 1:
+        raise SettingsError(f"RERANK_POOL_SIZE must be a positive integer, got {pool}")
+    collection = _get(env, "QDRANT_COLLECTION", "frames_v1")
+    if not collection.replace("_", "").replace("-", "").isalnum():
+        raise SettingsError(f"QDRANT_COLLECTION may hold letters, digits, '_' and '-', got {collection!r}")
+    return IndexSettings(
+        url=env.get("QDRANT_URL", "").strip() or None,
+        path=_get(env, "QDRANT_PATH", "var/qdrant"),
+        api_key=env.get("QDRANT_API_KEY", "").strip() or None,
+        collection=collection,
+        rerank_pool=pool,
+    )

@@ -1,0 +1,274 @@
+"""The vector index on both backends - Qdrant Edge in a temp dir and qdrant-client ``:memory:`` -
+checked against a numpy reference and against each other."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient
+
+from resources.index_schema import (
+    MAX_MULTIVECTOR_VALUES,
+    IndexPoint,
+    IndexSchema,
+    InvalidPointError,
+    SchemaMismatchError,
+    SearchFilters,
+    point_id,
+)
+from resources.vector_index import IndexBusyError, VectorIndex
+
+DIM = 16
+BACKENDS = ["embedded", "memory"]
+
+
+def unit(a: np.ndarray) -> np.ndarray:
+    return (a / np.linalg.norm(a, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def make_points(video_id: int, frames: int, seed: int, first_frame: int = 0) -> list[IndexPoint]:
+    rng = np.random.default_rng(seed)
+    points = []
+    for f in range(first_frame, first_frame + frames):
+        patches = unit(rng.normal(size=(int(rng.integers(1, 7)), DIM)))
+        payload = {"video_id": video_id, "frame_id": f, "timestamp_ms": f * 40, "url": f"s3://b/{video_id}/{f}.jpg"}
+        points.append(IndexPoint(video_id, f, unit(rng.normal(size=DIM)), patches, payload))
+    return points
+
+
+@pytest.fixture(params=BACKENDS)
+def open_index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator:
+    """A function opening the index of this test's backend; reopening sees the same data."""
+    client = QdrantClient(":memory:") if request.param == "memory" else None
+    opened: list[VectorIndex] = []
+
+    def _open(schema: IndexSchema = IndexSchema("frames_test", DIM)) -> VectorIndex:
+        if client is not None:
+            index = VectorIndex.open(schema, client=client)
+        else:
+            index = VectorIndex.open(schema, path=tmp_path / "qdrant")
+        opened.append(index)
+        return index
+
+    yield _open
+    for index in opened:
+        try:
+            index.close()
+        except Exception:  # noqa: BLE001 - already closed by the test
+            pass
+
+
+@pytest.fixture
+def library(open_index) -> tuple[VectorIndex, list[IndexPoint]]:
+    index = open_index()
+    points = []
+    for video_id in (1, 2, 3):
+        video = make_points(video_id, 12, seed=video_id)
+        index.sync_video(video_id, video, version=f"v{video_id}")
+        points += video
+    return index, points
+
+
+# -- schema --------------------------------------------------------------------------------
+
+
+def test_creation_is_idempotent_and_keeps_data(open_index) -> None:
+    index = open_index()
+    index.sync_video(5, make_points(5, 3, seed=0), "a")
+    index.close()
+    again = open_index()
+    assert again.count() == 3
+
+
+def test_different_dimension_is_refused(open_index) -> None:
+    open_index().close()
+    with pytest.raises(SchemaMismatchError, match="nothing was written"):
+        open_index(IndexSchema("frames_test", DIM * 2))
+
+
+def test_point_ids_are_deterministic_uuids() -> None:
+    assert point_id(1, 2) == point_id(1, 2) != point_id(2, 1)
+    assert len(point_id(1, 2)) == 36
+
+
+# -- sync ----------------------------------------------------------------------------------
+
+
+def test_sync_resync_and_shrink(open_index) -> None:
+    index = open_index()
+    first = index.sync_video(7, make_points(7, 10, seed=1), "v1")
+    assert (first.upserted, first.deleted, first.skipped, index.count(7)) == (10, 0, False, 10)
+    again = index.sync_video(7, make_points(7, 10, seed=1), "v1")
+    assert again.skipped and again.upserted == 0 and index.count(7) == 10
+    shrunk = index.sync_video(7, make_points(7, 6, seed=2), "v2")
+    assert (shrunk.upserted, shrunk.deleted, index.count(7), index.count(7, "v2")) == (6, 4, 6, 6)
+    index.sync_video(8, make_points(8, 4, seed=3), "v1")
+    emptied = index.sync_video(7, [], "v3")
+    assert emptied.deleted == 6 and index.count(7) == 0 and index.count(8) == 4
+
+
+def test_interrupted_sync_is_repaired_by_the_next(open_index) -> None:
+    index = open_index()
+    points = make_points(4, 8, seed=5)
+    index.sync_video(4, points[:3], "v1")  # as if a crash left only part of the video
+    result = index.sync_video(4, points, "v1")
+    assert not result.skipped and index.count(4) == 8 == index.count(4, "v1")
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda p: setattr(p, "global_vector", np.ones(DIM + 1, np.float32)), "global vector"),
+        (lambda p: setattr(p, "patch_vectors", np.ones((3, DIM - 1), np.float32)), "patch vectors"),
+        (lambda p: setattr(p, "patch_vectors", np.zeros((0, DIM), np.float32)), "patch vectors"),
+        (lambda p: p.global_vector.__setitem__(0, np.nan), "NaN"),
+        (lambda p: setattr(p, "patch_vectors", np.ones((MAX_MULTIVECTOR_VALUES // DIM, DIM), np.float32)), "MAX_PATCHES_PER_IMAGE"),
+    ],
+)
+def test_invalid_points_are_refused_before_any_write(open_index, mutate, message: str) -> None:
+    index = open_index()
+    points = make_points(9, 4, seed=9)
+    mutate(points[2])
+    with pytest.raises(InvalidPointError, match=message):
+        index.sync_video(9, points, "v1")
+    assert index.count(9) == 0
+
+
+def test_sync_rejects_points_of_another_video_and_duplicates(open_index) -> None:
+    index = open_index()
+    with pytest.raises(ValueError, match="does not belong"):
+        index.sync_video(1, make_points(2, 2, seed=0), "v")
+    points = make_points(1, 2, seed=0)
+    with pytest.raises(ValueError, match="duplicate"):
+        index.sync_video(1, points + points[:1], "v")
+
+
+# -- search --------------------------------------------------------------------------------
+
+FILTER_CASES = [
+    SearchFilters(video_ids=videos, frame_id_min=fmin, frame_id_max=fmax, timestamp_min_ms=tmin, timestamp_max_ms=tmax)
+    for videos, (fmin, fmax), (tmin, tmax) in itertools.product(
+        [None, (2,), (1, 3)], [(None, None), (3, None), (None, 8), (2, 9)], [(None, None), (80, None), (None, 300), (40, 200)]
+    )
+]
+
+
+def matches(p: IndexPoint, f: SearchFilters) -> bool:
+    def within(value: int, low: int | None, high: int | None) -> bool:
+        return (low is None or value >= low) and (high is None or value <= high)
+
+    return (
+        (f.video_ids is None or p.video_id in f.video_ids)
+        and within(p.frame_id, f.frame_id_min, f.frame_id_max)
+        and within(p.payload["timestamp_ms"], f.timestamp_min_ms, f.timestamp_max_ms)  # type: ignore[arg-type]
+    )
+
+
+def reference(points: list[IndexPoint], query: np.ndarray, f: SearchFilters, k: int, patches: np.ndarray | None = None, alpha: float = 0.5) -> list[tuple[str, float]]:
+    """numpy brute force; the pool covers every matching frame at this size."""
+    scored = []
+    for p in points:
+        if not matches(p, f):
+            continue
+        g = float(p.global_vector @ query)
+        if patches is None:
+            scored.append((p.id, g))
+        else:
+            maxsim = float((patches @ p.patch_vectors.T).max(axis=1).mean())
+            scored.append((p.id, alpha * g + (1 - alpha) * maxsim))
+    return sorted(scored, key=lambda item: -item[1])[:k]
+
+
+@pytest.mark.parametrize("filters", FILTER_CASES, ids=lambda f: repr(f)[14:-1] or "none")
+def test_global_search_with_every_filter_combination(library, filters: SearchFilters) -> None:
+    index, points = library
+    query = unit(np.random.default_rng(42).normal(size=DIM))
+    hits = index.search(query, top_k=100, filters=filters)
+    want = reference(points, query, filters, 100)
+    assert [h.point_id for h in hits] == [pid for pid, _ in want]
+    np.testing.assert_allclose([h.score for h in hits], [s for _, s in want], atol=1e-5)
+    assert all(h.maxsim_score is None and h.global_score == h.score for h in hits)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.5, 1.0])
+@pytest.mark.parametrize("rows", [1, 4])
+def test_rerank_matches_numpy(library, alpha: float, rows: int) -> None:
+    index, points = library
+    rng = np.random.default_rng(rows)
+    query, patches = unit(rng.normal(size=DIM)), unit(rng.normal(size=(rows, DIM)))
+    filters = SearchFilters(video_ids=(1, 3), frame_id_min=2)
+    hits = index.search(query, top_k=10, filters=filters, patch_queries=patches, alpha=alpha)
+    want = reference(points, query, filters, 10, patches, alpha)
+    np.testing.assert_allclose([h.score for h in hits], [s for _, s in want], atol=1e-5)
+    if alpha < 1.0:  # at alpha = 1 equal global scores could tie differently; scores suffice
+        assert [h.point_id for h in hits] == [pid for pid, _ in want]
+    by_id = {p.id: p for p in points}
+    for hit in hits:
+        p = by_id[hit.point_id]
+        assert hit.global_score == pytest.approx(float(p.global_vector @ query), abs=1e-5)
+        assert hit.maxsim_score == pytest.approx(float((patches @ p.patch_vectors.T).max(axis=1).mean()), abs=1e-5)
+        assert hit.score == pytest.approx(alpha * hit.global_score + (1 - alpha) * hit.maxsim_score, abs=1e-5)
+        assert hit.payload["video_id"] in (1, 3) and hit.payload["frame_id"] >= 2
+
+
+def test_rerank_pool_limits_candidates_to_the_global_top(library) -> None:
+    """A frame outside the global pool never appears, however well its patches match."""
+    index, points = library
+    query = unit(np.random.default_rng(0).normal(size=DIM))
+    worst = min(points, key=lambda p: float(p.global_vector @ query))
+    patches = worst.patch_vectors[:1]  # a perfect patch match for the globally worst frame
+    pooled = index.search(query, top_k=5, patch_queries=patches, alpha=0.0, pool=10)
+    everything = index.search(query, top_k=5, patch_queries=patches, alpha=0.0, pool=1000)
+    assert worst.id not in [h.point_id for h in pooled]
+    assert everything[0].point_id == worst.id and everything[0].maxsim_score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_search_validates_inputs(library) -> None:
+    index, _ = library
+    query = np.ones(DIM, np.float32)
+    with pytest.raises(ValueError, match="top_k"):
+        index.search(query, top_k=0)
+    with pytest.raises(ValueError, match="alpha"):
+        index.search(query, alpha=1.5, patch_queries=query[None])
+    with pytest.raises(ValueError, match="shape"):
+        index.search(np.ones(DIM + 1, np.float32))
+    with pytest.raises(ValueError, match="finite"):
+        index.search(np.full(DIM, np.nan, np.float32))
+
+
+def test_empty_results(library) -> None:
+    index, _ = library
+    query = np.ones(DIM, np.float32)
+    assert index.search(query, filters=SearchFilters(video_ids=(99,))) == []
+    assert index.search(query, filters=SearchFilters(video_ids=(99,)), patch_queries=query[None]) == []
+
+
+def test_both_backends_give_the_same_results(tmp_path: Path) -> None:
+    schema = IndexSchema("frames_same", DIM)
+    results = []
+    with VectorIndex.open(schema, path=tmp_path) as edge, VectorIndex.open(schema, url=":memory:") as memory:
+        for index in (edge, memory):
+            for video_id in (1, 2):
+                index.sync_video(video_id, make_points(video_id, 15, seed=video_id), "v")
+            rng = np.random.default_rng(7)
+            query, patches = unit(rng.normal(size=DIM)), unit(rng.normal(size=(3, DIM)))
+            results.append(
+                [
+                    [(h.point_id, round(h.score, 5)) for h in index.search(query, top_k=8)],
+                    [(h.point_id, round(h.score, 5), round(h.maxsim_score, 5)) for h in index.search(query, top_k=8, patch_queries=patches, alpha=0.4)],
+                ]
+            )
+    assert results[0] == results[1]
+
+
+def test_embedded_shard_is_owned_by_one_opener(tmp_path: Path) -> None:
+    schema = IndexSchema("frames_lock", DIM)
+    with VectorIndex.open(schema, path=tmp_path):
+        with pytest.raises(IndexBusyError, match="another process"):
+            VectorIndex.open(schema, path=tmp_path)
+    with VectorIndex.open(schema, path=tmp_path) as index:  # released on close
+        assert index.count() == 0
