@@ -9,6 +9,7 @@ a reader never sees a half-written checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -103,14 +104,34 @@ def records_to_table(records: Sequence[FrameRecord], model_id: str, dim: int, me
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def write_table_atomic(table: pa.Table, path: str | Path) -> Path:
-    """Write ``table`` to ``path`` via a temporary file and an atomic rename."""
+def content_version(table: pa.Table) -> str:
+    """A digest of the table's rows (not its metadata): equal content, equal version."""
+    digest = hashlib.sha256()
+    for name in table.column_names:
+        digest.update(name.encode())
+        array = table.column(name).combine_chunks()
+        digest.update(str(len(array)).encode())
+        for buffer in array.buffers():  # includes the child arrays' buffers of nested types
+            if buffer is not None:
+                digest.update(memoryview(buffer))
+    return digest.hexdigest()[:16]
+
+
+def write_table_atomic(table: pa.Table, path: str | Path) -> str:
+    """Write ``table`` to ``path`` via a temporary file and an atomic rename; return its version.
+
+    The version (see :func:`content_version`) is stored in the footer metadata under "version".
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    version = content_version(table)
+    meta = dict(table.schema.metadata or {})
+    current = json.loads(meta.get(META_KEY, b"{}"))
+    meta[META_KEY] = json.dumps({**current, "version": version}, sort_keys=True).encode()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
-    return path
+    pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd")
+    os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half of one
+    return version
 
 
 def read_metadata(path: str | Path) -> dict[str, object]:

@@ -33,6 +33,7 @@ class VideoReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason)
     seconds: float = 0.0
     checkpoint: Path | None = None
+    version: str | None = None  # content version of the written checkpoint
 
 
 def frame_id_from_name(name: str) -> int:
@@ -80,7 +81,8 @@ def embed_video_folder(
         info = encoder.info
         metadata = {"model_id": info.model_id, "weights_random": info.weights_random, "patch_config": patch_config.fingerprint()}
         table = records_to_table(records, info.model_id, info.embed_dim, metadata)
-        report.checkpoint = write_table_atomic(table, checkpoint_path)
+        report.version = write_table_atomic(table, checkpoint_path)
+        report.checkpoint = checkpoint_path
         report.frames = len(records)
         report.patches = sum(len(e.patch_vectors) for e in embeddings)
     report.seconds = time.perf_counter() - started

@@ -19,8 +19,11 @@ def test_round_trip(tiny_encoder: FrameEncoder, tmp_path: Path) -> None:
     embeddings = tiny_encoder.encode_frames(frames, PatchConfig(window=96, stride=48))
     records = [FrameRecord(7, 10 * i, 400 * i, f"file:///f{i}.png", 320, 200, e) for i, e in enumerate(embeddings)]
     table = records_to_table(records, tiny_encoder.info.model_id, 64, metadata={"model_id": tiny_encoder.info.model_id})
-    path = write_table_atomic(table, tmp_path / "sub" / "video_7.parquet")
+    path = tmp_path / "sub" / "video_7.parquet"
+    version = write_table_atomic(table, path)
     assert [p.name for p in path.parent.iterdir()] == ["video_7.parquet"]  # no temp file left behind
+    assert write_table_atomic(table, tmp_path / "copy.parquet") == version  # content, not time
+    assert write_table_atomic(table.slice(0, 2), tmp_path / "part.parquet") != version
 
     back = pq.read_table(path)
     assert back.column("frame_id").to_pylist() == [0, 10, 20]
@@ -30,7 +33,7 @@ def test_round_trip(tiny_encoder: FrameEncoder, tmp_path: Path) -> None:
         np.testing.assert_array_equal(np.asarray(row, dtype=np.float32), emb.patch_vectors)
     assert back.column("patch_boxes").to_pylist()[1] == embeddings[1].plan.core.tolist()
     assert back.column("patch_crop_boxes").to_pylist()[1] == embeddings[1].plan.padded.tolist()
-    assert read_metadata(path) == {"model_id": tiny_encoder.info.model_id}
+    assert read_metadata(path) == {"model_id": tiny_encoder.info.model_id, "version": version}
 
 
 def test_rejects_wrong_dimension_and_non_finite(tiny_encoder: FrameEncoder) -> None:

@@ -1,0 +1,152 @@
+"""Keep the index equal to the published checkpoints: the index is a materialized view of them.
+
+A checkpoint folder holds one ``video_<id>.parquet`` per video, each carrying its content version
+in the footer. Whoever holds the index applies what changed:
+
+* in server mode (QDRANT_URL) the pipeline syncs each video right after writing its checkpoint;
+* in embedded mode only one process can hold the Qdrant Edge shard. The pipeline syncs when it
+  can take the shard (:func:`sync_or_defer`); while the search service holds it, the service's
+  :class:`CheckpointFollower` polls the folder and applies new versions within seconds. Syncing a
+  version that is already applied is a no-op, so both may try the same checkpoint safely.
+
+``python -m resources.index_follower`` runs a follower on its own (holding the embedded shard).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from resources.checkpoint import content_version, read_metadata
+from resources.index_schema import IndexSchema, points_from_checkpoint
+from resources.vector_index import IndexBusyError, SyncResult, VectorIndex
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = re.compile(r"^video_(\d+)\.parquet$")
+
+
+def checkpoint_path(root: str | Path, video_id: int) -> Path:
+    """Where the published checkpoint of ``video_id`` lives under ``root``."""
+    return Path(root) / f"video_{video_id}.parquet"
+
+
+def published_checkpoints(root: str | Path) -> dict[int, Path]:
+    """``{video_id: path}`` of every published checkpoint under ``root`` (temp files excluded)."""
+    root = Path(root)
+    if not root.is_dir():
+        return {}
+    found = {}
+    for entry in root.iterdir():
+        match = CHECKPOINT_NAME.match(entry.name)
+        if match:
+            found[int(match.group(1))] = entry
+    return found
+
+
+def sync_checkpoint(index: VectorIndex, video_id: int, path: Path) -> SyncResult:
+    """Sync one video's points to the checkpoint at ``path`` (a no-op if that version is in)."""
+    version = str(read_metadata(path).get("version") or "")
+    table = pq.read_table(path)
+    version = version or content_version(table)  # checkpoints written before versions existed
+    return index.sync_video(video_id, points_from_checkpoint(table, index.schema.dim, version), version)
+
+
+def sync_or_defer(open_index, video_id: int, path: Path) -> SyncResult | None:
+    """Sync now if the index can be opened; ``None`` if another process holds the embedded shard
+    (its follower applies the checkpoint instead). ``open_index`` opens a :class:`VectorIndex`."""
+    try:
+        index = open_index()
+    except IndexBusyError:
+        log.info("index held by another process: video %s will be applied by its follower", video_id)
+        return None
+    with index:
+        result = sync_checkpoint(index, video_id, path)
+        index.optimize()
+        return result
+
+
+@dataclass
+class CheckpointFollower:
+    """Applies new and changed checkpoints under ``root`` to ``index``; removes videos whose
+    checkpoint was deleted while it watched. Failures are logged and retried on the next poll."""
+
+    index: VectorIndex
+    root: Path
+    errors: dict[int, str] = field(default_factory=dict)  # video_id -> last error, for health
+    _seen: dict[int, tuple[int, int]] = field(default_factory=dict)  # video_id -> (mtime_ns, size)
+    applied: int = 0  # checkpoints synced (not counting no-ops) since start
+
+    def poll(self) -> list[SyncResult]:
+        results = []
+        current = published_checkpoints(self.root)
+        for video_id, path in sorted(current.items()):
+            try:
+                stat = path.stat()
+                key = (stat.st_mtime_ns, stat.st_size)
+                if self._seen.get(video_id) == key:
+                    continue
+                result = sync_checkpoint(self.index, video_id, path)
+            except FileNotFoundError:
+                continue  # replaced between listing and reading: the next poll sees the new one
+            except Exception as exc:  # noqa: BLE001 - one bad checkpoint must not stop the others
+                self.errors[video_id] = f"{type(exc).__name__}: {exc}"
+                log.error("video %s: checkpoint %s not applied: %s", video_id, path, exc)
+                continue
+            self._seen[video_id] = key
+            self.errors.pop(video_id, None)
+            if not result.skipped:
+                self.applied += 1
+                log.info("video %s: applied checkpoint %s (%d points)", video_id, result.version, result.points)
+            results.append(result)
+        if self.root.is_dir():  # a missing folder (unmounted disk) must not empty the index
+            for video_id in set(self._seen) - set(current):
+                self.index.delete_video(video_id)
+                del self._seen[video_id]
+                log.info("video %s: checkpoint removed, points deleted", video_id)
+        if any(not r.skipped for r in results):
+            self.index.optimize()
+        return results
+
+    def run(self, stop: threading.Event, interval_s: float = 2.0) -> None:
+        """Poll until ``stop`` is set."""
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self.poll()
+            except Exception:  # noqa: BLE001 - keep following; the error is in the log
+                log.exception("checkpoint follower poll failed")
+            stop.wait(max(0.0, interval_s - (time.monotonic() - started)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Hold the embedded index and follow a checkpoint folder until interrupted."""
+    from resources.settings import index_settings_from_env
+
+    parser = argparse.ArgumentParser(prog="python -m resources.index_follower", description=main.__doc__)
+    parser.add_argument("--checkpoints", type=Path, default=Path("var/checkpoints"))
+    parser.add_argument("--dim", type=int, required=True, help="vector dimension of the checkpoints")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = index_settings_from_env()
+    schema = IndexSchema(settings.collection, args.dim)
+    with VectorIndex.open(schema, url=settings.url, path=settings.path, api_key=settings.api_key, lock_timeout_s=60) as index:
+        stop = threading.Event()
+        try:
+            CheckpointFollower(index, args.checkpoints).run(stop, args.interval)
+        except KeyboardInterrupt:
+            stop.set()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
