@@ -42,7 +42,7 @@ from resources.index_schema import (
 
 log = logging.getLogger(__name__)
 
-UPSERT_BATCH = 128  # points per write: ~6 MB at 24 patches x 512-d
+UPSERT_BATCH = 512  # points per write: ~25 MB at 24 patches x 512-d
 MIN_SERVER_VERSION = (1, 10)  # multivectors (MaxSim) arrived in Qdrant 1.10
 HNSW_GLOBAL = {"m": 16, "ef_construct": 100, "full_scan_threshold": 10_000}
 
@@ -125,11 +125,12 @@ class _EdgeBackend(_Backend):
 
     kind = "embedded"
 
-    def __init__(self, path: Path, lock_timeout_s: float = 0.0) -> None:
+    def __init__(self, path: Path, lock_timeout_s: float = 0.0, hnsw_ef: int = 128) -> None:
         import qdrant_edge as qe
 
         self.qe = qe
         self.path = path
+        self.params = qe.SearchParams(hnsw_ef=hnsw_ef)
         path.mkdir(parents=True, exist_ok=True)
         # Our own advisory lock, held as long as the shard is open: a typed, immediate answer to
         # "is another process using this shard?" instead of parsing Edge's WAL error text.
@@ -206,7 +207,8 @@ class _EdgeBackend(_Backend):
         qe = self.qe
         self.shard.update(
             qe.UpdateOperation.upsert_points(
-                [qe.Point(p.id, {GLOBAL_VECTOR: p.global_vector, PATCH_VECTOR: p.patch_vectors}, p.payload) for p in points]
+                # Lists convert to Rust ~2x faster than numpy arrays, which go element by element.
+                [qe.Point(p.id, {GLOBAL_VECTOR: p.global_vector.tolist(), PATCH_VECTOR: p.patch_vectors.tolist()}, p.payload) for p in points]
             )
         )
 
@@ -224,6 +226,7 @@ class _EdgeBackend(_Backend):
             query=qe.Query.Nearest(vector.tolist(), using=GLOBAL_VECTOR),
             filter=self._filter(filters, ids=ids),
             with_payload=True,
+            params=self.params,
         )
         return [(str(p.id), float(p.score), p.payload or {}) for p in self.shard.query(request)]
 
@@ -246,13 +249,15 @@ class _EdgeBackend(_Backend):
             )
         )
         flt = self._filter(filters)
-        candidates = qe.Prefetch(limit=pool, query=qe.Query.Nearest(vector.tolist(), using=GLOBAL_VECTOR), filter=flt)
+        def global_pool() -> Any:
+            return qe.Prefetch(limit=pool, query=qe.Query.Nearest(vector.tolist(), using=GLOBAL_VECTOR), filter=flt, params=self.params)
+
         patches = qe.Prefetch(
             limit=pool,  # equal pools: a point missing from one prefetch would silently score 0 there
             query=qe.Query.Nearest(queries.tolist(), using=PATCH_VECTOR),
-            prefetches=[qe.Prefetch(limit=pool, query=qe.Query.Nearest(vector.tolist(), using=GLOBAL_VECTOR), filter=flt)],
+            prefetches=[global_pool()],
         )
-        request = qe.QueryRequest(limit=limit, query=formula, prefetches=[candidates, patches], with_payload=True)
+        request = qe.QueryRequest(limit=limit, query=formula, prefetches=[global_pool(), patches], with_payload=True)
         return [(str(p.id), float(p.score), p.payload or {}) for p in self.shard.query(request)]
 
     def optimize(self) -> None:
@@ -274,11 +279,12 @@ class _ServerBackend(_Backend):
 
     kind = "server"
 
-    def __init__(self, url: str | None, collection: str, api_key: str | None = None, timeout_s: float = 30.0, client: Any = None) -> None:
+    def __init__(self, url: str | None, collection: str, api_key: str | None = None, timeout_s: float = 30.0, client: Any = None, hnsw_ef: int = 128) -> None:
         from qdrant_client import QdrantClient, models
 
         self.models = models
         self.collection = collection
+        self.params = models.SearchParams(hnsw_ef=hnsw_ef)
         self._owns_client = client is None  # a client handed in is the caller's to close
         if client is not None or url == ":memory:":
             self.kind = "memory" if url == ":memory:" else "server"
@@ -380,7 +386,7 @@ class _ServerBackend(_Backend):
     def nearest(self, vector, filters, limit, ids=None):
         points = self.client.query_points(
             self.collection, query=vector.tolist(), using=GLOBAL_VECTOR, query_filter=self._filter(filters, ids=ids),
-            limit=limit, with_payload=True,
+            limit=limit, with_payload=True, search_params=self.params,
         ).points
         return [(str(p.id), float(p.score), p.payload or {}) for p in points]
 
@@ -402,13 +408,12 @@ class _ServerBackend(_Backend):
             )
         )
         flt = self._filter(filters)
-        candidates = models.Prefetch(query=vector.tolist(), using=GLOBAL_VECTOR, limit=pool, filter=flt)
-        patches = models.Prefetch(
-            query=queries.tolist(), using=PATCH_VECTOR, limit=pool,
-            prefetch=[models.Prefetch(query=vector.tolist(), using=GLOBAL_VECTOR, limit=pool, filter=flt)],
-        )
+        def global_pool() -> Any:
+            return models.Prefetch(query=vector.tolist(), using=GLOBAL_VECTOR, limit=pool, filter=flt, params=self.params)
+
+        patches = models.Prefetch(query=queries.tolist(), using=PATCH_VECTOR, limit=pool, prefetch=[global_pool()])
         points = self.client.query_points(
-            self.collection, prefetch=[candidates, patches], query=formula, limit=limit, with_payload=True
+            self.collection, prefetch=[global_pool(), patches], query=formula, limit=limit, with_payload=True
         ).points
         return [(str(p.id), float(p.score), p.payload or {}) for p in points]
 
@@ -443,16 +448,18 @@ class VectorIndex:
         api_key: str | None = None,
         lock_timeout_s: float = 0.0,
         client: Any = None,
+        hnsw_ef: int = 128,
     ) -> VectorIndex:
         """A server index when ``url`` is given (``":memory:"`` for qdrant-client's in-process
         mode; or a ready ``qdrant_client.QdrantClient`` as ``client``), else the embedded shard
         under ``path``. Creates the collection if it is missing;
         refuses one whose schema differs. Raises :class:`IndexBusyError` if another process holds
-        the embedded shard (after waiting up to ``lock_timeout_s``)."""
+        the embedded shard (after waiting up to ``lock_timeout_s``). ``hnsw_ef`` is the HNSW
+        search beam of the global index: larger is slower and recalls more."""
         if url or client is not None:
-            backend: _Backend = _ServerBackend(url, schema.collection, api_key, client=client)
+            backend: _Backend = _ServerBackend(url, schema.collection, api_key, client=client, hnsw_ef=hnsw_ef)
         elif path is not None:
-            backend = _EdgeBackend(Path(path) / schema.collection, lock_timeout_s)
+            backend = _EdgeBackend(Path(path) / schema.collection, lock_timeout_s, hnsw_ef=hnsw_ef)
         else:
             raise ValueError("give a Qdrant url (QDRANT_URL) or an embedded index path (QDRANT_PATH)")
         try:

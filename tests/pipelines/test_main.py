@@ -44,6 +44,17 @@ def test_main_job_writes_checkpoints_offline(tmp_path: Path, capsys: pytest.Capt
     globals_ = vectors(table.column("global_vector"), 64)
     np.testing.assert_allclose(np.linalg.norm(globals_, axis=1), 1.0, atol=1e-5)
     assert read_metadata(tmp_path / "checkpoints" / "video_2.parquet")["weights_random"] is True
+    assert "index (embedded, collection frames_v1): 16 frames" in out
+    assert out.count("(rerank on): 2:") + out.count("(rerank on): 1:") == 2  # ranked results printed
+    assert "index: 10 upserted, 0 deleted" in out
+
+
+def test_main_job_twice_leaves_the_index_unchanged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--var", str(tmp_path), "--offline-model"]) == 0
+    capsys.readouterr()
+    assert main(["--var", str(tmp_path), "--offline-model"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("index: unchanged") == 2 and "16 frames" in out
 
 
 def test_main_job_skips_bad_frames_and_reports_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
