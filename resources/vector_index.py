@@ -44,7 +44,9 @@ log = logging.getLogger(__name__)
 
 UPSERT_BATCH = 512  # points per write: ~25 MB at 24 patches x 512-d
 MIN_SERVER_VERSION = (1, 10)  # multivectors (MaxSim) arrived in Qdrant 1.10
-HNSW_GLOBAL = {"m": 16, "ef_construct": 100, "full_scan_threshold": 10_000}
+# full_scan_threshold is in KB of vectors: filters leaving under ~10k frames (512-d) are scored
+# exactly, which is both faster and exact where HNSW with a tight filter loses recall.
+HNSW_GLOBAL = {"m": 16, "ef_construct": 100, "full_scan_threshold": 20_000}
 
 
 class IndexBusyError(RuntimeError):
@@ -110,8 +112,9 @@ class _Backend(ABC):
         """Qdrant's MaxSim (sum over query rows of the best patch cosine) for exactly ``ids``."""
 
     @abstractmethod
-    def fused(self, vector: np.ndarray, queries: np.ndarray, alpha: float, filters: SearchFilters, limit: int, pool: int) -> list[tuple[str, float, dict]]:
-        """Top ``limit`` by ``alpha * global + (1 - alpha) * maxsim / rows`` over the global pool."""
+    def fused(self, vector: np.ndarray, queries: np.ndarray, alpha: float, filters: SearchFilters, limit: int, pool: int) -> list[tuple[str, float, dict, np.ndarray]]:
+        """Top ``limit`` by ``alpha * global + (1 - alpha) * maxsim / rows`` over the global pool:
+        ``(id, score, payload, stored global vector)``."""
 
     def optimize(self) -> None:  # building indexes is explicit on Edge, automatic on a server
         return None
@@ -147,9 +150,17 @@ class _EdgeBackend(_Backend):
                 time.sleep(0.1)
         self._lock_file.seek(0)
         self._lock_file.truncate()
-        self._lock_file.write(f"{os.getpid()}\n")
+        self._lock_file.write(f"{os.getpid()}\n")  # who holds it, for a person looking
         self._lock_file.flush()
-        self.shard = qe.EdgeShard.load(str(path)) if (path / "edge_config.json").is_file() else None
+        try:
+            self.shard = qe.EdgeShard.load(str(path)) if (path / "edge_config.json").is_file() else None
+        except Exception as exc:  # Edge raises bare Exception for every failure
+            self._release()
+            raise IndexUnavailableError(f"cannot open the embedded index {path}: {exc}") from exc
+
+    def _release(self) -> None:
+        fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+        self._lock_file.close()
 
     def existing_vectors(self) -> dict[str, dict[str, Any]] | None:
         config_file = self.path / "edge_config.json"
@@ -257,8 +268,10 @@ class _EdgeBackend(_Backend):
             query=qe.Query.Nearest(queries.tolist(), using=PATCH_VECTOR),
             prefetches=[global_pool()],
         )
-        request = qe.QueryRequest(limit=limit, query=formula, prefetches=[global_pool(), patches], with_payload=True)
-        return [(str(p.id), float(p.score), p.payload or {}) for p in self.shard.query(request)]
+        request = qe.QueryRequest(
+            limit=limit, query=formula, prefetches=[global_pool(), patches], with_payload=True, with_vector=[GLOBAL_VECTOR]
+        )
+        return [(str(p.id), float(p.score), p.payload or {}, np.asarray(p.vector[GLOBAL_VECTOR], np.float32)) for p in self.shard.query(request)]
 
     def optimize(self) -> None:
         self.shard.optimize()
@@ -270,8 +283,7 @@ class _EdgeBackend(_Backend):
                 self.shard.close()
                 self.shard = None
         finally:
-            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-            self._lock_file.close()
+            self._release()
 
 
 class _ServerBackend(_Backend):
@@ -289,8 +301,11 @@ class _ServerBackend(_Backend):
         if client is not None or url == ":memory:":
             self.kind = "memory" if url == ":memory:" else "server"
             self.client = client if client is not None else QdrantClient(":memory:")
+            if self.client._client.__class__.__name__ == "QdrantLocal":
+                self.params = None  # local mode is exact search and warns about search params
             return
-        self.client = QdrantClient(url=url, api_key=api_key or None, timeout=int(timeout_s))
+        # Our own version check below says what is wrong; the client's only warns.
+        self.client = QdrantClient(url=url, api_key=api_key or None, timeout=int(timeout_s), check_compatibility=False)
         try:
             version = self.client.info().version
         except Exception as exc:  # noqa: BLE001 - any failure to reach the server means the same
@@ -325,7 +340,7 @@ class _ServerBackend(_Backend):
                 GLOBAL_VECTOR: models.VectorParams(
                     size=schema.dim,
                     distance=models.Distance.COSINE,
-                    hnsw_config=models.HnswConfigDiff(m=HNSW_GLOBAL["m"], ef_construct=HNSW_GLOBAL["ef_construct"]),
+                    hnsw_config=models.HnswConfigDiff(**HNSW_GLOBAL),
                 ),
                 PATCH_VECTOR: models.VectorParams(
                     size=schema.dim,
@@ -413,9 +428,10 @@ class _ServerBackend(_Backend):
 
         patches = models.Prefetch(query=queries.tolist(), using=PATCH_VECTOR, limit=pool, prefetch=[global_pool()])
         points = self.client.query_points(
-            self.collection, prefetch=[global_pool(), patches], query=formula, limit=limit, with_payload=True
+            self.collection, prefetch=[global_pool(), patches], query=formula, limit=limit, with_payload=True,
+            with_vectors=[GLOBAL_VECTOR],
         ).points
-        return [(str(p.id), float(p.score), p.payload or {}) for p in points]
+        return [(str(p.id), float(p.score), p.payload or {}, np.asarray(p.vector[GLOBAL_VECTOR], np.float32)) for p in points]
 
     def close(self) -> None:
         if self._owns_client:
@@ -577,13 +593,17 @@ class VectorIndex:
         hits = self._backend.fused(vector, queries, alpha, filters, top_k, rerank_pool(top_k, pool))
         if not hits:
             return []
-        # Break the fused score into its parts for the response: exact scores of the returned
-        # frames only (k points), never their vectors.
-        ids = [pid for pid, _, _ in hits]
-        globals_ = {pid: score for pid, score, _ in self._backend.nearest(vector, SearchFilters(), len(ids), ids=ids)}
-        maxsims = self._backend.maxsim(queries, ids)
+        # The response shows the fused score's parts. The global part is the cosine with the
+        # returned frames' stored global vectors (k x dim floats; patch vectors never travel);
+        # the MaxSim part follows from the fused score, or - where (1 - alpha) is too small to
+        # divide by accurately - from one exact MaxSim query over the k returned ids.
+        globals_ = np.stack([stored for *_, stored in hits]) @ vector  # (k,)
+        if alpha <= 0.9:
+            maxsims = [(score - alpha * g) / (1.0 - alpha) for (_, score, _, _), g in zip(hits, globals_)]
+        else:
+            exact = self._backend.maxsim(queries, [pid for pid, *_ in hits])
+            maxsims = [exact.get(pid, 0.0) / len(queries) for pid, *_ in hits]
         return [
-            SearchHit(pid, score, globals_.get(pid, float("nan")), maxsims.get(pid, 0.0) / len(queries), payload)
-            for pid, score, payload in hits
+            SearchHit(pid, score, float(g), float(m), payload)
+            for (pid, score, payload, _), g, m in zip(hits, globals_, maxsims)
         ]
-

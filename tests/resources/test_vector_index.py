@@ -3,7 +3,10 @@ checked against a numpy reference and against each other."""
 
 from __future__ import annotations
 
+import http.server
 import itertools
+import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +23,7 @@ from resources.index_schema import (
     SearchFilters,
     point_id,
 )
-from resources.vector_index import IndexBusyError, VectorIndex
+from resources.vector_index import IndexBusyError, IndexUnavailableError, VectorIndex
 
 DIM = 16
 BACKENDS = ["embedded", "memory"]
@@ -272,3 +275,46 @@ def test_embedded_shard_is_owned_by_one_opener(tmp_path: Path) -> None:
             VectorIndex.open(schema, path=tmp_path)
     with VectorIndex.open(schema, path=tmp_path) as index:  # released on close
         assert index.count() == 0
+
+
+class _FakeQdrantRoot(http.server.BaseHTTPRequestHandler):
+    """Answers GET / like a Qdrant server of version ``self.server.version`` (and nothing else)."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        body = json.dumps({"title": "qdrant - vector search engine", "version": self.server.version}).encode()  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_server_too_old_for_multivectors_is_refused_by_version() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeQdrantRoot)
+    server.version = "1.9.2"  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(IndexUnavailableError, match=r"version 1\.9\.2.*>= 1\.10"):
+            VectorIndex.open(IndexSchema("frames_test", DIM), url=f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+
+
+def test_unreachable_server_is_reported() -> None:
+    with pytest.raises(IndexUnavailableError, match="cannot reach Qdrant"):
+        VectorIndex.open(IndexSchema("frames_test", DIM), url="http://127.0.0.1:9")
+
+
+def test_corrupt_embedded_shard_is_reported_and_released(tmp_path: Path) -> None:
+    schema = IndexSchema("frames_bad", DIM)
+    shard = tmp_path / "frames_bad"
+    shard.mkdir()
+    (shard / "edge_config.json").write_text("{not json")
+    with pytest.raises(IndexUnavailableError, match="cannot open the embedded index"):
+        VectorIndex.open(schema, path=tmp_path)
+    with pytest.raises(IndexUnavailableError):  # the lock was released: a second try gets as far
+        VectorIndex.open(schema, path=tmp_path)
