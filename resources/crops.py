@@ -88,19 +88,6 @@ def global_view(
     raise ValueError(f"global resize mode must be one of {GLOBAL_RESIZE_MODES}, got {mode!r}")
 
 
-def patch_crops(
-    frame: torch.Tensor,
-    plan: PatchPlan,
-    size: int,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    method: CropMethod = "resize_slice",
-) -> torch.Tensor:
-    """The plan's padded boxes cut from ``frame`` and resized to ``(patches, 3, size, size)``."""
-    crops = list(iter_patch_crops(frame, plan, size, mean, std, method))
-    return torch.stack(crops) if crops else torch.empty(0, 3, size, size, device=frame.device)
-
-
 def iter_patch_crops(
     frame: torch.Tensor,
     plan: PatchPlan,
