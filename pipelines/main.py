@@ -18,7 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from resources.encoder import load_encoder_or_offline
-from resources.index_follower import checkpoint_path, sync_or_defer
+from resources.checkpoint import published_path
+from resources.index_follower import sync_or_defer
 from resources.index_schema import IndexSchema
 from resources.vector_index import VectorIndex
 from resources.local_videos import embed_video_folder, video_folders
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     failures, deferred = 0, 0
     for video_id, folder in video_folders(videos):
         fps = args.fps if args.videos else SAMPLE_FPS.get(video_id, args.fps)
-        checkpoint = checkpoint_path(args.var / "checkpoints", video_id)
+        checkpoint = published_path(args.var / "checkpoints", video_id)
         report = embed_video_folder(encoder, folder, video_id, fps, checkpoint, patch_config, max_pixels)
         for name, reason in report.skipped:
             print(f"[main] video {video_id}: skipped {name}: {reason}")

@@ -104,6 +104,11 @@ def records_to_table(records: Sequence[FrameRecord], model_id: str, dim: int, me
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+def published_path(store: str | Path, video_id: int) -> Path:
+    """Where a video's published checkpoint lives in a checkpoint store folder."""
+    return Path(store) / f"video_{video_id}.parquet"
+
+
 def content_version(table: pa.Table) -> str:
     """A digest of the table's rows (not its metadata): equal content, equal version."""
     digest = hashlib.sha256()

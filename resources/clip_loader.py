@@ -175,6 +175,17 @@ def _is_random_weights(path: str | None) -> bool:
         return (handle.metadata() or {}).get(RANDOM_WEIGHTS_MARKER) == "true"
 
 
+def weights_model_id(weights: ResolvedWeights) -> str:
+    """The model id of resolved weights: ``<model>/<tag>``, ``<model>/file-<digest>``,
+    ``<model>/random-<digest>`` (weights from :func:`save_random_weights`) or the local-dir."""
+    if weights.tag is not None:
+        return f"{weights.model_name}/{weights.tag}"
+    if weights.pretrained is not None:
+        kind = "random" if _is_random_weights(weights.pretrained) else "file"
+        return f"{weights.model_name}/{kind}-{_file_digest(weights.pretrained)}"
+    return weights.model_name
+
+
 def load_clip(model: str, pretrained: str, device: str | torch.device = "cpu") -> LoadedClip:
     """Load an open_clip model in fp32 and eval mode on ``device``; see :func:`resolve_weights`."""
     weights = resolve_weights(model, pretrained)
@@ -188,13 +199,7 @@ def load_clip(model: str, pretrained: str, device: str | torch.device = "cpu") -
         ) from exc
     clip.eval()
     random = weights.tag is None and _is_random_weights(weights.pretrained)
-    if weights.tag is not None:
-        model_id = f"{weights.model_name}/{weights.tag}"
-    elif weights.pretrained is not None:
-        kind = "random" if random else "file"
-        model_id = f"{weights.model_name}/{kind}-{_file_digest(weights.pretrained)}"
-    else:
-        model_id = weights.model_name
+    model_id = weights_model_id(weights)
     preprocess = open_clip.get_model_preprocess_cfg(clip)
     size = preprocess.get("size", 224)
     return LoadedClip(

@@ -275,6 +275,14 @@ class FrameEncoder:
         return np.concatenate(outputs)
 
 
+def offline_weights(models_dir: str | Path) -> Path:
+    """The offline model's random weights in ``models_dir``, written on first use."""
+    weights = Path(models_dir) / f"{TINY_MODEL}-random.safetensors"
+    if not weights.is_file():
+        save_random_weights(weights)
+    return weights
+
+
 def load_encoder_or_offline(config: EncoderConfig, models_dir: str | Path) -> tuple[FrameEncoder, str | None]:
     """The configured encoder, or - when its weights cannot be had here - the tiny offline model
     with random weights (written to ``models_dir`` once). Returns the encoder and, after a
@@ -283,8 +291,6 @@ def load_encoder_or_offline(config: EncoderConfig, models_dir: str | Path) -> tu
         return FrameEncoder.load(config), None
     except WeightsUnavailableError as exc:
         reason = str(exc)
-    weights = Path(models_dir) / f"{TINY_MODEL}-random.safetensors"
-    if not weights.is_file():
-        save_random_weights(weights)
+    weights = offline_weights(models_dir)
     log.warning("real weights unavailable, using %s with RANDOM weights: %s", TINY_MODEL, reason)
     return FrameEncoder.load(replace(config, model=TINY_MODEL, pretrained=str(weights))), reason

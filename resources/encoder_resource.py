@@ -7,7 +7,8 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
-from resources.encoder import EncoderConfig, FrameEncoder, load_encoder_or_offline
+from resources.clip_loader import TINY_MODEL, WeightsUnavailableError, resolve_weights, weights_model_id
+from resources.encoder import EncoderConfig, FrameEncoder, load_encoder_or_offline, offline_weights
 from resources.settings import encoder_config_from_env
 
 
@@ -49,6 +50,18 @@ class EncoderResource(dg.ConfigurableResource):
             self.setup_for_execution(dg.build_init_resource_context())
         assert self._encoder is not None
         return self._encoder
+
+    def expected_model_id(self) -> str | None:
+        """The model id a run would embed with, without loading the model (for staleness
+        checks); None when the weights are unavailable and there is no fallback."""
+        config = self.config()
+        try:
+            return weights_model_id(resolve_weights(config.model, config.pretrained))
+        except WeightsUnavailableError:
+            if not self.offline_fallback:
+                return None
+        weights = offline_weights(self.models_dir)
+        return weights_model_id(resolve_weights(TINY_MODEL, str(weights)))
 
     @property
     def fallback_reason(self) -> str | None:

@@ -25,18 +25,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from resources.checkpoint import content_version, read_metadata
+from resources.checkpoint import content_version, published_path, read_metadata
 from resources.index_schema import IndexSchema, points_from_checkpoint
 from resources.vector_index import IndexBusyError, SyncResult, VectorIndex
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = re.compile(r"^video_(\d+)\.parquet$")
-
-
-def checkpoint_path(root: str | Path, video_id: int) -> Path:
-    """Where the published checkpoint of ``video_id`` lives under ``root``."""
-    return Path(root) / f"video_{video_id}.parquet"
 
 
 def published_checkpoints(root: str | Path) -> dict[int, Path]:

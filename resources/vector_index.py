@@ -68,6 +68,7 @@ class SyncResult:
     deleted: int = 0
     skipped: bool = False
     seconds: float = 0.0
+    indexed: int = 0  # the video's points counted in the index after the sync
 
 
 def _normalized(vector: np.ndarray) -> np.ndarray:
@@ -531,7 +532,7 @@ class VectorIndex:
         result = SyncResult(video_id, version, len(points))
         backend = self._backend
         if points and backend.count(video_id) == len(points) == backend.count(video_id, version):
-            result.skipped = True
+            result.skipped, result.indexed = True, len(points)
             result.seconds = time.perf_counter() - started
             return result
         for start in range(0, len(points), UPSERT_BATCH):
@@ -543,6 +544,7 @@ class VectorIndex:
         if result.deleted:
             backend.delete(video_id, keep_version=version if points else None)
         after = backend.count(video_id)
+        result.indexed = after
         if after != len(points):
             raise RuntimeError(f"video {video_id}: index holds {after} points after sync, expected {len(points)}")
         result.seconds = time.perf_counter() - started

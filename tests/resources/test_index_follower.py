@@ -14,7 +14,8 @@ import pytest
 
 from resources.checkpoint import FrameRecord, records_to_table, write_table_atomic
 from resources.encoder import FrameEmbedding
-from resources.index_follower import CheckpointFollower, checkpoint_path, sync_or_defer
+from resources.checkpoint import published_path
+from resources.index_follower import CheckpointFollower, sync_or_defer
 from resources.index_schema import IndexSchema, point_id
 from resources.patches import PatchConfig, plan_patches
 from resources.vector_index import VectorIndex
@@ -34,7 +35,7 @@ def publish(root: Path, video_id: int, frames: int, seed: int) -> str:
         p = rng.normal(size=(len(plan), DIM)).astype(np.float32)
         emb = FrameEmbedding(g / np.linalg.norm(g), p / np.linalg.norm(p, axis=1, keepdims=True), plan)
         records.append(FrameRecord(video_id, f, f * 100, f"file:///v{video_id}/{f}.png", 200, 100, emb))
-    return write_table_atomic(records_to_table(records, "test-model", DIM), checkpoint_path(root, video_id))
+    return write_table_atomic(records_to_table(records, "test-model", DIM), published_path(root, video_id))
 
 
 def test_follower_applies_changes_and_removals(tmp_path: Path) -> None:
@@ -50,7 +51,7 @@ def test_follower_applies_changes_and_removals(tmp_path: Path) -> None:
         publish(root, 1, 2, seed=3)  # video 1 shrinks
         [result] = follower.poll()
         assert (result.video_id, result.deleted, index.count(1)) == (1, 3, 2)
-        checkpoint_path(root, 2).unlink()
+        published_path(root, 2).unlink()
         follower.poll()
         assert index.count(2) == 0 and index.count(1) == 2
 
@@ -58,7 +59,7 @@ def test_follower_applies_changes_and_removals(tmp_path: Path) -> None:
 def test_a_bad_checkpoint_does_not_block_the_others(tmp_path: Path) -> None:
     root = tmp_path / "checkpoints"
     root.mkdir()
-    checkpoint_path(root, 3).write_bytes(b"not parquet")
+    published_path(root, 3).write_bytes(b"not parquet")
     publish(root, 4, 2, seed=4)
     with VectorIndex.open(SCHEMA, path=tmp_path / "qdrant") as index:
         follower = CheckpointFollower(index, root)
@@ -77,8 +78,8 @@ def test_sync_or_defer(tmp_path: Path) -> None:
         return VectorIndex.open(SCHEMA, path=tmp_path / "qdrant")
 
     with open_index():
-        assert sync_or_defer(open_index, 5, checkpoint_path(root, 5)) is None  # held elsewhere
-    result = sync_or_defer(open_index, 5, checkpoint_path(root, 5))
+        assert sync_or_defer(open_index, 5, published_path(root, 5)) is None  # held elsewhere
+    result = sync_or_defer(open_index, 5, published_path(root, 5))
     assert result is not None and result.points == 4
     with open_index() as index:
         assert index.count(5) == 4
@@ -129,7 +130,7 @@ def test_owner_keeps_answering_while_another_process_publishes(tmp_path: Path) -
         # leaves the sync to the owner - neither side crashes.
         publish(root, 2, 4, seed=2)
         published_at = time.time()
-        assert sync_or_defer(lambda: VectorIndex.open(SCHEMA, path=qdrant), 2, checkpoint_path(root, 2)) is None
+        assert sync_or_defer(lambda: VectorIndex.open(SCHEMA, path=qdrant), 2, published_path(root, 2)) is None
         seconds = wait_for(point_id(2, 3), 60)
         assert seconds < 60
         times = [a["t"] for a in answers() if a["t"] >= published_at - 1]

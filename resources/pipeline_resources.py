@@ -1,0 +1,121 @@
+"""Dagster resources of the video pipeline: the frame source (S3 or a local folder), the
+checkpoint store and the vector index. Each owns its client; unset fields come from the
+environment, so the pipeline and the search service configure themselves the same way.
+"""
+
+import os
+from pathlib import Path
+
+import boto3
+import dagster as dg
+from botocore.config import Config
+from dagster_aws.s3 import S3Resource
+
+from resources.frame_sources import FrameSource, LocalFolderSource, S3FrameSource
+from resources.index_follower import sync_or_defer
+from resources.index_schema import IndexSchema
+from resources.settings import IndexSettings, SettingsError, index_settings_from_env
+from resources.vector_index import SyncResult, VectorIndex
+from resources.video_embedding import DEFAULT_CHUNK_FRAMES
+
+
+class FramesS3Resource(S3Resource):
+    """dagster-aws's S3 resource with request timeouts and the standard retry mode (exponential
+    backoff with jitter, ``max_attempts`` tries). Credentials follow boto3's usual chain."""
+
+    timeout_seconds: float = 30.0
+
+    def get_client(self):  # noqa: ANN201 - a boto3 S3 client
+        config = Config(
+            connect_timeout=self.timeout_seconds,
+            read_timeout=self.timeout_seconds,
+            retries={"max_attempts": self.max_attempts, "mode": "standard"},
+        )
+        session = boto3.session.Session(profile_name=self.profile_name)
+        return session.client(
+            "s3",
+            region_name=self.region_name,
+            endpoint_url=self.endpoint_url,
+            use_ssl=self.use_ssl,
+            verify=self.verify,
+            aws_access_key_id=self.aws_access_key_id,
+            aws_secret_access_key=self.aws_secret_access_key,
+            aws_session_token=self.aws_session_token,
+            config=config,
+        )
+
+
+def s3_resource_from_env() -> FramesS3Resource:
+    """AWS_REGION, S3_ENDPOINT_URL, S3_TIMEOUT_SECONDS (30), S3_MAX_ATTEMPTS (5)."""
+    try:
+        timeout = float(os.environ.get("S3_TIMEOUT_SECONDS") or 30)
+        attempts = int(os.environ.get("S3_MAX_ATTEMPTS") or 5)
+    except ValueError as exc:
+        raise SettingsError(f"S3_TIMEOUT_SECONDS / S3_MAX_ATTEMPTS must be numbers: {exc}") from None
+    return FramesS3Resource(
+        region_name=os.environ.get("AWS_REGION") or None,
+        endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None,
+        timeout_seconds=timeout,
+        max_attempts=attempts,
+    )
+
+
+class FrameSourceResource(dg.ConfigurableResource):
+    """Where videos come from: ``root`` is a local folder or ``s3://bucket/prefix/``."""
+
+    root: str
+    fps: float = 1.0  # frame rate for timestamps of videos without a manifest
+    max_frame_bytes: int = 64 * 1024 * 1024
+    s3: FramesS3Resource
+
+    def source(self) -> FrameSource:
+        if self.root.startswith("s3://"):
+            return S3FrameSource(
+                self.s3.get_client(), self.root, fps=self.fps, max_bytes=self.max_frame_bytes,
+                endpoint_url=self.s3.endpoint_url, http_timeout_s=self.s3.timeout_seconds,
+            )
+        return LocalFolderSource(Path(self.root), fps=self.fps, max_bytes=self.max_frame_bytes)
+
+
+class CheckpointStoreResource(dg.ConfigurableResource):
+    """The folder of published checkpoints (``video_<id>.parquet``), manifests and work chunks."""
+
+    root: str = "var/checkpoints"
+    chunk_frames: int = DEFAULT_CHUNK_FRAMES  # frames per resumable chunk
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root)
+
+    def manifest_path(self, video_id: int) -> Path:
+        return self.path / "manifests" / f"video_{video_id}.json"
+
+
+class IndexResource(dg.ConfigurableResource):
+    """The vector index; unset fields come from QDRANT_URL, QDRANT_PATH, QDRANT_API_KEY,
+    QDRANT_COLLECTION. The embedded shard is opened per use and released at once, so a search
+    service can hold it between runs (then the sync is deferred to its follower)."""
+
+    url: str | None = None
+    path: str | None = None
+    api_key: str | None = None
+    collection: str | None = None
+
+    def settings(self) -> IndexSettings:
+        env = index_settings_from_env()
+        return IndexSettings(
+            url=self.url if self.url is not None else env.url,
+            path=self.path or env.path,
+            api_key=self.api_key or env.api_key,
+            collection=self.collection or env.collection,
+            rerank_pool=env.rerank_pool,
+        )
+
+    def open(self, dim: int) -> VectorIndex:
+        settings = self.settings()
+        return VectorIndex.open(
+            IndexSchema(settings.collection, dim), url=settings.url, path=settings.path, api_key=settings.api_key
+        )
+
+    def sync_or_defer(self, dim: int, video_id: int, checkpoint: Path) -> SyncResult | None:
+        return sync_or_defer(lambda: self.open(dim), video_id, checkpoint)

@@ -1,0 +1,197 @@
+"""Embed one video's frames into a checkpoint, in chunks that survive a crash.
+
+The frames of a manifest are cut into fixed chunks of ``chunk_frames`` frames. Each chunk is
+fetched, decoded, embedded and written to ``<store>/_work/video_<id>/chunk_<n>.parquet`` on its
+own (atomically); a re-run skips every chunk already on disk and embeds only the rest. When all
+chunks exist they are concatenated into the published checkpoint ``<store>/video_<id>.parquet``
+(atomically, with its content version) and the work folder is removed.
+
+Chunks belong to a *plan*: the manifest's frames plus the model and patch settings. A different
+plan (frames added, model changed) discards the old chunks instead of mixing them. Because an
+interrupted and an uninterrupted run cut the same chunks and the encoder batches within a chunk,
+both produce the same vectors bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from resources.checkpoint import META_KEY, FrameRecord, published_path, records_to_table, write_table_atomic
+from resources.encoder import FrameEmbedding, FrameEncoder
+from resources.frame_sources import FrameReadError, FrameRef, FrameSource
+from resources.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, image_to_tensor
+from resources.patches import PatchConfig, plan_patches
+
+DEFAULT_CHUNK_FRAMES = 64
+
+
+class NoUsableFrameError(RuntimeError):
+    """Every frame of the video was skipped; the message lists why."""
+
+
+@dataclass
+class EmbedReport:
+    """What embedding one video did, for the materialization's metadata."""
+
+    video_id: int
+    frames: int = 0  # rows in the checkpoint
+    patches: int = 0
+    skipped: dict[int, str] = field(default_factory=dict)  # frame_id -> reason
+    chunks_total: int = 0
+    chunks_resumed: int = 0  # chunks found on disk from an earlier, interrupted run
+    images_encoded: int = 0  # model inputs this run (global views + patch crops)
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("fetch", "decode", "patch_plan", "embed", "write"), 0.0))
+    checkpoint: str = ""
+    version: str = ""
+    model_id: str = ""
+
+    def as_metadata(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def plan_digest(frames: Sequence[FrameRef], model_id: str, patch_config: PatchConfig, chunk_frames: int) -> str:
+    """Identity of a chunking plan: chunks from another plan are never reused."""
+    digest = hashlib.sha256(f"{model_id}|{patch_config.fingerprint()}|{chunk_frames}".encode())
+    for ref in frames:
+        digest.update(f"\n{ref.frame_id},{ref.timestamp_ms},{ref.url}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _work_dir(store: Path, video_id: int) -> Path:
+    return store / "_work" / f"video_{video_id}"
+
+
+def _prepare_work_dir(work: Path, plan: str) -> None:
+    """Keep ``work`` only if it holds chunks of this plan; otherwise start it afresh."""
+    marker = work / "plan.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("plan") == plan:
+        return
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    marker.write_text(json.dumps({"plan": plan}))
+
+
+def _embed_chunk(
+    video_id: int,
+    refs: Sequence[FrameRef],
+    source: FrameSource,
+    encoder: FrameEncoder,
+    patch_config: PatchConfig,
+    max_pixels: int,
+    report: EmbedReport,
+) -> tuple[list[FrameRecord], dict[int, str]]:
+    images, kept, skipped = [], [], {}
+    for ref in refs:
+        started = time.perf_counter()
+        try:
+            data = source.read(ref.url)
+        except FrameReadError as exc:
+            skipped[ref.frame_id] = f"{'missing' if exc.missing else 'unreadable'}: {exc.reason}"
+            continue
+        finally:
+            report.seconds["fetch"] += time.perf_counter() - started
+        started = time.perf_counter()
+        try:
+            image = decode_image(data, max_pixels=max_pixels)
+            images.append(image_to_tensor(image))  # (3, H, W) uint8, converted once
+        except ImageDecodeError as exc:
+            skipped[ref.frame_id] = exc.reason
+            continue
+        finally:
+            report.seconds["decode"] += time.perf_counter() - started
+        kept.append(ref)
+    if not images:
+        return [], skipped
+    started = time.perf_counter()
+    plans = [plan_patches(frame.shape[2], frame.shape[1], patch_config) for frame in images]
+    report.seconds["patch_plan"] += time.perf_counter() - started
+    before = encoder.timings.images
+    started = time.perf_counter()
+    global_vectors = encoder.encode_global(images)
+    patch_vectors = encoder.encode_patches(images, plans)
+    report.seconds["embed"] += time.perf_counter() - started
+    report.images_encoded += encoder.timings.images - before
+    records = [
+        FrameRecord(video_id, ref.frame_id, ref.timestamp_ms, ref.url, frame.shape[2], frame.shape[1], FrameEmbedding(g, p, plan))
+        for ref, frame, g, p, plan in zip(kept, images, global_vectors, patch_vectors, plans)
+    ]
+    return records, skipped
+
+
+def embed_video(
+    video_id: int,
+    frames: Sequence[FrameRef],
+    source: FrameSource,
+    encoder: FrameEncoder,
+    store: str | Path,
+    patch_config: PatchConfig = PatchConfig(),
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> EmbedReport:
+    """Embed ``frames`` of ``video_id`` into the store's published checkpoint; resumable.
+
+    Bad frames (missing, unreadable, not an image, too large) are skipped and reported; a video
+    with no usable frame raises :class:`NoUsableFrameError`. ``on_chunk(done, total)`` is called
+    after each chunk, for progress logs.
+    """
+    if chunk_frames < 1:
+        raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+    store = Path(store)
+    info = encoder.info
+    report = EmbedReport(video_id, model_id=info.model_id)
+    plan = plan_digest(frames, info.model_id, patch_config, chunk_frames)
+    work = _work_dir(store, video_id)
+    _prepare_work_dir(work, plan)
+    chunks = [frames[i : i + chunk_frames] for i in range(0, len(frames), chunk_frames)]
+    report.chunks_total = len(chunks)
+    tables = []
+    for number, refs in enumerate(chunks):
+        path = work / f"chunk_{number:05d}.parquet"
+        if path.is_file():
+            table = pq.read_table(path)
+            report.chunks_resumed += 1
+        else:
+            records, skipped = _embed_chunk(video_id, refs, source, encoder, patch_config, max_pixels, report)
+            started = time.perf_counter()
+            meta = {"skipped": {str(k): v for k, v in skipped.items()}}
+            table = records_to_table(records, info.model_id, info.embed_dim, meta)
+            write_table_atomic(table, path)
+            report.seconds["write"] += time.perf_counter() - started
+        chunk_meta = json.loads((table.schema.metadata or {}).get(META_KEY, b"{}"))
+        report.skipped.update({int(k): v for k, v in chunk_meta.get("skipped", {}).items()})
+        tables.append(table.replace_schema_metadata(None))
+        if on_chunk:
+            on_chunk(number + 1, len(chunks))
+
+    combined = pa.concat_tables(tables) if tables else None
+    if combined is None or combined.num_rows == 0:
+        reasons = "; ".join(f"frame {k}: {v}" for k, v in sorted(report.skipped.items())[:10])
+        raise NoUsableFrameError(f"video {video_id}: no usable frame among {len(frames)} ({reasons or 'empty manifest'})")
+    started = time.perf_counter()
+    metadata = {
+        "model_id": info.model_id,
+        "weights_random": info.weights_random,
+        "patch_config": patch_config.fingerprint(),
+        "plan": plan,
+        "skipped": {str(k): v for k, v in report.skipped.items()},
+    }
+    final = combined.replace_schema_metadata({META_KEY: json.dumps(metadata, sort_keys=True).encode()})
+    target = published_path(store, video_id)
+    report.version = write_table_atomic(final, target)
+    report.seconds["write"] += time.perf_counter() - started
+    shutil.rmtree(work, ignore_errors=True)
+    report.frames = final.num_rows
+    report.patches = int(pc.sum(pc.list_value_length(final.column("patch_vectors"))).as_py())
+    report.checkpoint = str(target)
+    return report
