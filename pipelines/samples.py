@@ -60,4 +60,15 @@ def ensure_sample_library(root: str | Path) -> Path:
         scene.mkdir(parents=True, exist_ok=True)
         for step in range(6):
             _draw_scene(step).save(scene / f"frame_{step:06d}.png")
+    for folder, fps in ((globe, GLOBE_FPS), (scene, SCENE_FPS)):
+        _write_manifest(folder, fps)
     return videos
+
+
+def _write_manifest(folder: Path, fps: float) -> None:
+    """A manifest.csv with each frame's real timestamp, so every reader agrees on them."""
+    lines = ["frame_id,timestamp_ms,url"]
+    for path in sorted(p for p in folder.iterdir() if p.suffix in (".jpg", ".png")):
+        frame_id = int(path.stem.split("_")[-1])
+        lines.append(f"{frame_id},{round(frame_id * 1000 / fps)},{path.name}")
+    (folder / "manifest.csv").write_text("\n".join(lines) + "\n")

@@ -47,3 +47,43 @@ def tiny_config(tiny_weights: Path) -> EncoderConfig:
 @pytest.fixture(scope="session")
 def tiny_encoder(tiny_config: EncoderConfig) -> FrameEncoder:
     return FrameEncoder.load(tiny_config)
+
+
+# S3 fixtures for the frame sources (and the pipeline and service tests that reuse them).
+from collections.abc import Iterator  # noqa: E402
+from typing import Any  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def moto_s3_endpoint() -> Iterator[str]:
+    """A moto S3 server over real HTTP on a free local port, shared by the whole session.
+
+    Its state lives for the session too: each test creates buckets under names of its own.
+    """
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one INFO line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_client(moto_s3_endpoint: str) -> Any:
+    """A real boto3 S3 client on the moto endpoint, with dummy credentials and region us-east-1."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=moto_s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        # No retries: a failing call should fail the test at once, not after back-off.
+        config=Config(retries={"max_attempts": 1, "mode": "standard"}, max_pool_connections=16),
+    )

@@ -1,0 +1,160 @@
+"""The per-video pipeline, materialized for real on ephemeral Dagster instances: local folder and
+S3 (moto's server over HTTP) sources, the embedded index, re-runs, shrinking and bad frames."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from assets.videos import frame_embeddings, frame_manifest, index_sync, videos_partitions
+from resources.checkpoint import published_path, vectors
+from resources.encoder import EncoderConfig
+from resources.encoder_resource import EncoderResource
+from resources.index_schema import IndexSchema, point_id
+from resources.pipeline_resources import CheckpointStoreResource, FramesS3Resource, FrameSourceResource, IndexResource
+from resources.vector_index import VectorIndex
+from tests.conftest import make_frame
+
+REPO = Path(__file__).resolve().parents[2]
+ASSETS = [frame_manifest, frame_embeddings, index_sync]
+
+
+def png(width: int, height: int, seed: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(make_frame(width, height, seed).permute(1, 2, 0).numpy()).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def write_video(root: Path, video_id: int, frames: int, seed: int = 0) -> Path:
+    folder = root / str(video_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in range(frames):
+        (folder / f"frame_{f:04d}.png").write_bytes(png(160, 120, seed * 100 + f))
+    return folder
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, tiny_config: EncoderConfig):
+    """Resources over temp folders, and a function that materializes partitions on one instance."""
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {
+        "encoder": EncoderResource(model=tiny_config.model, pretrained=tiny_config.pretrained, precision="fp32"),
+        "frames": FrameSourceResource(root=str(tmp_path / "videos"), fps=25.0, s3=FramesS3Resource()),
+        "store": CheckpointStoreResource(root=str(tmp_path / "checkpoints"), chunk_frames=4),
+        "index": IndexResource(path=str(tmp_path / "qdrant"), collection="frames_test"),
+    }
+
+    def run(video_id: int, frames: FrameSourceResource | None = None, **kwargs) -> dg.ExecuteInProcessResult:
+        instance.add_dynamic_partitions(videos_partitions.name, [str(video_id)])
+        return dg.materialize(
+            ASSETS, partition_key=str(video_id), instance=instance,
+            resources={**resources, "frames": frames or resources["frames"]}, **kwargs,
+        )
+
+    run.resources = resources  # type: ignore[attr-defined]
+    run.root = tmp_path  # type: ignore[attr-defined]
+    return run
+
+
+def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.path == [asset]]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def index_ids(root: Path, video_id: int) -> set[str]:
+    with VectorIndex.open(IndexSchema("frames_test", 64), path=root / "qdrant") as index:
+        hits = index.search(np.ones(64, np.float32), top_k=1000)
+    return {h.point_id for h in hits if h.payload["video_id"] == video_id}
+
+
+def test_local_folder_to_index(pipeline) -> None:
+    write_video(pipeline.root / "videos", 7, frames=6)
+    result = pipeline(7)
+    assert result.success
+    embed = metadata(result, "frame_embeddings")
+    assert (embed["frames"], embed["frames_skipped"], embed["chunks"]) == (6, 0, 2)
+    assert embed["weights_random"] is True and set(embed["seconds"]) == {"fetch", "decode", "patch_plan", "embed", "write"}
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    assert index_ids(pipeline.root, 7) == {point_id(7, f) for f in range(6)}
+    table = pq.read_table(published_path(pipeline.root / "checkpoints", 7))
+    assert table.column("timestamp_ms").to_pylist() == [0, 40, 80, 120, 160, 200]  # 25 fps
+
+
+def test_frames_are_found_by_their_own_vectors(pipeline) -> None:
+    write_video(pipeline.root / "videos", 3, frames=4, seed=3)
+    assert pipeline(3).success
+    table = pq.read_table(published_path(pipeline.root / "checkpoints", 3))
+    query = vectors(table.column("global_vector"), 64)[2]
+    with VectorIndex.open(IndexSchema("frames_test", 64), path=pipeline.root / "qdrant") as index:
+        [best] = index.search(query, top_k=1)
+    assert best.payload["image_id"] == "3:2" and best.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_s3_source_through_moto_server(pipeline, s3_client, moto_s3_endpoint: str) -> None:
+    s3_client.create_bucket(Bucket="frames-bucket")
+    for f in range(5):
+        s3_client.put_object(Bucket="frames-bucket", Key=f"library/12/frame_{f:03d}.png", Body=png(160, 120, f))
+    frames = FrameSourceResource(
+        root="s3://frames-bucket/library/", fps=10.0,
+        s3=FramesS3Resource(endpoint_url=moto_s3_endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"),
+    )
+    result = pipeline(12, frames=frames)
+    assert result.success
+    assert metadata(result, "frame_embeddings")["frames"] == 5
+    assert index_ids(pipeline.root, 12) == {point_id(12, f) for f in range(5)}
+    table = pq.read_table(published_path(pipeline.root / "checkpoints", 12))
+    assert table.column("url").to_pylist()[0] == "s3://frames-bucket/library/12/frame_000.png"
+
+
+def test_rerun_changes_nothing_and_shrinking_removes_frames(pipeline) -> None:
+    folder = write_video(pipeline.root / "videos", 4, frames=6)
+    assert pipeline(4).success
+    before = index_ids(pipeline.root, 4)
+    again = pipeline(4)
+    assert metadata(again, "index_sync")["unchanged"] is True and index_ids(pipeline.root, 4) == before
+    (folder / "frame_0001.png").unlink()
+    (folder / "frame_0005.png").unlink()
+    shrunk = pipeline(4)
+    assert metadata(shrunk, "index_sync")["deleted"] == 2
+    assert index_ids(pipeline.root, 4) == {point_id(4, f) for f in (0, 2, 3, 4)}
+
+
+def test_bad_frames_are_skipped_and_reported(pipeline) -> None:
+    folder = write_video(pipeline.root / "videos", 9, frames=4)
+    (folder / "frame_0001.png").write_bytes(b"\x89PNG\r\n\x1a\n corrupt")
+    (folder / "frame_0002.png").write_bytes(b"")
+    rows = ["frame_id,timestamp_ms,url"] + [f"{f},{f * 40},frame_{f:04d}.png" for f in range(4)] + ["7,280,frame_0007.png"]
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")  # frame 7 is listed but missing
+    result = pipeline(9)
+    assert result.success
+    embed = metadata(result, "frame_embeddings")
+    assert embed["frames"] == 2 and embed["frames_skipped"] == 3
+    assert set(embed["skipped"]) == {"1", "2", "7"} and "missing" in embed["skipped"]["7"]
+    assert "empty" in embed["skipped"]["2"]
+    assert index_ids(pipeline.root, 9) == {point_id(9, 0), point_id(9, 3)}
+
+
+def test_a_video_without_usable_frames_fails_clearly(pipeline) -> None:
+    folder = pipeline.root / "videos" / "5"
+    folder.mkdir(parents=True)
+    (folder / "frame_1.png").write_bytes(b"nope")
+    result = pipeline(5, raise_on_error=False)
+    assert not result.success
+    assert "video 5: no usable frame among 1" in str(result.all_events)
+
+
+def test_workspace_loads_as_dagster_dev_loads_it() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "All code locations passed validation" in completed.stdout + completed.stderr
