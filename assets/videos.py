@@ -128,6 +128,7 @@ def frame_embeddings(
             "frames_per_s": round(report.frames / seconds, 3) if seconds else 0.0,
             "chunks": report.chunks_total,
             "chunks_resumed": report.chunks_resumed,
+            "up_to_date": report.up_to_date,
             "images_encoded": report.images_encoded,
             "model_id": report.model_id,
             "weights_random": info.weights_random,

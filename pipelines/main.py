@@ -1,12 +1,12 @@
-"""The README's main job: embed every video of a frame library into Parquet checkpoints.
+"""The README's main job: the whole pipeline on the embedded defaults, then sample queries.
 
-``python -m pipelines.main`` (what ``./dev main`` runs) builds the sample library, loads the
-configured OpenCLIP model - or, when its weights cannot be had on this machine, the tiny
-random-weight model, saying so loudly - embeds each video's frames (global + patch vectors)
-writes one checkpoint per video under ``var/checkpoints/``, loads each into the vector index
-(embedded Qdrant Edge under ``var/qdrant/`` unless QDRANT_URL is set) and runs sample queries.
-
-This is the foundation stage of the product; the Dagster pipeline grows out of it.
+``python -m pipelines.main`` (what ``./dev main`` runs) builds the sample library, registers one
+``videos`` partition per video and materializes the Dagster assets for each - frame manifest,
+embeddings checkpoint, index sync - on a local Dagster instance (``$DAGSTER_HOME`` if set, so the
+runs show in the UI; else a throwaway one). It loads the configured OpenCLIP model or, when its
+weights cannot be had on this machine, the tiny random-weight model, saying so loudly. Then it
+runs sample text queries against the index (embedded Qdrant Edge under ``var/qdrant/`` unless
+QDRANT_URL is set) and prints the ranked frames.
 """
 
 from __future__ import annotations
@@ -14,23 +14,23 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import replace
+import warnings
 from pathlib import Path
 
-from resources.encoder import load_encoder_or_offline
-from resources.checkpoint import published_path
-from resources.index_follower import sync_or_defer
-from resources.index_schema import IndexSchema
-from resources.vector_index import VectorIndex
-from resources.local_videos import embed_video_folder, video_folders
-from resources.settings import (
-    encoder_config_from_env,
-    index_settings_from_env,
-    max_image_pixels_from_env,
-    patch_config_from_env,
-)
+import dagster as dg
 
-from pipelines.samples import SAMPLE_FPS, ensure_sample_library
+# BackfillPolicy is beta in this Dagster; the pipeline uses it on purpose (see assets/videos.py).
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+
+from assets.videos import frame_embeddings, frame_manifest, index_sync, videos_partitions
+from pipelines.samples import ensure_sample_library
+from resources.clip_loader import TINY_MODEL
+from resources.encoder import offline_weights
+from resources.encoder_resource import EncoderResource
+from resources.frame_sources import LocalFolderSource
+from resources.index_schema import IndexSchema
+from resources.pipeline_resources import CheckpointStoreResource, FrameSourceResource, IndexResource, s3_resource_from_env
+from resources.vector_index import IndexBusyError, VectorIndex
 
 SAMPLE_QUERIES = ("a small red ball on a street", "the planet earth seen from space")
 RANDOM_BANNER = (
@@ -39,64 +39,80 @@ RANDOM_BANNER = (
 )
 
 
+def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key.path == [asset]]
+    return {k: v.value for k, v in events[-1].materialization.metadata.items()} if events else {}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.main", description=__doc__.split("\n\n")[0])
     parser.add_argument("--var", type=Path, default=Path("var"), help="working folder (default ./var)")
     parser.add_argument("--videos", type=Path, help="folder of video folders (default: the sample library)")
-    parser.add_argument("--fps", type=float, default=1.0, help="frame rate for timestamps of --videos")
+    parser.add_argument("--fps", type=float, default=1.0, help="frame rate for videos without a manifest")
     parser.add_argument("--offline-model", action="store_true", help="use the tiny random-weight model")
     args = parser.parse_args(argv)
 
     videos = args.videos or ensure_sample_library(args.var / "samples")
-    config, models = encoder_config_from_env(), args.var / "models"
+    models = args.var / "models"
     if args.offline_model:
-        config = replace(config, pretrained="")  # no weights configured: take the offline model
-    encoder, reason = load_encoder_or_offline(config, models)
-    if reason and not args.offline_model:
-        print(f"[main] real weights unavailable: {reason}", file=sys.stderr)
-    info = encoder.info
+        encoder = EncoderResource(model=TINY_MODEL, pretrained=str(offline_weights(models)))
+    else:
+        encoder = EncoderResource(offline_fallback=True, models_dir=str(models))
+    index = IndexResource(path=os.environ.get("QDRANT_PATH") or str(args.var / "qdrant"))
+    resources = {
+        "encoder": encoder,
+        "frames": FrameSourceResource(root=str(videos), fps=args.fps, s3=s3_resource_from_env()),
+        "store": CheckpointStoreResource(root=str(args.var / "checkpoints")),
+        "index": index,
+    }
+    frame_encoder = encoder.encoder  # loaded once here to report it; each run loads its own
+    info = frame_encoder.info
     print(f"[main] model {info.model_id} on {info.device} ({info.precision}), dim {info.embed_dim}")
     if info.weights_random:
         print(RANDOM_BANNER.format(model_id=info.model_id))
 
-    patch_config, max_pixels = patch_config_from_env(), max_image_pixels_from_env()
-    settings = index_settings_from_env()
-    qdrant_path = settings.path if os.environ.get("QDRANT_PATH") else str(args.var / "qdrant")
-    schema = IndexSchema(settings.collection, info.embed_dim)
-
-    def open_index() -> VectorIndex:
-        return VectorIndex.open(schema, url=settings.url, path=qdrant_path, api_key=settings.api_key)
-
+    listings = LocalFolderSource(videos, fps=args.fps).list_videos()
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(videos_partitions.name, [str(v.video_id) for v in listings])
     failures, deferred = 0, 0
-    for video_id, folder in video_folders(videos):
-        fps = args.fps if args.videos else SAMPLE_FPS.get(video_id, args.fps)
-        checkpoint = published_path(args.var / "checkpoints", video_id)
-        report = embed_video_folder(encoder, folder, video_id, fps, checkpoint, patch_config, max_pixels)
-        for name, reason in report.skipped:
-            print(f"[main] video {video_id}: skipped {name}: {reason}")
-        if report.checkpoint is None:
+    for listing in listings:
+        result = dg.materialize(
+            [frame_manifest, frame_embeddings, index_sync], partition_key=str(listing.video_id),
+            instance=instance, resources=resources, raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},  # runs' own logs stay in Dagster
+        )
+        if not result.success:
             failures += 1
-            print(f"[main] video {video_id}: FAILED, no usable frame in {folder}")
+            # The first line of each failed step's error, without the exception's class path.
+            errors = [e.event_specific_data.error.message.strip().splitlines()[0].split(": ", 1)[-1] for e in result.all_events if e.is_step_failure]
+            print(f"[main] video {listing.video_id}: FAILED: {' | '.join(errors)[:500]}")
             continue
-        synced = sync_or_defer(open_index, video_id, checkpoint)
-        if synced is None:
+        embed, synced = _metadata(result, "frame_embeddings"), _metadata(result, "index_sync")
+        for frame_id, reason in (embed.get("skipped") or {}).items():
+            print(f"[main] video {listing.video_id}: skipped frame {frame_id}: {reason}")
+        if synced.get("deferred"):
             deferred += 1
-        index_note = "index: deferred to the process holding it" if synced is None else (
-            f"index: {'unchanged' if synced.skipped else f'{synced.upserted} upserted, {synced.deleted} deleted'}"
-        )
+            note = "index: deferred to the process holding it"
+        elif synced.get("unchanged"):
+            note = "index: unchanged"
+        else:
+            note = f"index: {synced.get('upserted')} upserted, {synced.get('deleted')} deleted"
         print(
-            f"[main] video {video_id}: {report.frames} frames, {report.patches} patches, "
-            f"{len(report.skipped)} skipped, {report.seconds:.1f}s "
-            f"({report.frames / report.seconds:.2f} frames/s) -> {report.checkpoint}; {index_note}"
+            f"[main] video {listing.video_id}: {embed['frames']} frames, {embed['patches']} patches, "
+            f"{embed['frames_skipped']} skipped, {embed['frames_per_s']} frames/s -> {embed['checkpoint']}; {note}"
         )
-    if not deferred:
-        with open_index() as index:
-            print(f"[main] index ({index.mode}, collection {schema.collection}): {index.count()} frames")
+
+    settings = index.settings()
+    try:
+        with VectorIndex.open(IndexSchema(settings.collection, info.embed_dim), url=settings.url, path=settings.path, api_key=settings.api_key) as opened:
+            print(f"[main] index ({opened.mode}, collection {settings.collection}): {opened.count()} frames")
             for text in SAMPLE_QUERIES:
-                vector = encoder.encode_texts([text])[0]
-                hits = index.search(vector, top_k=3, patch_queries=vector[None], alpha=0.5)
+                vector = frame_encoder.encode_texts([text])[0]
+                hits = opened.search(vector, top_k=3, patch_queries=vector[None], alpha=0.5)
                 ranked = ", ".join(f"{h.payload['image_id']} ({h.score:.3f})" for h in hits)
                 print(f"[main] search {text!r} (rerank on): {ranked}")
+    except IndexBusyError:
+        print(f"[main] the embedded index is held by another process ({deferred} videos deferred to it); no sample queries")
     if info.weights_random:
         print(RANDOM_BANNER.format(model_id=info.model_id))
     return 1 if failures else 0

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from resources.checkpoint import META_KEY, FrameRecord, published_path, records_to_table, write_table_atomic
+from resources.checkpoint import META_KEY, FrameRecord, published_path, read_metadata, records_to_table, write_table_atomic
 from resources.encoder import FrameEmbedding, FrameEncoder
 from resources.frame_sources import FrameReadError, FrameRef, FrameSource
 from resources.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, image_to_tensor
@@ -54,6 +54,7 @@ class EmbedReport:
     checkpoint: str = ""
     version: str = ""
     model_id: str = ""
+    up_to_date: bool = False  # the published checkpoint already matched: nothing was embedded
 
     def as_metadata(self) -> dict[str, object]:
         return asdict(self)
@@ -128,6 +129,17 @@ def _embed_chunk(
     return records, skipped
 
 
+def _report_from_checkpoint(report: EmbedReport, path: Path) -> EmbedReport:
+    """Fill ``report`` from an up-to-date published checkpoint; nothing is re-embedded."""
+    meta = read_metadata(path)
+    lengths = pq.read_table(path, columns=["patch_vectors"]).column("patch_vectors")
+    report.frames = len(lengths)
+    report.patches = int(pc.sum(pc.list_value_length(lengths)).as_py() or 0)
+    report.skipped = {int(k): v for k, v in dict(meta.get("skipped") or {}).items()}
+    report.version, report.checkpoint, report.up_to_date = str(meta["version"]), str(path), True
+    return report
+
+
 def embed_video(
     video_id: int,
     frames: Sequence[FrameRef],
@@ -151,6 +163,9 @@ def embed_video(
     info = encoder.info
     report = EmbedReport(video_id, model_id=info.model_id)
     plan = plan_digest(frames, info.model_id, patch_config, chunk_frames)
+    published = published_path(store, video_id)
+    if published.is_file() and read_metadata(published).get("plan") == plan:
+        return _report_from_checkpoint(report, published)  # same frames, same settings: done
     work = _work_dir(store, video_id)
     _prepare_work_dir(work, plan)
     chunks = [frames[i : i + chunk_frames] for i in range(0, len(frames), chunk_frames)]
@@ -187,11 +202,10 @@ def embed_video(
         "skipped": {str(k): v for k, v in report.skipped.items()},
     }
     final = combined.replace_schema_metadata({META_KEY: json.dumps(metadata, sort_keys=True).encode()})
-    target = published_path(store, video_id)
-    report.version = write_table_atomic(final, target)
+    report.version = write_table_atomic(final, published)
     report.seconds["write"] += time.perf_counter() - started
     shutil.rmtree(work, ignore_errors=True)
     report.frames = final.num_rows
     report.patches = int(pc.sum(pc.list_value_length(final.column("patch_vectors"))).as_py())
-    report.checkpoint = str(target)
+    report.checkpoint = str(published)
     return report

@@ -119,6 +119,7 @@ def test_rerun_changes_nothing_and_shrinking_removes_frames(pipeline) -> None:
     assert pipeline(4).success
     before = index_ids(pipeline.root, 4)
     again = pipeline(4)
+    assert metadata(again, "frame_embeddings")["up_to_date"] is True
     assert metadata(again, "index_sync")["unchanged"] is True and index_ids(pipeline.root, 4) == before
     (folder / "frame_0001.png").unlink()
     (folder / "frame_0005.png").unlink()

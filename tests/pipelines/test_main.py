@@ -25,11 +25,12 @@ def test_frame_id_from_name() -> None:
 
 def test_sample_library_is_made_from_installed_media(tmp_path: Path) -> None:
     videos = ensure_sample_library(tmp_path)
-    globe = sorted((videos / "1").iterdir())
+    globe = sorted((videos / "1").glob("*.jpg"))
     assert len(globe) == 10 and Image.open(globe[0]).size == (240, 240)
+    assert (videos / "1" / "manifest.csv").read_text().splitlines()[2] == "60,1000,frame_000060.jpg"  # 60 fps
     pixels = np.asarray(Image.open(globe[0]))
     assert pixels.std() > 10  # a real picture, not a blank frame
-    assert len(list((videos / "2").iterdir())) == 6
+    assert len(list((videos / "2").glob("*.png"))) == 6
 
 
 def test_main_job_writes_checkpoints_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,7 +68,7 @@ def test_main_job_skips_bad_frames_and_reports_them(tmp_path: Path, capsys: pyte
     (video / "frame_3.jpg").write_bytes(b"garbage, not a jpeg")
     assert main(["--var", str(tmp_path), "--videos", str(tmp_path / "videos"), "--offline-model"]) == 0
     out = capsys.readouterr().out
-    assert "skipped frame_2.png: empty input" in out and "skipped frame_3.jpg: not a recognized image format" in out
+    assert "skipped frame 2: empty input" in out and "skipped frame 3: not a recognized image format" in out
     assert pq.read_table(tmp_path / "checkpoints" / "video_5.parquet").num_rows == 1
 
 
@@ -76,4 +77,4 @@ def test_main_job_fails_when_a_video_has_no_usable_frame(tmp_path: Path, capsys:
     video.mkdir(parents=True)
     (video / "frame_1.png").write_bytes(b"\x89PNG broken")
     assert main(["--var", str(tmp_path), "--videos", str(tmp_path / "videos"), "--offline-model"]) == 1
-    assert "FAILED, no usable frame" in capsys.readouterr().out
+    assert "video 9: FAILED: video 9: no usable frame among 1" in capsys.readouterr().out

@@ -69,6 +69,10 @@ def test_interrupted_run_resumes_from_the_last_chunk(tmp_path: Path, tiny_encode
     assert pq.read_table(published_path(store, 1)).equals(pq.read_table(published_path(tmp_path / "fresh", 1)))
     assert resumed.version == fresh.version == read_metadata(published_path(store, 1))["version"]
 
+    again = embed_video(1, refs, LocalFolderSource(root, fps=10.0), tiny_encoder, store, PATCHES, chunk_frames=3)
+    assert again.up_to_date and again.images_encoded == 0 and again.version == fresh.version
+    assert (again.frames, again.patches) == (fresh.frames, fresh.patches)
+
 
 def test_chunks_of_another_plan_are_not_reused(tmp_path: Path, tiny_encoder: FrameEncoder) -> None:
     root = video(tmp_path / "videos", frames=6)
