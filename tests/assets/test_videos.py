@@ -65,8 +65,9 @@ def pipeline(tmp_path: Path, tiny_config: EncoderConfig):
 
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
-    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.path == [asset]]
-    return {k: v.value for k, v in event.materialization.metadata.items()}
+    """The asset's metadata in this run (a run of several partitions reports it on each)."""
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key.path == [asset]]
+    return {k: v.value for k, v in events[-1].materialization.metadata.items()}
 
 
 def index_ids(root: Path, video_id: int) -> set[str]:
@@ -159,3 +160,22 @@ def test_workspace_loads_as_dagster_dev_loads_it() -> None:
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "All code locations passed validation" in completed.stdout + completed.stderr
+
+
+def test_one_run_can_take_several_videos(pipeline) -> None:
+    """What a backfill does under the assets' BackfillPolicy: one run, a range of videos."""
+    for video_id in (21, 22, 23):
+        write_video(pipeline.root / "videos", video_id, frames=2, seed=video_id)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(videos_partitions.name, ["21", "22", "23"])
+    result = dg.materialize(
+        ASSETS, instance=instance, resources=pipeline.resources,
+        tags={"dagster/asset_partition_range_start": "21", "dagster/asset_partition_range_end": "23"},
+    )
+    assert result.success
+    materialized = [e.partition for e in result.get_asset_materialization_events() if e.asset_key.path == ["frame_embeddings"]]
+    assert sorted(materialized) == ["21", "22", "23"]
+    embed = metadata(result, "frame_embeddings")
+    assert embed["videos"] == 3 and embed["frames"] == 6 and set(embed["per_video"]) == {"21", "22", "23"}
+    for video_id in (21, 22, 23):
+        assert index_ids(pipeline.root, video_id) == {point_id(video_id, 0), point_id(video_id, 1)}
