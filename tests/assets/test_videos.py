@@ -19,7 +19,13 @@ from resources.checkpoint import published_path, vectors
 from resources.encoder import EncoderConfig
 from resources.encoder_resource import EncoderResource
 from resources.index_schema import IndexSchema, point_id
-from resources.pipeline_resources import CheckpointStoreResource, FramesS3Resource, FrameSourceResource, IndexResource
+from resources.pipeline_resources import (
+    CheckpointStoreResource,
+    FramesS3Resource,
+    FrameSourceResource,
+    IndexResource,
+    s3_resource_from_env,
+)
 from resources.vector_index import VectorIndex
 from tests.conftest import make_frame
 
@@ -99,14 +105,18 @@ def test_frames_are_found_by_their_own_vectors(pipeline) -> None:
     assert best.payload["image_id"] == "3:2" and best.score == pytest.approx(1.0, abs=1e-5)
 
 
-def test_s3_source_through_moto_server(pipeline, s3_client, moto_s3_endpoint: str) -> None:
+def test_s3_source_through_moto_server(pipeline, s3_client, moto_s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
     s3_client.create_bucket(Bucket="frames-bucket")
     for f in range(5):
         s3_client.put_object(Bucket="frames-bucket", Key=f"library/12/frame_{f:03d}.png", Body=png(160, 120, f))
-    frames = FrameSourceResource(
-        root="s3://frames-bucket/library/", fps=10.0,
-        s3=FramesS3Resource(endpoint_url=moto_s3_endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"),
-    )
+    # Configured exactly as a deployment is: S3_ENDPOINT_URL and the standard credential chain.
+    for name, value in {
+        "S3_ENDPOINT_URL": moto_s3_endpoint, "AWS_REGION": "us-east-1", "S3_TIMEOUT_SECONDS": "5",
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+    }.items():
+        monkeypatch.setenv(name, value)
+    frames = FrameSourceResource(root="s3://frames-bucket/library/", fps=10.0, s3=s3_resource_from_env())
+    assert frames.s3.endpoint_url == moto_s3_endpoint and frames.s3.timeout_seconds == 5.0
     result = pipeline(12, frames=frames)
     assert result.success
     assert metadata(result, "frame_embeddings")["frames"] == 5
