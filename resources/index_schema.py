@@ -98,6 +98,7 @@ class SearchFilters:
     frame_id_max: int | None = None
     timestamp_min_ms: int | None = None
     timestamp_max_ms: int | None = None
+    point_ids: tuple[str, ...] | None = None  # only these points (to score known candidates)
 
     def ranges(self) -> dict[str, tuple[int | None, int | None]]:
         """Payload field -> (gte, lte) for each range that has a bound."""
@@ -111,7 +112,7 @@ class SearchFilters:
         return out
 
     def is_empty(self) -> bool:
-        return self.video_ids is None and not self.ranges()
+        return self.video_ids is None and self.point_ids is None and not self.ranges()
 
 
 @dataclass

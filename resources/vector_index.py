@@ -206,6 +206,8 @@ class _EdgeBackend(_Backend):
                 must.append(qe.FieldCondition(key="video_id", match=qe.MatchAny(list(filters.video_ids))))
             for name, (low, high) in filters.ranges().items():
                 must.append(qe.FieldCondition(key=name, range=qe.RangeFloat(gte=low, lte=high)))
+            if filters.point_ids is not None:
+                must.append(qe.HasIdCondition(set(filters.point_ids)))
         if video_id is not None:
             must.append(qe.FieldCondition(key="video_id", match=qe.MatchValue(video_id)))
         if version is not None:
@@ -366,6 +368,8 @@ class _ServerBackend(_Backend):
                 must.append(models.FieldCondition(key="video_id", match=models.MatchAny(any=list(filters.video_ids))))
             for name, (low, high) in filters.ranges().items():
                 must.append(models.FieldCondition(key=name, range=models.Range(gte=low, lte=high)))
+            if filters.point_ids is not None:
+                must.append(models.HasIdCondition(has_id=list(filters.point_ids)))
         if video_id is not None:
             must.append(models.FieldCondition(key="video_id", match=models.MatchValue(value=video_id)))
         if version is not None:

@@ -318,3 +318,13 @@ def test_corrupt_embedded_shard_is_reported_and_released(tmp_path: Path) -> None
         VectorIndex.open(schema, path=tmp_path)
     with pytest.raises(IndexUnavailableError):  # the lock was released: a second try gets as far
         VectorIndex.open(schema, path=tmp_path)
+
+
+def test_search_restricted_to_point_ids(library) -> None:
+    index, points = library
+    chosen = (points[3].id, points[17].id, points[30].id)
+    query = unit(np.random.default_rng(3).normal(size=DIM))
+    hits = index.search(query, top_k=10, filters=SearchFilters(point_ids=chosen))
+    assert {h.point_id for h in hits} == set(chosen)
+    reranked = index.search(query, top_k=10, filters=SearchFilters(point_ids=chosen), patch_queries=query[None])
+    assert {h.point_id for h in reranked} == set(chosen)

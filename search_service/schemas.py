@@ -1,0 +1,109 @@
+"""Request and response shapes of the search API, with the seed service's field names.
+
+Requests are validated by pydantic: a wrong type or a value out of range becomes a 422 whose
+``detail`` names the field (``["body", "top_k"]``), never a 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from resources.index_schema import SearchFilters
+
+
+class FilterFields(BaseModel):
+    """The seed's filters; all given conditions must hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    video_ids: list[int] | None = Field(None, min_length=1, max_length=10_000, description="frames of any of these videos")
+    frame_id_min: int | None = Field(None, ge=0)
+    frame_id_max: int | None = Field(None, ge=0)
+    timestamp_min_ms: int | None = Field(None, ge=0)
+    timestamp_max_ms: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _ranges_are_ordered(self) -> FilterFields:
+        for low, high in (("frame_id_min", "frame_id_max"), ("timestamp_min_ms", "timestamp_max_ms")):
+            a, b = getattr(self, low), getattr(self, high)
+            if a is not None and b is not None and a > b:
+                raise ValueError(f"{low} ({a}) is greater than {high} ({b})")
+        return self
+
+    def filters(self) -> SearchFilters:
+        return SearchFilters(
+            video_ids=tuple(self.video_ids) if self.video_ids is not None else None,
+            frame_id_min=self.frame_id_min,
+            frame_id_max=self.frame_id_max,
+            timestamp_min_ms=self.timestamp_min_ms,
+            timestamp_max_ms=self.timestamp_max_ms,
+        )
+
+
+class RankFields(FilterFields):
+    top_k: int = Field(10, ge=1, le=100, description="number of results")
+    rerank: bool = Field(False, description="patch-level MaxSim rerank of the global candidates")
+    rerank_alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of the global score; 1 = global only")
+
+
+class TextSearch(RankFields):
+    query: str = Field(..., min_length=1, max_length=2_000, description="what to look for")
+
+    @model_validator(mode="after")
+    def _not_blank(self) -> TextSearch:
+        if not self.query.strip():
+            raise ValueError("query is blank")
+        return self
+
+
+class ImageSearch(RankFields):
+    s3_url: str = Field(..., min_length=1, max_length=4_096, description="s3:// or https S3 URL (pre-signed allowed)")
+
+
+class HybridSearch(RankFields):
+    text_query: str = Field(..., min_length=1, max_length=2_000)
+    image_s3_url: str = Field(..., min_length=1, max_length=4_096)
+    text_weight: float = Field(0.5, ge=0.0, le=1.0)
+    image_weight: float = Field(0.5, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> HybridSearch:
+        if not self.text_query.strip():
+            raise ValueError("text_query is blank")
+        if self.text_weight + self.image_weight == 0:
+            raise ValueError("text_weight and image_weight are both 0")
+        return self
+
+
+class UploadSearch(RankFields):
+    """Parameters of ``/search/image/upload``, from form fields or the query string."""
+
+
+class SearchResult(BaseModel):
+    image_id: str
+    video_id: int
+    frame_id: int
+    score: float
+    global_score: float
+    maxsim_score: float | None = None
+    s3_url: str
+    width: int
+    height: int
+    timestamp_ms: int | None = None
+    best_patch_box: list[int] | None = Field(None, description="x, y, w, h of the frame's best-matching patch (reranked results)")
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult]
+    total: int
+    query_type: Literal["text", "image", "hybrid"]
+    rerank_enabled: bool
+    duration_ms: float
+    durations_ms: dict[str, float] = Field(default_factory=dict, description="encode, fetch, search")
+
+
+def schema_of(model: type[BaseModel]) -> dict[str, Any]:
+    """JSON schema of a model for the OpenAPI document."""
+    return model.model_json_schema(ref_template="#/components/schemas/{model}")

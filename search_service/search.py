@@ -1,0 +1,125 @@
+"""The three kinds of search, as blocking functions over the shared encoder and index.
+
+The routes run these in a worker thread. Each returns the results and its stage timings
+(milliseconds): ``encode`` (model), ``search`` (index), and ``decode`` for query images.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from resources.encoder import FrameEncoder
+from resources.images import decode_image, image_to_tensor
+from resources.index_schema import SearchFilters, SearchHit
+from resources.patches import PatchConfig, plan_patches
+from resources.vector_index import VectorIndex
+from search_service.schemas import RankFields, SearchResult
+
+
+@dataclass
+class Searcher:
+    """What every search needs: the encoder, the open index and the query-patch settings."""
+
+    encoder: FrameEncoder
+    index: VectorIndex
+    patch_config: PatchConfig
+    max_pixels: int
+    rerank_pool: int | None = None
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+
+    def run(self, stage: str, fn, *args, **kwargs):  # noqa: ANN001, ANN201 - any callable
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.ms[stage] = round(self.ms.get(stage, 0.0) + (time.perf_counter() - started) * 1000, 3)
+
+
+def to_results(hits: Sequence[SearchHit]) -> list[SearchResult]:
+    results = []
+    for hit in hits:
+        p = hit.payload
+        results.append(
+            SearchResult(
+                image_id=str(p["image_id"]), video_id=int(p["video_id"]), frame_id=int(p["frame_id"]),
+                score=hit.score, global_score=hit.global_score, maxsim_score=hit.maxsim_score,
+                s3_url=str(p.get("url", "")), width=int(p.get("width", 0)), height=int(p.get("height", 0)),
+                timestamp_ms=p.get("timestamp_ms"),
+            )
+        )
+    return results
+
+
+def _query_image_vectors(searcher: Searcher, data: bytes, timer: Timer, with_patches: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """The query image's global vector and, for rerank, its patch vectors (same planner)."""
+    image = timer.run("decode", decode_image, data, max_pixels=searcher.max_pixels)
+    frame = image_to_tensor(image)
+    encoder = searcher.encoder
+    global_vector = timer.run("encode", encoder.encode_global, [frame])[0]
+    if not with_patches:
+        return global_vector, None
+    plan = plan_patches(frame.shape[2], frame.shape[1], searcher.patch_config)
+    [patches] = timer.run("encode", encoder.encode_patches, [frame], [plan])
+    return global_vector, patches
+
+
+def _search(searcher: Searcher, timer: Timer, vector: np.ndarray, patches: np.ndarray | None, request: RankFields, top_k: int, filters: SearchFilters) -> list[SearchHit]:
+    return timer.run(
+        "search", searcher.index.search, vector, top_k=top_k, filters=filters,
+        patch_queries=patches if request.rerank else None, alpha=request.rerank_alpha, pool=searcher.rerank_pool,
+    )
+
+
+def text_search(searcher: Searcher, query: str, request: RankFields) -> tuple[list[SearchHit], dict[str, float]]:
+    """Text vector against frames; with rerank, the one text vector is MaxSim-matched against
+    each candidate's patches, which finds small things a global vector misses."""
+    timer = Timer()
+    vector = timer.run("encode", searcher.encoder.encode_texts, [query])[0]
+    hits = _search(searcher, timer, vector, vector[None], request, request.top_k, request.filters())
+    return hits, timer.ms
+
+
+def image_search(searcher: Searcher, data: bytes, request: RankFields) -> tuple[list[SearchHit], dict[str, float]]:
+    """Query image against frames; with rerank, its own patches (planned like the frames')."""
+    timer = Timer()
+    vector, patches = _query_image_vectors(searcher, data, timer, request.rerank)
+    hits = _search(searcher, timer, vector, patches, request, request.top_k, request.filters())
+    return hits, timer.ms
+
+
+def hybrid_search(
+    searcher: Searcher, text: str, image: bytes, text_weight: float, image_weight: float, request: RankFields
+) -> tuple[list[SearchHit], dict[str, float]]:
+    """``fused = text_weight * text_score + image_weight * image_score`` over the union of each
+    modality's candidates; a candidate one modality did not return is scored for it exactly."""
+    timer = Timer()
+    text_vector = timer.run("encode", searcher.encoder.encode_texts, [text])[0]
+    image_vector, patches = _query_image_vectors(searcher, image, timer, request.rerank)
+    pool = max(request.top_k, 50)
+    filters = request.filters()
+    by_text = {h.point_id: h for h in _search(searcher, timer, text_vector, text_vector[None], request, pool, filters)}
+    by_image = {h.point_id: h for h in _search(searcher, timer, image_vector, patches, request, pool, filters)}
+    for scores, vector, rows in ((by_text, text_vector, text_vector[None]), (by_image, image_vector, patches)):
+        missing = tuple((set(by_text) | set(by_image)) - set(scores))
+        if missing:
+            exact = _search(searcher, timer, vector, rows, request, len(missing), replace(filters, point_ids=missing))
+            scores.update({h.point_id: h for h in exact})
+    fused = []
+    for point_id in set(by_text) | set(by_image):
+        t, i = by_text.get(point_id), by_image.get(point_id)
+        if t is None or i is None:
+            continue  # not scorable in one modality (deleted between queries)
+        score = text_weight * t.score + image_weight * i.score
+        global_score = text_weight * t.global_score + image_weight * i.global_score
+        maxsim = None if t.maxsim_score is None or i.maxsim_score is None else text_weight * t.maxsim_score + image_weight * i.maxsim_score
+        fused.append(SearchHit(point_id, score, global_score, maxsim, i.payload))
+    fused.sort(key=lambda h: -h.score)
+    return fused[: request.top_k], timer.ms
