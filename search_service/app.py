@@ -1,0 +1,149 @@
+"""The Starlette search service: ``uvicorn search_service.app:app``.
+
+Everything is wired here, in one place: routes, middleware, exception handlers and the lifespan
+that loads the encoder and opens the index (see ``search_service.state``). Configuration comes
+from the same environment variables as the pipeline (OPENCLIP_*, PATCH_*, QDRANT_*, ...), plus
+SEARCH_API_KEY, MAX_UPLOAD_BYTES, MAX_DOWNLOAD_BYTES, CHECKPOINT_DIR, INDEX_FOLLOW_INTERVAL_S.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+from collections.abc import AsyncIterator, Callable
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from resources.encoder import FrameEncoder, load_encoder_or_offline
+from resources.images import ImageDecodeError, ImageTooLargeError
+from resources.index_schema import IndexSchema
+from resources.pipeline_resources import s3_resource_from_env
+from resources.settings import (
+    encoder_config_from_env,
+    index_settings_from_env,
+    max_image_pixels_from_env,
+    patch_config_from_env,
+)
+from resources.vector_index import IndexBusyError, IndexUnavailableError, VectorIndex
+from search_service.config import ServiceSettings, service_settings_from_env
+from search_service.openapi import openapi_document
+from search_service.query_images import QueryImageError, QueryImageFetcher
+from search_service.routes import HTTPProblem, healthz, search_hybrid, search_image, search_image_upload, search_text
+from search_service.state import IndexNotReady, ServiceState
+
+OPEN_PATHS = ("/healthz", "/openapi.json")  # answered without the API key
+
+
+class APIKeyMiddleware:
+    """Requires ``X-API-Key`` on every route but health and the API description, when a key is set."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
+        self.app, self.api_key = app, api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.api_key and scope["path"] not in OPEN_PATHS:
+            sent = dict(scope["headers"]).get(b"x-api-key", b"").decode("latin-1")
+            if not hmac.compare_digest(sent, self.api_key):
+                response = JSONResponse({"detail": "missing or wrong X-API-Key header"}, status_code=401)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPProblem)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+
+async def _bad_image(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ImageDecodeError)
+    status = 413 if isinstance(exc, ImageTooLargeError) else 400
+    return JSONResponse({"detail": f"query image: {exc.reason}"}, status_code=status)
+
+
+async def _query_image(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, QueryImageError)
+    return JSONResponse({"detail": f"query image: {exc.reason}"}, status_code=exc.status)
+
+
+async def _index_down(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": f"index unavailable: {exc}"}, status_code=503, headers={"Retry-After": "2"})
+
+
+async def _openapi(request: Request) -> JSONResponse:
+    return JSONResponse(openapi_document())
+
+
+def create_app(
+    settings: ServiceSettings | None = None,
+    *,
+    encoder: FrameEncoder | None = None,
+    open_index: Callable[[int], VectorIndex] | None = None,
+) -> Starlette:
+    """The service. Tests pass a ready ``encoder`` and an ``open_index(dim)``; by default both
+    come from the environment when the app starts."""
+    settings = settings or service_settings_from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, ServiceState]]:
+        frame_encoder = encoder
+        if frame_encoder is None:
+            config = encoder_config_from_env()
+            if settings.offline_fallback:
+                frame_encoder, _ = await run_in_threadpool(load_encoder_or_offline, config, settings.models_dir)
+            else:
+                frame_encoder = await run_in_threadpool(FrameEncoder.load, config)
+        index_settings = index_settings_from_env()
+        dim = frame_encoder.info.embed_dim
+
+        def default_open() -> VectorIndex:
+            return VectorIndex.open(
+                IndexSchema(index_settings.collection, dim),
+                url=index_settings.url, path=index_settings.path, api_key=index_settings.api_key,
+            )
+
+        s3 = s3_resource_from_env()
+        state = ServiceState(
+            settings=settings,
+            index_settings=index_settings,
+            encoder=frame_encoder,
+            patch_config=patch_config_from_env(),
+            max_pixels=max_image_pixels_from_env(),
+            fetcher=QueryImageFetcher(s3.get_client, endpoint_url=s3.endpoint_url, max_bytes=settings.max_download_bytes, timeout_s=s3.timeout_seconds),
+            open_index=(lambda: open_index(dim)) if open_index else default_open,
+        )
+        state.start()
+        try:
+            yield {"service": state}
+        finally:
+            await run_in_threadpool(state.stop)
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/search/text", search_text, methods=["POST"]),
+            Route("/search/image", search_image, methods=["POST"]),
+            Route("/search/image/upload", search_image_upload, methods=["POST"]),
+            Route("/search/hybrid", search_hybrid, methods=["POST"]),
+            Route("/openapi.json", _openapi, methods=["GET"]),
+        ],
+        middleware=[Middleware(APIKeyMiddleware, api_key=settings.api_key)],
+        exception_handlers={
+            HTTPProblem: _problem,
+            ImageDecodeError: _bad_image,
+            QueryImageError: _query_image,
+            IndexNotReady: _index_down,
+            IndexBusyError: _index_down,
+            IndexUnavailableError: _index_down,
+        },
+        lifespan=lifespan,
+    )
+
+
+app = create_app()

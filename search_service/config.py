@@ -1,0 +1,37 @@
+"""Settings of the search service, from the environment (the encoder, patch and index settings
+are the pipeline's own: see ``resources.settings``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from resources.settings import SettingsError
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    api_key: str | None = None  # SEARCH_API_KEY: when set, requests must send it as X-API-Key
+    max_upload_bytes: int = 20 * 1024 * 1024  # MAX_UPLOAD_BYTES: /search/image/upload body limit
+    max_download_bytes: int = 20 * 1024 * 1024  # MAX_DOWNLOAD_BYTES: query images fetched by URL
+    checkpoint_dir: str = "var/checkpoints"  # CHECKPOINT_DIR: followed by an embedded index owner
+    follow_interval_s: float = 2.0  # INDEX_FOLLOW_INTERVAL_S: seconds between checkpoint polls
+    offline_fallback: bool = True  # SEARCH_OFFLINE_FALLBACK: tiny random model if weights are missing
+    models_dir: str = "var/models"
+
+
+def service_settings_from_env(env: Mapping[str, str] | None = None) -> ServiceSettings:
+    env = os.environ if env is None else env
+    try:
+        return ServiceSettings(
+            api_key=env.get("SEARCH_API_KEY") or None,
+            max_upload_bytes=int(env.get("MAX_UPLOAD_BYTES") or ServiceSettings.max_upload_bytes),
+            max_download_bytes=int(env.get("MAX_DOWNLOAD_BYTES") or ServiceSettings.max_download_bytes),
+            checkpoint_dir=env.get("CHECKPOINT_DIR") or ServiceSettings.checkpoint_dir,
+            follow_interval_s=float(env.get("INDEX_FOLLOW_INTERVAL_S") or ServiceSettings.follow_interval_s),
+            offline_fallback=(env.get("SEARCH_OFFLINE_FALLBACK") or "true").lower() in ("1", "true", "yes"),
+            models_dir=env.get("MODELS_DIR") or ServiceSettings.models_dir,
+        )
+    except ValueError as exc:
+        raise SettingsError(f"search service setting: {exc}") from None

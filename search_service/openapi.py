@@ -1,0 +1,67 @@
+"""The OpenAPI 3.1 description of the service, built from the same pydantic models that
+validate the requests (so the document cannot drift from the code)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel
+
+from search_service.schemas import HybridSearch, ImageSearch, SearchResponse, TextSearch, UploadSearch
+
+ERRORS = {
+    "400": "invalid JSON, or an undecodable query image or URL that is refused",
+    "401": "missing or wrong X-API-Key (when SEARCH_API_KEY is set)",
+    "404": "the query image's S3 object does not exist",
+    "413": "query image or upload over the size or pixel limit",
+    "422": "a field is missing, of the wrong type or out of range; detail names it",
+    "502": "S3 refused or failed to serve the query image",
+    "503": "the index is not open yet (or held by another process); retry",
+}
+
+
+def _json_post(summary: str, model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}},
+            "responses": {
+                "200": {"description": "ranked frames", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SearchResponse"}}}},
+                **{code: {"description": text} for code, text in ERRORS.items()},
+            },
+        }
+    }
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    for model in (TextSearch, ImageSearch, HybridSearch, UploadSearch, SearchResponse):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    upload_fields = {
+        "type": "object",
+        "required": ["file"],
+        "properties": {"file": {"type": "string", "format": "binary"}, **schemas["UploadSearch"]["properties"]},
+    }
+    upload = _json_post("Search by an uploaded image (multipart; parameters as form fields or query string)", UploadSearch)
+    upload["post"]["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": upload_fields}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "framesearch search service", "version": "0.1.0",
+                 "description": "Text, image and hybrid search over video frames, with patch-level MaxSim rerank."},
+        "paths": {
+            "/healthz": {"get": {"summary": "Readiness: 200 with a config summary when the model and index are ready, else 503",
+                                 "responses": {"200": {"description": "ready"}, "503": {"description": "not ready; index_error says why"}}}},
+            "/search/text": _json_post("Search frames by text", TextSearch),
+            "/search/image": _json_post("Search frames by an image at an S3 URL", ImageSearch),
+            "/search/image/upload": upload,
+            "/search/hybrid": _json_post("Fuse a text and an image query", HybridSearch),
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+        },
+    }

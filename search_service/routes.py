@@ -1,0 +1,132 @@
+"""HTTP handlers. Each parses and validates its request, runs the blocking search in a worker
+thread (the event loop keeps answering health checks and other queries meanwhile) and shapes
+the seed's response."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from search_service.schemas import HybridSearch, ImageSearch, SearchResponse, TextSearch, UploadSearch
+from search_service.search import hybrid_search, image_search, text_search, to_results
+from search_service.state import ServiceState
+
+
+class HTTPProblem(Exception):
+    """An error the client can act on: ``status`` and a ``detail`` naming what to fix."""
+
+    def __init__(self, status: int, detail: Any) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+def _state(request: Request) -> ServiceState:
+    return request.state.service
+
+
+def _validate(model: type[BaseModel], data: Any) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            {"loc": ["body", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_url=False, include_context=False, include_input=False)
+        ]
+        raise HTTPProblem(422, errors) from None
+
+
+async def _json_body(request: Request, model: type[BaseModel]) -> Any:
+    raw = await request.body()
+    try:
+        data = json.loads(raw) if raw else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HTTPProblem(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise HTTPProblem(400, "request body must be a JSON object")
+    return _validate(model, data)
+
+
+def _respond(state: ServiceState, started: float, hits: list, stages: dict[str, float], query_type: str, rerank: bool) -> JSONResponse:
+    results = to_results(hits)
+    body = SearchResponse(
+        results=results, total=len(results), query_type=query_type, rerank_enabled=rerank,  # type: ignore[arg-type]
+        duration_ms=round((time.perf_counter() - started) * 1000, 3), durations_ms=stages,
+    )
+    return JSONResponse(body.model_dump())
+
+
+async def search_text(request: Request) -> JSONResponse:
+    started = time.perf_counter()
+    state = _state(request)
+    body: TextSearch = await _json_body(request, TextSearch)
+    hits, stages = await run_in_threadpool(text_search, state.searcher(), body.query, body)
+    return _respond(state, started, hits, stages, "text", body.rerank)
+
+
+async def _fetch(state: ServiceState, url: str, stages: dict[str, float]) -> bytes:
+    began = time.perf_counter()
+    data = await run_in_threadpool(state.fetcher.fetch, url)
+    stages["fetch"] = round((time.perf_counter() - began) * 1000, 3)
+    return data
+
+
+async def search_image(request: Request) -> JSONResponse:
+    started = time.perf_counter()
+    state = _state(request)
+    body: ImageSearch = await _json_body(request, ImageSearch)
+    searcher = state.searcher()
+    fetch_ms: dict[str, float] = {}
+    data = await _fetch(state, body.s3_url, fetch_ms)
+    hits, stages = await run_in_threadpool(image_search, searcher, data, body)
+    return _respond(state, started, hits, {**fetch_ms, **stages}, "image", body.rerank)
+
+
+async def search_image_upload(request: Request) -> JSONResponse:
+    started = time.perf_counter()
+    state = _state(request)
+    limit = state.settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
+        raise HTTPProblem(413, f"upload of {int(declared):,} bytes is over the limit of {limit:,} (MAX_UPLOAD_BYTES)")
+    searcher = state.searcher()
+    async with request.form(max_files=1, max_fields=32, max_part_size=limit) as form:
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPProblem(422, [{"loc": ["body", "file"], "msg": "a multipart file field named 'file' is required", "type": "missing"}])
+        data = await upload.read(limit + 1)
+        fields = {k: v for k, v in form.multi_items() if k != "file" and isinstance(v, str)}
+    if len(data) > limit:
+        raise HTTPProblem(413, f"upload is over the limit of {limit:,} bytes (MAX_UPLOAD_BYTES)")
+    params: dict[str, Any] = {**dict(request.query_params), **fields}
+    if "video_ids" in params:  # a form or query string carries lists as "1,2" or repeated keys
+        ids = request.query_params.getlist("video_ids") or [params["video_ids"]]
+        params["video_ids"] = [part.strip() for item in ids for part in str(item).split(",") if part.strip()]
+    body: UploadSearch = _validate(UploadSearch, params)
+    hits, stages = await run_in_threadpool(image_search, searcher, data, body)
+    return _respond(state, started, hits, stages, "image", body.rerank)
+
+
+async def search_hybrid(request: Request) -> JSONResponse:
+    started = time.perf_counter()
+    state = _state(request)
+    body: HybridSearch = await _json_body(request, HybridSearch)
+    searcher = state.searcher()
+    fetch_ms: dict[str, float] = {}
+    data = await _fetch(state, body.image_s3_url, fetch_ms)
+    hits, stages = await run_in_threadpool(
+        hybrid_search, searcher, body.text_query, data, body.text_weight, body.image_weight, body
+    )
+    return _respond(state, started, hits, {**fetch_ms, **stages}, "hybrid", body.rerank)
+
+
+async def healthz(request: Request) -> JSONResponse:
+    """200 with a summary when the model and the index are ready, else 503. Runs no model."""
+    state = _state(request)
+    body = state.health()
+    return JSONResponse(body, status_code=200 if body["ok"] else 503)

@@ -1,0 +1,102 @@
+"""What the service holds while it runs: the encoder, the index and, in embedded mode, the
+checkpoint follower that keeps the index equal to what the pipeline publishes.
+
+The index is opened by a background thread. While another process (a pipeline run) holds the
+embedded shard, the thread retries every second and ``/healthz`` answers 503 with the reason;
+once it has the shard, it follows the checkpoint folder until shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from resources.encoder import FrameEncoder
+from resources.index_follower import CheckpointFollower
+from resources.patches import PatchConfig
+from resources.settings import IndexSettings
+from resources.vector_index import IndexBusyError, IndexUnavailableError, VectorIndex
+from search_service.config import ServiceSettings
+from search_service.query_images import QueryImageFetcher
+from search_service.search import Searcher
+
+log = logging.getLogger(__name__)
+
+
+class IndexNotReady(RuntimeError):
+    """The index is not open (yet); the message says why."""
+
+
+@dataclass
+class ServiceState:
+    settings: ServiceSettings
+    index_settings: IndexSettings
+    encoder: FrameEncoder
+    patch_config: PatchConfig
+    max_pixels: int
+    fetcher: QueryImageFetcher
+    open_index: Callable[[], VectorIndex]
+    index: VectorIndex | None = None
+    index_error: str | None = "opening the index"
+    follower: CheckpointFollower | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._hold_index, name="index-holder", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if self.index is not None:
+            self.index.close()
+            self.index = None
+
+    def _hold_index(self) -> None:
+        while not self._stop.is_set():
+            try:
+                index = self.open_index()
+            except (IndexBusyError, IndexUnavailableError) as exc:
+                self.index_error = str(exc)
+                self._stop.wait(1.0)
+                continue
+            self.index, self.index_error = index, None
+            log.info("index open (%s, collection %s)", index.mode, index.schema.collection)
+            if index.mode == "embedded":
+                # We own the shard: what the pipeline publishes reaches the index through us.
+                self.follower = CheckpointFollower(index, Path(self.settings.checkpoint_dir))
+                self.follower.run(self._stop, self.settings.follow_interval_s)
+            return
+
+    def searcher(self) -> Searcher:
+        if self.index is None:
+            raise IndexNotReady(self.index_error or "the index is not open")
+        return Searcher(self.encoder, self.index, self.patch_config, self.max_pixels, self.index_settings.rerank_pool)
+
+    def health(self) -> dict[str, object]:
+        info = self.encoder.info
+        index = self.index
+        return {
+            "ok": index is not None,
+            "config": {
+                "model_id": info.model_id,
+                "embed_dim": info.embed_dim,
+                "device": info.device,
+                "precision": info.precision,
+                "weights_random": info.weights_random,
+                "collection": self.index_settings.collection,
+                "patch_config": self.patch_config.fingerprint(),
+                "rerank_pool": self.index_settings.rerank_pool or "max(100, 3 x top_k)",
+            },
+            "qdrant_reachable": index is not None,
+            "model_loaded": True,
+            "using_multivector": True,
+            "index_mode": index.mode if index is not None else None,
+            "index_error": self.index_error,
+            "follower": None if self.follower is None else {"applied": self.follower.applied, "errors": self.follower.errors},
+        }

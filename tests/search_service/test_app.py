@@ -1,0 +1,238 @@
+"""The search service through Starlette's TestClient, over a real embedded index that the
+pipeline code built from test frames."""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from starlette.testclient import TestClient
+
+from resources.checkpoint import published_path
+from resources.encoder import FrameEncoder
+from resources.frame_sources import LocalFolderSource
+from resources.index_follower import sync_checkpoint
+from resources.index_schema import IndexSchema
+from resources.patches import PatchConfig
+from resources.vector_index import IndexBusyError, VectorIndex
+from resources.video_embedding import embed_video
+from search_service.app import create_app
+from search_service.config import ServiceSettings
+from tests.conftest import make_frame
+
+SCHEMA = IndexSchema("frames_service", 64)
+QUERY_BOX = (0, 0, 292, 292)  # the padded box of frame 1:0's first patch at the default settings
+
+
+def to_png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: FrameEncoder) -> dict:
+    """Video 1: six 448x336 frames. Video 2: frame 0 is frame 1:0's top-left corner blown up 2x -
+    globally the same picture as that corner, but none of its patches shows the corner whole."""
+    root = tmp_path_factory.mktemp("service")
+    videos, store = root / "videos", root / "checkpoints"
+    frames = [make_frame(448, 336, seed=s).permute(1, 2, 0).numpy() for s in range(6)]
+    (videos / "1").mkdir(parents=True)
+    for f, pixels in enumerate(frames):
+        (videos / "1" / f"frame_{f}.png").write_bytes(to_png(pixels))
+    x, y, w, h = QUERY_BOX
+    corner = frames[0][y : y + h, x : x + w]
+    decoy = np.asarray(Image.fromarray(corner).resize((2 * w, 2 * h), Image.Resampling.BICUBIC))
+    (videos / "2").mkdir()
+    (videos / "2" / "frame_0.png").write_bytes(to_png(decoy))
+    (videos / "2" / "frame_1.png").write_bytes(to_png(make_frame(448, 336, seed=99).permute(1, 2, 0).numpy()))
+    source = LocalFolderSource(videos, fps=4.0)
+    with VectorIndex.open(SCHEMA, path=root / "qdrant") as index:
+        for video_id in (1, 2):
+            embed_video(video_id, source.manifest(video_id), source, tiny_encoder, store, PatchConfig())
+            sync_checkpoint(index, video_id, published_path(store, video_id))
+    return {"root": root, "store": store, "query": to_png(corner), "frames": frames}
+
+
+def make_client(library: dict, encoder: FrameEncoder, **settings) -> TestClient:
+    app = create_app(
+        ServiceSettings(checkpoint_dir=str(library["store"]), **settings),
+        encoder=encoder,
+        open_index=lambda dim: VectorIndex.open(SCHEMA, path=library["root"] / "qdrant", lock_timeout_s=10),
+    )
+    return TestClient(app)
+
+
+def wait_ready(client: TestClient) -> None:
+    deadline = time.monotonic() + 30
+    while client.get("/healthz").status_code != 200:
+        assert time.monotonic() < deadline, client.get("/healthz").json()
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def client(library: dict, tiny_encoder: FrameEncoder):
+    with make_client(library, tiny_encoder) as test_client:
+        wait_ready(test_client)
+        yield test_client
+
+
+RESULT_FIELDS = {"image_id", "video_id", "frame_id", "score", "global_score", "maxsim_score", "s3_url", "width", "height", "timestamp_ms", "best_patch_box"}
+
+
+def test_healthz(client: TestClient) -> None:
+    body = client.get("/healthz").json()
+    assert body["ok"] and body["model_loaded"] and body["qdrant_reachable"] and body["using_multivector"]
+    assert body["index_mode"] == "embedded" and body["config"]["weights_random"] is True
+    assert body["follower"] == {"applied": 0, "errors": {}}  # checkpoints already in: nothing to apply
+
+
+def test_text_search(client: TestClient) -> None:
+    response = client.post("/search/text", json={"query": "a person riding a bicycle", "top_k": 5})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["query_type"] == "text" and body["rerank_enabled"] is False and body["total"] == 5
+    assert set(body["results"][0]) == RESULT_FIELDS and body["results"][0]["maxsim_score"] is None
+    assert set(body["durations_ms"]) == {"encode", "search"} and body["duration_ms"] > 0
+    scores = [r["score"] for r in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_text_search_with_rerank(client: TestClient) -> None:
+    body = client.post("/search/text", json={"query": "red car", "rerank": True, "rerank_alpha": 0.3}).json()
+    assert body["rerank_enabled"] is True
+    for r in body["results"]:
+        assert r["score"] == pytest.approx(0.3 * r["global_score"] + 0.7 * r["maxsim_score"], abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "filters, check",
+    [
+        ({"video_ids": [2]}, lambda r: r["video_id"] == 2),
+        ({"video_ids": [1, 2], "frame_id_min": 1, "frame_id_max": 3}, lambda r: 1 <= r["frame_id"] <= 3),
+        ({"timestamp_min_ms": 500, "timestamp_max_ms": 1000}, lambda r: 500 <= r["timestamp_ms"] <= 1000),
+        ({"video_ids": [1], "timestamp_max_ms": 250, "frame_id_min": 1}, lambda r: r["video_id"] == 1 and r["frame_id"] == 1),
+    ],
+)
+def test_filters(client: TestClient, filters: dict, check) -> None:
+    results = client.post("/search/text", json={"query": "x", "top_k": 100, **filters}).json()["results"]
+    assert results and all(check(r) for r in results)
+
+
+def test_upload_search_and_the_rerank_case(client: TestClient, library: dict) -> None:
+    """The query is frame 1:0's corner. Globally the blown-up decoy (2:0) wins; with rerank the
+    frame that really contains the region (1:0) ranks first."""
+    files = {"file": ("corner.png", library["query"], "image/png")}
+    plain = client.post("/search/image/upload", files=files, data={"top_k": "3"}).json()
+    assert plain["results"][0]["image_id"] == "2:0"
+    reranked = client.post("/search/image/upload?rerank=true&rerank_alpha=0.2", files=files, data={"top_k": "3"}).json()
+    assert reranked["rerank_enabled"] is True and reranked["results"][0]["image_id"] == "1:0"
+    assert reranked["results"][0]["maxsim_score"] > 0.99
+
+
+def test_upload_filters_from_form_and_query(client: TestClient, library: dict) -> None:
+    files = {"file": ("corner.png", library["query"], "image/png")}
+    body = client.post("/search/image/upload?video_ids=1", files=files, data={"top_k": "10", "frame_id_min": "2"}).json()
+    assert body["results"] and all(r["video_id"] == 1 and r["frame_id"] >= 2 for r in body["results"])
+
+
+@pytest.fixture
+def s3_env(monkeypatch: pytest.MonkeyPatch, moto_s3_endpoint: str) -> None:
+    for name, value in {
+        "S3_ENDPOINT_URL": moto_s3_endpoint, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing", "S3_TIMEOUT_SECONDS": "5", "S3_MAX_ATTEMPTS": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_image_and_hybrid_search_from_s3(s3_env, s3_client, library: dict, tiny_encoder: FrameEncoder) -> None:
+    bucket = f"queries-{uuid.uuid4().hex[:8]}"
+    s3_client.create_bucket(Bucket=bucket)
+    s3_client.put_object(Bucket=bucket, Key="q/corner.png", Body=library["query"])
+    with make_client(library, tiny_encoder) as client:
+        wait_ready(client)
+        image = client.post("/search/image", json={"s3_url": f"s3://{bucket}/q/corner.png", "top_k": 3, "rerank": True, "rerank_alpha": 0.2}).json()
+        assert image["query_type"] == "image" and image["results"][0]["image_id"] == "1:0"
+        assert set(image["durations_ms"]) >= {"fetch", "decode", "encode", "search"}
+        hybrid = client.post("/search/hybrid", json={
+            "text_query": "a corner", "image_s3_url": f"s3://{bucket}/q/corner.png",
+            "text_weight": 0.0, "image_weight": 1.0, "top_k": 3,
+        }).json()
+        assert hybrid["query_type"] == "hybrid" and hybrid["results"][0]["image_id"] == "2:0"
+        plain = client.post("/search/image", json={"s3_url": f"s3://{bucket}/q/corner.png", "top_k": 3}).json()
+        assert [r["score"] for r in hybrid["results"]] == pytest.approx([r["score"] for r in plain["results"]], abs=1e-5)
+        missing = client.post("/search/image", json={"s3_url": f"s3://{bucket}/q/nope.png"})
+        assert missing.status_code == 404
+        no_bucket = client.post("/search/image", json={"s3_url": f"s3://no-such-bucket-{uuid.uuid4().hex[:6]}/k.png"})
+        assert no_bucket.status_code == 502
+
+
+@pytest.mark.parametrize(
+    "path, payload, status, needle",
+    [
+        ("/search/text", {"query": ""}, 422, "query"),
+        ("/search/text", {"query": "   "}, 422, "blank"),
+        ("/search/text", {"query": "x", "top_k": 0}, 422, "top_k"),
+        ("/search/text", {"query": "x", "top_k": 101}, 422, "top_k"),
+        ("/search/text", {"query": "x", "top_k": "ten"}, 422, "top_k"),
+        ("/search/text", {"query": "x", "rerank_alpha": 1.5}, 422, "rerank_alpha"),
+        ("/search/text", {"query": "x", "video_ids": ["a"]}, 422, "video_ids"),
+        ("/search/text", {"query": "x", "frame_id_min": 5, "frame_id_max": 2}, 422, "frame_id_min"),
+        ("/search/text", {"query": "x", "unknown": 1}, 422, "unknown"),
+        ("/search/hybrid", {"text_query": "x", "image_s3_url": "s3://b/k", "text_weight": 2}, 422, "text_weight"),
+        ("/search/image", {"s3_url": "http://169.254.169.254/latest/meta-data"}, 400, "query image"),
+        ("/search/image", {"s3_url": "https://example.com/cat.jpg"}, 400, "query image"),
+    ],
+)
+def test_errors_name_what_to_fix(client: TestClient, path: str, payload: dict, status: int, needle: str) -> None:
+    response = client.post(path, json=payload)
+    assert response.status_code == status, response.text
+    assert needle in response.text
+
+
+def test_invalid_json(client: TestClient) -> None:
+    response = client.post("/search/text", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "not valid JSON" in response.json()["detail"]
+
+
+def test_bad_uploads(library: dict, tiny_encoder: FrameEncoder) -> None:
+    with make_client(library, tiny_encoder, max_upload_bytes=50_000) as client:
+        wait_ready(client)
+        garbage = client.post("/search/image/upload", files={"file": ("x.png", b"not an image", "image/png")})
+        assert garbage.status_code == 400 and "not a recognized image format" in garbage.json()["detail"]
+        big = client.post("/search/image/upload", files={"file": ("big.png", b"\0" * 200_000, "image/png")})
+        assert big.status_code == 413 and "MAX_UPLOAD_BYTES" in big.json()["detail"]
+        missing = client.post("/search/image/upload", data={"top_k": "3"})
+        assert missing.status_code in (400, 422) and "file" in missing.text
+
+
+def test_index_unavailable_gives_503(library: dict, tiny_encoder: FrameEncoder) -> None:
+    def busy(dim: int) -> VectorIndex:
+        raise IndexBusyError("the embedded index is open in another process")
+
+    app = create_app(ServiceSettings(checkpoint_dir=str(library["store"])), encoder=tiny_encoder, open_index=busy)
+    with TestClient(app) as client:
+        health = client.get("/healthz")
+        assert health.status_code == 503 and "another process" in health.json()["index_error"]
+        search = client.post("/search/text", json={"query": "x"})
+        assert search.status_code == 503 and search.headers["retry-after"] == "2"
+
+
+def test_api_key(library: dict, tiny_encoder: FrameEncoder) -> None:
+    with make_client(library, tiny_encoder, api_key="s3cret") as client:
+        wait_ready(client)
+        assert client.get("/healthz").status_code == 200  # health stays open for load balancers
+        assert client.post("/search/text", json={"query": "x"}).status_code == 401
+        assert client.post("/search/text", json={"query": "x"}, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert client.post("/search/text", json={"query": "x"}, headers={"X-API-Key": "s3cret"}).status_code == 200
+
+
+def test_openapi_describes_every_endpoint(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    assert set(doc["paths"]) == {"/healthz", "/search/text", "/search/image", "/search/image/upload", "/search/hybrid"}
+    assert {"TextSearch", "ImageSearch", "HybridSearch", "SearchResponse", "SearchResult"} <= set(doc["components"]["schemas"])
