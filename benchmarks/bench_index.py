@@ -46,6 +46,29 @@ def frame_vectors(index: int) -> tuple[np.ndarray, np.ndarray]:
     return frame, unit(frame + 1.2 * rng.normal(size=(PATCHES, DIM)).astype(np.float32))
 
 
+def load_synthetic_library(index: VectorIndex, videos: int, globals_: np.ndarray) -> tuple[float, float]:
+    """Sync ``videos`` x FRAMES_PER_VIDEO synthetic frames through the real per-video path,
+    filling ``globals_`` (frames, DIM); returns (seconds generating, seconds syncing)."""
+    gen_s, sync_s = 0.0, 0.0
+    for video in range(videos):
+        started = time.perf_counter()
+        points = []
+        for f in range(FRAMES_PER_VIDEO):
+            i = video * FRAMES_PER_VIDEO + f
+            g, p = frame_vectors(i)
+            globals_[i] = g
+            payload = {
+                "image_id": f"{video}:{f}", "video_id": video, "frame_id": f, "timestamp_ms": f * 40,
+                "url": f"s3://bench/{video}/{f}.jpg", "width": 1920, "height": 1080,
+            }
+            points.append(IndexPoint(video, f, g, p, payload))
+        gen_s += time.perf_counter() - started
+        started = time.perf_counter()
+        index.sync_video(video, points, "v1")
+        sync_s += time.perf_counter() - started
+    return gen_s, sync_s
+
+
 def percentiles(samples: list[float]) -> tuple[float, float]:
     return float(np.percentile(samples, 50)), float(np.percentile(samples, 99))
 
@@ -67,20 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(globals_):,} frames x {PATCHES} patches x {DIM}-d, {videos} videos; embedded Qdrant Edge", flush=True)
 
     with VectorIndex.open(schema, path=args.path) as index:
-        gen_s, sync_s = 0.0, 0.0
-        for video in range(videos):
-            started = time.perf_counter()
-            points = []
-            for f in range(FRAMES_PER_VIDEO):
-                i = video * FRAMES_PER_VIDEO + f
-                g, p = frame_vectors(i)
-                globals_[i] = g
-                payload = {"video_id": video, "frame_id": f, "timestamp_ms": f * 40, "url": f"s3://bench/{video}/{f}.jpg"}
-                points.append(IndexPoint(video, f, g, p, payload))
-            gen_s += time.perf_counter() - started
-            started = time.perf_counter()
-            index.sync_video(video, points, "v1")
-            sync_s += time.perf_counter() - started
+        gen_s, sync_s = load_synthetic_library(index, videos, globals_)
         started = time.perf_counter()
         index.optimize()
         optimize_s = time.perf_counter() - started
