@@ -124,6 +124,7 @@ class SearchHit:
     global_score: float
     maxsim_score: float | None  # mean over query vectors of the best patch cosine; None: no rerank
     payload: dict[str, object]
+    best_patch: int | None = None  # index into payload["patch_boxes"] of the best-matching patch
 
 
 def rerank_pool(top_k: int, pool: int | None = None) -> int:

@@ -236,3 +236,19 @@ def test_openapi_describes_every_endpoint(client: TestClient) -> None:
     doc = client.get("/openapi.json").json()
     assert set(doc["paths"]) == {"/healthz", "/search/text", "/search/image", "/search/image/upload", "/search/hybrid"}
     assert {"TextSearch", "ImageSearch", "HybridSearch", "SearchResponse", "SearchResult"} <= set(doc["components"]["schemas"])
+
+
+def test_reranked_results_carry_the_best_patch_box(client: TestClient, library: dict) -> None:
+    files = {"file": ("corner.png", library["query"], "image/png")}
+    body = client.post("/search/image/upload?rerank=true&rerank_alpha=0.2", files=files, data={"top_k": "3"}).json()
+    best = body["results"][0]
+    assert best["image_id"] == "1:0" and best["best_patch_box"] == [0, 0, 224, 224]  # the corner's window
+    plain = client.post("/search/image/upload", files=files, data={"top_k": "3"}).json()
+    assert all(r["best_patch_box"] is None for r in plain["results"])
+
+
+def test_decompression_bomb_upload_is_413(client: TestClient) -> None:
+    from tests.resources.test_images import _png_header_only
+
+    response = client.post("/search/image/upload", files={"file": ("bomb.png", _png_header_only(100_000, 100_000), "image/png")})
+    assert response.status_code == 413 and "over the limit" in response.json()["detail"]
