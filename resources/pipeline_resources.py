@@ -3,60 +3,44 @@ checkpoint store and the vector index. Each owns its client; unset fields come f
 environment, so the pipeline and the search service configure themselves the same way.
 """
 
-import os
 from pathlib import Path
 
-import boto3
 import dagster as dg
-from botocore.config import Config
 from dagster_aws.s3 import S3Resource
 
 from resources.frame_sources import FrameSource, LocalFolderSource, S3FrameSource
 from resources.index_follower import sync_or_defer
 from resources.index_schema import IndexSchema
-from resources.settings import IndexSettings, SettingsError, index_settings_from_env
+from resources.s3_client import S3Settings, make_s3_client, s3_settings_from_env
+from resources.settings import IndexSettings, index_settings_from_env
 from resources.vector_index import SyncResult, VectorIndex
 from resources.video_embedding import DEFAULT_CHUNK_FRAMES
 
 
 class FramesS3Resource(S3Resource):
-    """dagster-aws's S3 resource with request timeouts and the standard retry mode (exponential
-    backoff with jitter, ``max_attempts`` tries). Credentials follow boto3's usual chain."""
+    """dagster-aws's S3 resource, plus request timeouts and the standard retry mode (exponential
+    backoff with jitter, ``max_attempts`` tries); the client is built by ``make_s3_client``."""
 
     timeout_seconds: float = 30.0
 
+    def settings(self) -> S3Settings:
+        return S3Settings(
+            region=self.region_name, endpoint_url=self.endpoint_url, timeout_s=self.timeout_seconds,
+            max_attempts=self.max_attempts, profile_name=self.profile_name, use_ssl=self.use_ssl,
+            verify=self.verify, aws_access_key_id=self.aws_access_key_id,
+            aws_secret_access_key=self.aws_secret_access_key, aws_session_token=self.aws_session_token,
+        )
+
     def get_client(self):  # noqa: ANN201 - a boto3 S3 client
-        config = Config(
-            connect_timeout=self.timeout_seconds,
-            read_timeout=self.timeout_seconds,
-            retries={"max_attempts": self.max_attempts, "mode": "standard"},
-        )
-        session = boto3.session.Session(profile_name=self.profile_name)
-        return session.client(
-            "s3",
-            region_name=self.region_name,
-            endpoint_url=self.endpoint_url,
-            use_ssl=self.use_ssl,
-            verify=self.verify,
-            aws_access_key_id=self.aws_access_key_id,
-            aws_secret_access_key=self.aws_secret_access_key,
-            aws_session_token=self.aws_session_token,
-            config=config,
-        )
+        return make_s3_client(self.settings())
 
 
 def s3_resource_from_env() -> FramesS3Resource:
     """AWS_REGION, S3_ENDPOINT_URL, S3_TIMEOUT_SECONDS (30), S3_MAX_ATTEMPTS (5)."""
-    try:
-        timeout = float(os.environ.get("S3_TIMEOUT_SECONDS") or 30)
-        attempts = int(os.environ.get("S3_MAX_ATTEMPTS") or 5)
-    except ValueError as exc:
-        raise SettingsError(f"S3_TIMEOUT_SECONDS / S3_MAX_ATTEMPTS must be numbers: {exc}") from None
+    settings = s3_settings_from_env()
     return FramesS3Resource(
-        region_name=os.environ.get("AWS_REGION") or None,
-        endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None,
-        timeout_seconds=timeout,
-        max_attempts=attempts,
+        region_name=settings.region, endpoint_url=settings.endpoint_url,
+        timeout_seconds=settings.timeout_s, max_attempts=settings.max_attempts,
     )
 
 

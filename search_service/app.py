@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from resources.encoder import FrameEncoder, load_encoder_or_offline
 from resources.images import ImageDecodeError, ImageTooLargeError
 from resources.index_schema import IndexSchema
-from resources.pipeline_resources import s3_resource_from_env
+from resources.s3_client import make_s3_client, s3_settings_from_env
 from resources.settings import (
     encoder_config_from_env,
     index_settings_from_env,
@@ -108,14 +108,17 @@ def create_app(
                 url=index_settings.url, path=index_settings.path, api_key=index_settings.api_key,
             )
 
-        s3 = s3_resource_from_env()
+        s3 = s3_settings_from_env()
         state = ServiceState(
             settings=settings,
             index_settings=index_settings,
             encoder=frame_encoder,
             patch_config=patch_config_from_env(),
             max_pixels=max_image_pixels_from_env(),
-            fetcher=QueryImageFetcher(s3.get_client, endpoint_url=s3.endpoint_url, max_bytes=settings.max_download_bytes, timeout_s=s3.timeout_seconds),
+            fetcher=QueryImageFetcher(
+                lambda: make_s3_client(s3), endpoint_url=s3.endpoint_url,
+                max_bytes=settings.max_download_bytes, timeout_s=s3.timeout_s,
+            ),
             open_index=(lambda: open_index(dim)) if open_index else default_open,
         )
         state.start()

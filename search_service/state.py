@@ -56,6 +56,7 @@ class ServiceState:
         if self.index is not None:
             self.index.close()
             self.index = None
+        self.fetcher.close()
 
     def _hold_index(self) -> None:
         while not self._stop.is_set():
