@@ -17,7 +17,6 @@ switched off: under the fast path the counter misses the attention projections a
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import replace
@@ -29,6 +28,8 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import write_results  # noqa: E402
 
 from resources.clip_loader import TINY_MODEL, save_random_weights  # noqa: E402
 from resources.crops import CROP_METHODS, iter_patch_crops  # noqa: E402
@@ -174,9 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  GEMM peak ({precision})       {figures['gemm_gflops']:9.1f} GFLOP/s")
         print(f"  roofline ratio           {ratio * 100:8.1f} %  (GFLOP/image x images/s / GEMM GFLOP/s, end to end)")
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-    print(f"\nwrote {args.out}")
+    print()
+    write_results(args.out, results)
     return 0
 
 

@@ -13,7 +13,6 @@ regenerated from per-frame seeds for the reference, so memory stays ~200 MB for 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import write_results  # noqa: E402
 
 from resources.index_schema import IndexPoint, IndexSchema, SearchFilters  # noqa: E402
 from resources.vector_index import VectorIndex  # noqa: E402
@@ -162,9 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nshard on disk: {size / 1e9:.2f} GB (apparent size)")
     if not args.keep:
         shutil.rmtree(args.path, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {args.out}")
+    write_results(args.out, results)
     return 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import shutil
 import socket
 import sys
@@ -28,6 +27,8 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import write_results  # noqa: E402
 
 from benchmarks.bench_index import DIM, FRAMES_PER_VIDEO, load_synthetic_library  # noqa: E402
 from resources.clip_loader import save_random_weights  # noqa: E402
@@ -124,9 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     thread.join(10)
     if not args.keep:
         shutil.rmtree(args.path, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {args.out}")
+    write_results(args.out, results)
     return 0
 
 

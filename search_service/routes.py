@@ -69,11 +69,11 @@ async def search_text(request: Request) -> JSONResponse:
     return _respond(state, started, hits, stages, "text", body.rerank)
 
 
-async def _fetch(state: ServiceState, url: str, stages: dict[str, float]) -> bytes:
+async def _fetch(state: ServiceState, url: str) -> tuple[bytes, dict[str, float]]:
+    """The query image at ``url`` and the time its download took."""
     began = time.perf_counter()
     data = await run_in_threadpool(state.fetcher.fetch, url)
-    stages["fetch"] = round((time.perf_counter() - began) * 1000, 3)
-    return data
+    return data, {"fetch": round((time.perf_counter() - began) * 1000, 3)}
 
 
 async def search_image(request: Request) -> JSONResponse:
@@ -81,8 +81,7 @@ async def search_image(request: Request) -> JSONResponse:
     state = _state(request)
     body: ImageSearch = await _json_body(request, ImageSearch)
     searcher = state.searcher()
-    fetch_ms: dict[str, float] = {}
-    data = await _fetch(state, body.s3_url, fetch_ms)
+    data, fetch_ms = await _fetch(state, body.s3_url)
     hits, stages = await run_in_threadpool(image_search, searcher, data, body)
     return _respond(state, started, hits, {**fetch_ms, **stages}, "image", body.rerank)
 
@@ -117,8 +116,7 @@ async def search_hybrid(request: Request) -> JSONResponse:
     state = _state(request)
     body: HybridSearch = await _json_body(request, HybridSearch)
     searcher = state.searcher()
-    fetch_ms: dict[str, float] = {}
-    data = await _fetch(state, body.image_s3_url, fetch_ms)
+    data, fetch_ms = await _fetch(state, body.image_s3_url)
     hits, stages = await run_in_threadpool(
         hybrid_search, searcher, body.text_query, data, body.text_weight, body.image_weight, body
     )
