@@ -128,6 +128,26 @@ class FrameSource(ABC):
         """The video_ids under the root, sorted; cheaper than :meth:`list_videos` where it can be."""
         return [listing.video_id for listing in self.list_videos()]
 
+    def record_frames(self, video_id: int, frames: Iterable[FrameRef]) -> list[FrameRef]:
+        """Add or replace ``frames`` in the video's manifest and return the whole new manifest.
+
+        The video's current frames (listed files or an existing manifest) are carried over, so
+        nothing it had is lost; the result is written as ``manifest.jsonl`` with absolute URLs,
+        replacing a ``manifest.csv``. Concurrent writers to one video: the last one wins.
+        """
+        try:
+            current = {ref.frame_id: ref for ref in self.manifest(video_id)}
+        except VideoNotFound:
+            current = {}
+        current.update({ref.frame_id: ref for ref in frames})
+        merged = [current[k] for k in sorted(current)]
+        lines = [json.dumps({"frame_id": r.frame_id, "timestamp_ms": r.timestamp_ms, "url": r.url}) for r in merged]
+        self._write_manifest(video_id, ("\n".join(lines) + "\n").encode())
+        return merged
+
+    def _write_manifest(self, video_id: int, data: bytes) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot record frames")
+
 
 class LocalFolderSource(FrameSource):
     """Videos in a local folder (see the module docstring for the layout)."""
@@ -190,6 +210,17 @@ class LocalFolderSource(FrameSource):
         except OSError as exc:
             raise FrameSourceError(f"cannot list the video root {self.root}: {exc}") from exc
         return _unique_ids((name for name, is_dir in entries if is_dir), self.root, lambda name: self.root / name)
+
+    def _write_manifest(self, video_id: int, data: bytes) -> None:
+        try:
+            folder = self._folder(video_id)
+        except VideoNotFound:
+            folder = self.root / str(video_id)
+            folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{MANIFEST_JSONL}.tmp"
+        tmp.write_bytes(data)
+        tmp.replace(folder / MANIFEST_JSONL)  # atomic: a reader sees the old or the new manifest
+        (folder / MANIFEST_CSV).unlink(missing_ok=True)
 
     def _folder(self, video_id: int) -> Path:
         folder = self.root / str(video_id)
@@ -313,6 +344,18 @@ class S3FrameSource(FrameSource):
 
     def _root_uri(self) -> str:
         return S3Location(self.bucket, self.prefix).uri
+
+    def _write_manifest(self, video_id: int, data: bytes) -> None:
+        try:
+            video_prefix, files = self._video_files(video_id)
+        except VideoNotFound:
+            video_prefix, files = f"{self.prefix}{video_id}/", []
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=video_prefix + MANIFEST_JSONL, Body=data, ContentType="application/x-ndjson")
+            if MANIFEST_CSV in files:
+                self._client.delete_object(Bucket=self.bucket, Key=video_prefix + MANIFEST_CSV)
+        except (ClientError, BotoCoreError) as exc:
+            raise FrameSourceError(f"cannot write {S3Location(self.bucket, video_prefix + MANIFEST_JSONL).uri}: {exc}") from exc
 
     def _video_files(self, video_id: int) -> tuple[str, list[str]]:
         """The video's prefix and the names of the objects directly in it (sub-folders aside)."""

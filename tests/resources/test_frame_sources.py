@@ -441,3 +441,29 @@ def _client_like(endpoint: str, config: Config) -> Any:
     return boto3.client(
         "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing", config=config
     )
+
+
+def test_record_frames_local_keeps_listed_frames(tmp_path: Path) -> None:
+    folder = tmp_path / "4"
+    folder.mkdir()
+    (folder / "frame_1.png").write_bytes(b"x")
+    source = LocalFolderSource(tmp_path, fps=10.0)
+    merged = source.record_frames(4, [FrameRef(7, 700, (tmp_path / "x" / "7.png").as_uri()), FrameRef(1, 5, "file:///other/1.png")])
+    assert [(r.frame_id, r.timestamp_ms) for r in merged] == [(1, 5), (7, 700)]
+    assert source.manifest(4) == merged and (folder / "manifest.jsonl").is_file()
+    created = source.record_frames(9, [FrameRef(3, None, "file:///other/3.png")])  # a new video
+    assert [r.frame_id for r in created] == [3] and source.manifest(9)[0].timestamp_ms == 300
+
+
+def test_record_frames_s3(s3_client) -> None:
+    import uuid as _uuid
+
+    bucket = f"rec-{_uuid.uuid4().hex[:8]}"
+    s3_client.create_bucket(Bucket=bucket)
+    s3_client.put_object(Bucket=bucket, Key="lib/2/frame_0.png", Body=b"x")
+    endpoint = s3_client.meta.endpoint_url
+    source = S3FrameSource(s3_client, f"s3://{bucket}/lib/", fps=2.0, endpoint_url=endpoint)
+    merged = source.record_frames(2, [FrameRef(5, 2500, f"s3://{bucket}/elsewhere/5.png")])
+    assert [r.frame_id for r in merged] == [0, 5]
+    assert [r.frame_id for r in source.manifest(2)] == [0, 5]
+    assert [r.frame_id for r in source.record_frames(3, [FrameRef(1, 0, f"s3://{bucket}/x.png")])] == [1]
