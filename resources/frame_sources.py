@@ -135,6 +135,12 @@ class FrameSource(ABC):
         nothing it had is lost; the result is written as ``manifest.jsonl`` with absolute URLs,
         replacing a ``manifest.csv``. Concurrent writers to one video: the last one wins.
         """
+        frames = list(frames)
+        for ref in frames:  # refuse what a reader of the manifest would refuse, before writing
+            try:
+                self._check_url(video_id, ref.url)
+            except ValueError as exc:
+                raise FrameSourceError(f"video {video_id}, frame {ref.frame_id}: {exc}") from None
         try:
             current = {ref.frame_id: ref for ref in self.manifest(video_id)}
         except VideoNotFound:
@@ -146,6 +152,10 @@ class FrameSource(ABC):
         return merged
 
     def _write_manifest(self, video_id: int, data: bytes) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot record frames")
+
+    def _check_url(self, video_id: int, url: str) -> None:
+        """Raise ValueError if a manifest row of this video could not hold ``url``."""
         raise NotImplementedError(f"{type(self).__name__} cannot record frames")
 
 
@@ -210,6 +220,9 @@ class LocalFolderSource(FrameSource):
         except OSError as exc:
             raise FrameSourceError(f"cannot list the video root {self.root}: {exc}") from exc
         return _unique_ids((name for name, is_dir in entries if is_dir), self.root, lambda name: self.root / name)
+
+    def _check_url(self, video_id: int, url: str) -> None:
+        self._resolve(self.root / str(video_id), url)
 
     def _write_manifest(self, video_id: int, data: bytes) -> None:
         try:
@@ -344,6 +357,9 @@ class S3FrameSource(FrameSource):
 
     def _root_uri(self) -> str:
         return S3Location(self.bucket, self.prefix).uri
+
+    def _check_url(self, video_id: int, url: str) -> None:
+        self._resolve(f"{self.prefix}{video_id}/", url)
 
     def _write_manifest(self, video_id: int, data: bytes) -> None:
         try:

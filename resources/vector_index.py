@@ -118,6 +118,10 @@ class _Backend(ABC):
         ``(id, score, payload, stored global vector)``."""
 
     @abstractmethod
+    def payloads(self, ids: Sequence[str]) -> dict[str, dict]:
+        """Payloads of those of ``ids`` that exist."""
+
+    @abstractmethod
     def patch_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Stored patch vectors ``(patches, dim)`` of exactly ``ids`` (for display, not scoring)."""
 
@@ -254,6 +258,9 @@ class _EdgeBackend(_Backend):
             limit=len(ids), query=qe.Query.Nearest(queries.tolist(), using=PATCH_VECTOR), filter=self._filter(ids=ids)
         )
         return {str(p.id): float(p.score) for p in self.shard.query(request)}
+
+    def payloads(self, ids):
+        return {str(r.id): r.payload or {} for r in self.shard.retrieve(list(ids), with_payload=True, with_vector=False)}
 
     def patch_vectors(self, ids):
         records = self.shard.retrieve(list(ids), with_payload=False, with_vector=[PATCH_VECTOR])
@@ -425,6 +432,10 @@ class _ServerBackend(_Backend):
         ).points
         return {str(p.id): float(p.score) for p in points}
 
+    def payloads(self, ids):
+        records = self.client.retrieve(self.collection, ids=list(ids), with_payload=True, with_vectors=False)
+        return {str(r.id): r.payload or {} for r in records}
+
     def patch_vectors(self, ids):
         records = self.client.retrieve(self.collection, ids=list(ids), with_payload=False, with_vectors=[PATCH_VECTOR])
         return {str(r.id): np.asarray(r.vector[PATCH_VECTOR], np.float32) for r in records}
@@ -576,6 +587,10 @@ class VectorIndex:
 
     def count(self, video_id: int | None = None, version: str | None = None) -> int:
         return self._backend.count(video_id, version)
+
+    def payloads(self, ids: Sequence[str]) -> dict[str, dict]:
+        """The stored payloads of those of ``ids`` (point ids) that are in the index."""
+        return self._backend.payloads(ids) if ids else {}
 
     def optimize(self) -> None:
         """Build pending vector indexes (embedded mode; a server does this by itself)."""

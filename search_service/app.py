@@ -31,7 +31,10 @@ from resources.settings import (
     patch_config_from_env,
 )
 from resources.vector_index import IndexBusyError, IndexUnavailableError, VectorIndex
+from resources.frame_sources import FrameSourceError
 from search_service.config import ServiceSettings, service_settings_from_env
+from search_service.dagster_api import DagsterApi, DagsterUnavailable
+from search_service.ingest import get_job, ingest_frame, ingest_frames, ingest_frames_async, list_jobs
 from search_service.openapi import openapi_document
 from search_service.query_images import QueryImageError, QueryImageFetcher
 from search_service.routes import HTTPProblem, healthz, search_hybrid, search_image, search_image_upload, search_text
@@ -74,6 +77,10 @@ async def _query_image(request: Request, exc: Exception) -> JSONResponse:
 
 async def _index_down(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"index unavailable: {exc}"}, status_code=503, headers={"Retry-After": "2"})
+
+
+async def _dagster_down(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=503)
 
 
 async def _openapi(request: Request) -> JSONResponse:
@@ -120,6 +127,8 @@ def create_app(
                 max_bytes=settings.max_download_bytes, timeout_s=s3.timeout_s,
             ),
             open_index=(lambda: open_index(dim)) if open_index else default_open,
+            dagster=DagsterApi(settings.dagster_url),
+            s3=s3,
         )
         state.start()
         try:
@@ -134,6 +143,11 @@ def create_app(
             Route("/search/image", search_image, methods=["POST"]),
             Route("/search/image/upload", search_image_upload, methods=["POST"]),
             Route("/search/hybrid", search_hybrid, methods=["POST"]),
+            Route("/ingest/frame", ingest_frame, methods=["POST"]),
+            Route("/ingest/frames", ingest_frames, methods=["POST"]),
+            Route("/ingest/frames/async", ingest_frames_async, methods=["POST"]),
+            Route("/jobs", list_jobs, methods=["GET"]),
+            Route("/jobs/{job_id}", get_job, methods=["GET"]),
             Route("/openapi.json", _openapi, methods=["GET"]),
         ],
         middleware=[Middleware(APIKeyMiddleware, api_key=settings.api_key)],
@@ -144,6 +158,8 @@ def create_app(
             IndexNotReady: _index_down,
             IndexBusyError: _index_down,
             IndexUnavailableError: _index_down,
+            DagsterUnavailable: _dagster_down,
+            FrameSourceError: _dagster_down,
         },
         lifespan=lifespan,
     )

@@ -19,6 +19,10 @@ class ServiceSettings:
     follow_interval_s: float = 2.0  # INDEX_FOLLOW_INTERVAL_S: seconds between checkpoint polls
     offline_fallback: bool = True  # SEARCH_OFFLINE_FALLBACK: tiny random model if weights are missing
     models_dir: str = "var/models"
+    dagster_url: str | None = None  # DAGSTER_URL: the dagster-webserver ingestion runs through
+    ingest_wait_s: float = 300.0  # INGEST_WAIT_S: how long /ingest/frame(s) wait for the runs
+    frames_root: str = "var/samples/videos"  # FRAMES_ROOT: where ingested frames are recorded
+    frames_fps: float = 1.0  # FRAMES_FPS
 
 
 def service_settings_from_env(env: Mapping[str, str] | None = None) -> ServiceSettings:
@@ -32,6 +36,10 @@ def service_settings_from_env(env: Mapping[str, str] | None = None) -> ServiceSe
             follow_interval_s=float(env.get("INDEX_FOLLOW_INTERVAL_S") or ServiceSettings.follow_interval_s),
             offline_fallback=(env.get("SEARCH_OFFLINE_FALLBACK") or "true").lower() in ("1", "true", "yes"),
             models_dir=env.get("MODELS_DIR") or ServiceSettings.models_dir,
+            dagster_url=env.get("DAGSTER_URL") or None,
+            ingest_wait_s=float(env.get("INGEST_WAIT_S") or ServiceSettings.ingest_wait_s),
+            frames_root=env.get("FRAMES_ROOT") or ServiceSettings.frames_root,
+            frames_fps=float(env.get("FRAMES_FPS") or ServiceSettings.frames_fps),
         )
     except ValueError as exc:
         raise SettingsError(f"search service setting: {exc}") from None

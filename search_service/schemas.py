@@ -107,3 +107,30 @@ class SearchResponse(BaseModel):
 def schema_of(model: type[BaseModel]) -> dict[str, Any]:
     """JSON schema of a model for the OpenAPI document."""
     return model.model_json_schema(ref_template="#/components/schemas/{model}")
+
+
+class IngestItem(BaseModel):
+    """One frame to ingest, as the seed named its fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    s3_url: str = Field(..., min_length=1, max_length=4_096)
+    video_id: int = Field(..., ge=0)
+    frame_id: int = Field(..., ge=0)
+    timestamp_ms: int | None = Field(None, ge=0)
+
+
+class IngestBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[IngestItem] = Field(..., min_length=1, max_length=10_000)
+
+    @model_validator(mode="after")
+    def _unique(self) -> IngestBatch:
+        seen: set[tuple[int, int]] = set()
+        for item in self.items:
+            key = (item.video_id, item.frame_id)
+            if key in seen:
+                raise ValueError(f"frame {item.video_id}:{item.frame_id} is listed twice")
+            seen.add(key)
+        return self

@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from resources.encoder import FrameEncoder
+from resources.frame_sources import FrameSource, LocalFolderSource, S3FrameSource
 from resources.index_follower import CheckpointFollower
 from resources.patches import PatchConfig
+from resources.s3_client import S3Settings, make_s3_client
 from resources.settings import IndexSettings
 from resources.vector_index import IndexBusyError, IndexUnavailableError, VectorIndex
 from search_service.config import ServiceSettings
+from search_service.dagster_api import DagsterApi
 from search_service.query_images import QueryImageFetcher
 from search_service.search import Searcher
 
@@ -39,6 +42,8 @@ class ServiceState:
     max_pixels: int
     fetcher: QueryImageFetcher
     open_index: Callable[[], VectorIndex]
+    dagster: DagsterApi
+    s3: S3Settings
     index: VectorIndex | None = None
     index_error: str | None = "opening the index"
     follower: CheckpointFollower | None = None
@@ -57,6 +62,7 @@ class ServiceState:
             self.index.close()
             self.index = None
         self.fetcher.close()
+        self.dagster.close()
 
     def _hold_index(self) -> None:
         while not self._stop.is_set():
@@ -73,6 +79,17 @@ class ServiceState:
                 self.follower = CheckpointFollower(index, Path(self.settings.checkpoint_dir))
                 self.follower.run(self._stop, self.settings.follow_interval_s)
             return
+
+    @property
+    def s3_endpoint(self) -> str | None:
+        return self.s3.endpoint_url
+
+    def frame_source(self) -> FrameSource:
+        """The pipeline's frame source (FRAMES_ROOT), where ingest records frames."""
+        root = self.settings.frames_root
+        if root.startswith("s3://"):
+            return S3FrameSource(make_s3_client(self.s3), root, fps=self.settings.frames_fps, endpoint_url=self.s3.endpoint_url)
+        return LocalFolderSource(Path(root), fps=self.settings.frames_fps)
 
     def searcher(self) -> Searcher:
         if self.index is None:

@@ -129,3 +129,51 @@ def test_sensor_to_search(stack: dict) -> None:
         body = client.post("/search/text", json={"query": "anything", "top_k": 10, "video_ids": [5]}).json()
     assert sorted(r["image_id"] for r in body["results"]) == ["5:0", "5:1", "5:2", "5:3"]
     assert body["results"][0]["s3_url"].startswith("s3://")
+
+
+def test_ingest_over_http_round_trip(stack: dict, s3_client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The seed's ingest endpoints, backed by the live Dagster: async batch + polling, then a
+    single synchronous frame; the frames become searchable through this service."""
+    bucket = os.environ["FRAMES_ROOT"].split("/")[2]
+    for name in ("a", "b", "c"):
+        buffer = io.BytesIO()
+        Image.fromarray(make_frame(180, 120, seed=ord(name)).permute(1, 2, 0).numpy()).save(buffer, "PNG")
+        s3_client.put_object(Bucket=bucket, Key=f"incoming/{name}.png", Body=buffer.getvalue())
+    monkeypatch.setenv("DAGSTER_URL", stack["base"])
+    monkeypatch.setenv("INGEST_WAIT_S", "180")
+    app = create_app(ServiceSettings(
+        checkpoint_dir=os.environ["CHECKPOINT_DIR"], offline_fallback=False, dagster_url=stack["base"],
+        ingest_wait_s=180, frames_root=os.environ["FRAMES_ROOT"], follow_interval_s=0.5,
+    ))
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 30
+        while client.get("/healthz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        items = [
+            {"s3_url": f"s3://{bucket}/incoming/a.png", "video_id": 8, "frame_id": 101},
+            {"s3_url": f"s3://{bucket}/incoming/b.png", "video_id": 8, "frame_id": 102, "timestamp_ms": 4080},
+        ]
+        submitted = client.post("/ingest/frames/async", json={"items": items})
+        assert submitted.status_code == 202, submitted.text
+        job_id = submitted.json()["job_id"]
+        deadline = time.monotonic() + 240
+        while True:
+            job = client.get(f"/jobs/{job_id}").json()
+            if job["status"] in ("completed", "failed"):
+                break
+            assert time.monotonic() < deadline, job
+            time.sleep(1)
+        assert job["status"] == "completed" and job["successful_items"] == 2 and job["total_items"] == 2, job
+
+        single = client.post("/ingest/frame", json={"s3_url": f"s3://{bucket}/incoming/c.png", "video_id": 8, "frame_id": 103, "timestamp_ms": 4120})
+        assert single.status_code == 200, single.text
+        frame = single.json()
+        assert frame["image_id"] == "8:103" and frame["num_patches"] >= 1 and frame["stored_multivector"] is True
+        assert set(frame["durations_ms"]) >= {"fetch", "image_open", "patch_plan", "embed", "qdrant_upsert", "total"}
+
+        found = client.post("/search/text", json={"query": "x", "top_k": 10, "video_ids": [8]}).json()
+        assert sorted(r["image_id"] for r in found["results"]) == ["8:101", "8:102", "8:103"]
+        jobs = client.get("/jobs?limit=10&status=completed").json()["jobs"]
+        assert {job_id, frame["job_id"]} <= {j["job_id"] for j in jobs}
+        assert client.get(f"/jobs/{uuid.uuid4()}").status_code == 404

@@ -451,6 +451,9 @@ def test_record_frames_local_keeps_listed_frames(tmp_path: Path) -> None:
     merged = source.record_frames(4, [FrameRef(7, 700, (tmp_path / "x" / "7.png").as_uri()), FrameRef(1, 5, "file:///other/1.png")])
     assert [(r.frame_id, r.timestamp_ms) for r in merged] == [(1, 5), (7, 700)]
     assert source.manifest(4) == merged and (folder / "manifest.jsonl").is_file()
+    with pytest.raises(FrameSourceError, match="s3:// urls need an S3 frame source"):
+        source.record_frames(4, [FrameRef(8, 0, "s3://b/k.jpg")])
+    assert [r.frame_id for r in source.manifest(4)] == [1, 7]  # nothing written
     created = source.record_frames(9, [FrameRef(3, None, "file:///other/3.png")])  # a new video
     assert [r.frame_id for r in created] == [3] and source.manifest(9)[0].timestamp_ms == 300
 

@@ -252,3 +252,18 @@ def test_decompression_bomb_upload_is_413(client: TestClient) -> None:
 
     response = client.post("/search/image/upload", files={"file": ("bomb.png", _png_header_only(100_000, 100_000), "image/png")})
     assert response.status_code == 413 and "over the limit" in response.json()["detail"]
+
+
+def test_ingest_without_dagster_says_what_to_configure(client: TestClient) -> None:
+    item = {"s3_url": "s3://bucket/a.png", "video_id": 1, "frame_id": 1}
+    for path, body in (("/ingest/frame", item), ("/ingest/frames", {"items": [item]}), ("/ingest/frames/async", {"items": [item]})):
+        response = client.post(path, json=body)
+        assert response.status_code == 503 and "DAGSTER_URL" in response.json()["detail"], (path, response.text)
+    assert client.get("/jobs").status_code == 503
+
+
+def test_ingest_validation(client: TestClient) -> None:
+    assert client.post("/ingest/frames", json={"items": []}).status_code == 422
+    twice = {"items": [{"s3_url": "s3://b/a.png", "video_id": 1, "frame_id": 1}] * 2}
+    assert "listed twice" in client.post("/ingest/frames", json=twice).text
+    assert client.post("/ingest/frame", json={"s3_url": "s3://b/a.png", "video_id": -1, "frame_id": 1}).status_code == 422
