@@ -101,9 +101,11 @@ def job_view(job_id: str, runs: list[RunInfo]) -> dict[str, Any]:
     starts = [r.start_time for r in runs if r.start_time]
     ends = [r.end_time for r in runs if r.end_time]
     finished = [r for r in results if r["ok"] is not None]
+    failures = [f"run {r.run_id} for video {r.tags[PARTITION_TAG]}: {r.status.lower()}" for r in runs if r.status in ("FAILURE", "CANCELED")]
     return {
         "job_id": job_id,
         "status": status,
+        "error": "; ".join(failures) or None,
         "total_items": len(results),
         "processed_items": len(finished),
         "successful_items": sum(1 for r in finished if r["ok"]),

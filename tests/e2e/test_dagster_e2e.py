@@ -131,49 +131,83 @@ def test_sensor_to_search(stack: dict) -> None:
     assert body["results"][0]["s3_url"].startswith("s3://")
 
 
-def test_ingest_over_http_round_trip(stack: dict, s3_client, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The seed's ingest endpoints, backed by the live Dagster: async batch + polling, then a
-    single synchronous frame; the frames become searchable through this service."""
+def test_seed_ingest_examples_against_live_dagster(stack: dict, s3_client, tmp_path: Path) -> None:
+    """The seed README's ingest examples - curl single and batch, httpx async + polling - against
+    the service under uvicorn, backed by the live webserver and daemon; then the frames are
+    searchable through the same service."""
+    import json
+    import threading
+
+    import uvicorn
+
     bucket = os.environ["FRAMES_ROOT"].split("/")[2]
-    for name in ("a", "b", "c"):
+    for name in ("a", "b", "c", "d"):
         buffer = io.BytesIO()
         Image.fromarray(make_frame(180, 120, seed=ord(name)).permute(1, 2, 0).numpy()).save(buffer, "PNG")
         s3_client.put_object(Bucket=bucket, Key=f"incoming/{name}.png", Body=buffer.getvalue())
-    monkeypatch.setenv("DAGSTER_URL", stack["base"])
-    monkeypatch.setenv("INGEST_WAIT_S", "180")
     app = create_app(ServiceSettings(
         checkpoint_dir=os.environ["CHECKPOINT_DIR"], offline_fallback=False, dagster_url=stack["base"],
         ingest_wait_s=180, frames_root=os.environ["FRAMES_ROOT"], follow_interval_s=0.5,
     ))
-    with TestClient(app) as client:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
         deadline = time.monotonic() + 30
-        while client.get("/healthz").status_code != 200:
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
             assert time.monotonic() < deadline
             time.sleep(0.1)
+
+        # httpx, as in the seed README: start a job, then poll it.
         items = [
             {"s3_url": f"s3://{bucket}/incoming/a.png", "video_id": 8, "frame_id": 101},
-            {"s3_url": f"s3://{bucket}/incoming/b.png", "video_id": 8, "frame_id": 102, "timestamp_ms": 4080},
+            {"s3_url": f"s3://{bucket}/incoming/b.png", "video_id": 8, "frame_id": 102},
         ]
-        submitted = client.post("/ingest/frames/async", json={"items": items})
-        assert submitted.status_code == 202, submitted.text
-        job_id = submitted.json()["job_id"]
+        response = httpx.post(f"{base}/ingest/frames/async", json={"items": items}, timeout=10.0)
+        job_id = response.json()["job_id"]
         deadline = time.monotonic() + 240
         while True:
-            job = client.get(f"/jobs/{job_id}").json()
-            if job["status"] in ("completed", "failed"):
+            status = httpx.get(f"{base}/jobs/{job_id}").json()
+            if status["status"] == "completed":
+                print(f"Completed: {status['successful_items']}/{status['total_items']}")
                 break
-            assert time.monotonic() < deadline, job
+            assert status["status"] != "failed", status["error"]
+            assert time.monotonic() < deadline, status
             time.sleep(1)
-        assert job["status"] == "completed" and job["successful_items"] == 2 and job["total_items"] == 2, job
+        assert status["successful_items"] == status["total_items"] == 2
 
-        single = client.post("/ingest/frame", json={"s3_url": f"s3://{bucket}/incoming/c.png", "video_id": 8, "frame_id": 103, "timestamp_ms": 4120})
-        assert single.status_code == 200, single.text
-        frame = single.json()
-        assert frame["image_id"] == "8:103" and frame["num_patches"] >= 1 and frame["stored_multivector"] is True
-        assert set(frame["durations_ms"]) >= {"fetch", "image_open", "patch_plan", "embed", "qdrant_upsert", "total"}
+        def curl(path: str, body: dict) -> dict:
+            done = subprocess.run(
+                ["curl", "-sS", "--fail-with-body", "-X", "POST", f"{base}{path}", "-H", "Content-Type: application/json", "-d", json.dumps(body)],
+                capture_output=True, text=True, timeout=240,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            return json.loads(done.stdout)
 
-        found = client.post("/search/text", json={"query": "x", "top_k": 10, "video_ids": [8]}).json()
-        assert sorted(r["image_id"] for r in found["results"]) == ["8:101", "8:102", "8:103"]
-        jobs = client.get("/jobs?limit=10&status=completed").json()["jobs"]
-        assert {job_id, frame["job_id"]} <= {j["job_id"] for j in jobs}
-        assert client.get(f"/jobs/{uuid.uuid4()}").status_code == 404
+        # curl, as in the seed README: a single frame, then a batch (both wait for their runs).
+        single = curl("/ingest/frame", {"s3_url": f"s3://{bucket}/incoming/c.png", "video_id": 8, "frame_id": 103})
+        assert single["image_id"] == "8:103" and single["num_patches"] >= 1 and single["stored_multivector"] is True
+        assert set(single["durations_ms"]) >= {"fetch", "image_open", "patch_plan", "embed", "qdrant_upsert", "total"}
+        batch = curl("/ingest/frames", {"items": [
+            {"s3_url": f"s3://{bucket}/incoming/d.png", "video_id": 9, "frame_id": 1},
+            {"s3_url": f"s3://{bucket}/incoming/missing.png", "video_id": 9, "frame_id": 2},
+        ]})
+        assert (batch["total"], batch["successful"], batch["failed"]) == (2, 1, 1)
+        assert batch["results"][0]["ok"] is True and batch["results"][0]["image_id"] == "9:1"
+        assert batch["results"][1]["ok"] is False and "missing" in batch["results"][1]["error"]
+
+        found = httpx.post(f"{base}/search/text", json={"query": "x", "top_k": 10, "video_ids": [8, 9]}).json()
+        assert sorted(r["image_id"] for r in found["results"]) == ["8:101", "8:102", "8:103", "9:1"]
+        jobs = httpx.get(f"{base}/jobs", params={"limit": 10, "status": "completed"}).json()["jobs"]
+        assert {job_id, single["job_id"], batch["job_id"]} <= {j["job_id"] for j in jobs}
+        assert httpx.get(f"{base}/jobs/{uuid.uuid4()}").status_code == 404
+    finally:
+        server.should_exit = True
+        thread.join(10)
