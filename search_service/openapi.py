@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from search_service.schemas import HybridSearch, ImageSearch, SearchResponse, TextSearch, UploadSearch
+from search_service.schemas import HybridSearch, ImageSearch, IngestBatch, IngestItem, SearchResponse, TextSearch, UploadSearch
 
 ERRORS = {
     "400": "invalid JSON, or an undecodable query image or URL that is refused",
@@ -34,10 +34,25 @@ def _json_post(summary: str, model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
+def _ingest(summary: str, model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}},
+            "responses": {
+                "200": {"description": "done (the seed's response fields)"},
+                "202": {"description": "started, or still running after INGEST_WAIT_S: poll GET /jobs/{job_id}"},
+                "422": {"description": "a field is invalid, or the frame could not be ingested"},
+                "503": {"description": "DAGSTER_URL unset or unreachable"},
+            },
+        }
+    }
+
+
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
-    for model in (TextSearch, ImageSearch, HybridSearch, UploadSearch, SearchResponse):
+    for model in (TextSearch, ImageSearch, HybridSearch, UploadSearch, SearchResponse, IngestItem, IngestBatch):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -59,6 +74,13 @@ def openapi_document() -> dict[str, Any]:
             "/search/image": _json_post("Search frames by an image at an S3 URL", ImageSearch),
             "/search/image/upload": upload,
             "/search/hybrid": _json_post("Fuse a text and an image query", HybridSearch),
+            "/ingest/frame": _ingest("Ingest one frame through a Dagster run and wait for it", IngestItem),
+            "/ingest/frames": _ingest("Ingest frames through Dagster runs and wait for them", IngestBatch),
+            "/ingest/frames/async": _ingest("Start ingesting frames; poll GET /jobs/{job_id}", IngestBatch),
+            "/jobs": {"get": {"summary": "Recent ingest jobs (query: limit 1-200, status)", "responses": {"200": {"description": "jobs"}, "503": {"description": "DAGSTER_URL unset or unreachable"}}}},
+            "/jobs/{job_id}": {"get": {"summary": "One ingest job in the seed's job schema",
+                                       "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                                       "responses": {"200": {"description": "the job"}, "404": {"description": "unknown job"}, "503": {"description": "DAGSTER_URL unset or unreachable"}}}},
         },
         "components": {
             "schemas": schemas,

@@ -234,7 +234,10 @@ def test_api_key(library: dict, tiny_encoder: FrameEncoder) -> None:
 
 def test_openapi_describes_every_endpoint(client: TestClient) -> None:
     doc = client.get("/openapi.json").json()
-    assert set(doc["paths"]) == {"/healthz", "/search/text", "/search/image", "/search/image/upload", "/search/hybrid"}
+    assert set(doc["paths"]) == {
+        "/healthz", "/search/text", "/search/image", "/search/image/upload", "/search/hybrid",
+        "/ingest/frame", "/ingest/frames", "/ingest/frames/async", "/jobs", "/jobs/{job_id}",
+    }
     assert {"TextSearch", "ImageSearch", "HybridSearch", "SearchResponse", "SearchResult"} <= set(doc["components"]["schemas"])
 
 
