@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,16 +22,11 @@ from resources.clip_loader import TINY_MODEL
 from search_service.app import create_app
 from search_service.config import ServiceSettings
 from tests.conftest import make_frame
+from tests.servers import free_port, running_uvicorn, wait_http_ok
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def graphql(base: str, query: str, variables: dict | None = None) -> dict:
@@ -75,16 +69,7 @@ def stack(tmp_path: Path, s3_client, moto_s3_endpoint: str, tiny_weights: Path, 
     ]
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/server_info", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert all(p.poll() is None for p in processes), (logs / "webserver.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "dagster-webserver did not start"
-            time.sleep(0.5)
+        wait_http_ok(f"{base}/server_info", 120, alive=lambda: all(p.poll() is None for p in processes))
         yield {"base": base, "logs": logs, "tmp": tmp_path}
     finally:
         for process in processes:
@@ -136,9 +121,6 @@ def test_seed_ingest_examples_against_live_dagster(stack: dict, s3_client, tmp_p
     the service under uvicorn, backed by the live webserver and daemon; then the frames are
     searchable through the same service."""
     import json
-    import threading
-
-    import uvicorn
 
     bucket = os.environ["FRAMES_ROOT"].split("/")[2]
     for name in ("a", "b", "c", "d"):
@@ -149,22 +131,7 @@ def test_seed_ingest_examples_against_live_dagster(stack: dict, s3_client, tmp_p
         checkpoint_dir=os.environ["CHECKPOINT_DIR"], offline_fallback=False, dagster_url=stack["base"],
         ingest_wait_s=180, frames_root=os.environ["FRAMES_ROOT"], follow_interval_s=0.5,
     ))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-
+    with running_uvicorn(app) as base:
         # httpx, as in the seed README: start a job, then poll it.
         items = [
             {"s3_url": f"s3://{bucket}/incoming/a.png", "video_id": 8, "frame_id": 101},
@@ -208,6 +175,3 @@ def test_seed_ingest_examples_against_live_dagster(stack: dict, s3_client, tmp_p
         jobs = httpx.get(f"{base}/jobs", params={"limit": 10, "status": "completed"}).json()["jobs"]
         assert {job_id, single["job_id"], batch["job_id"]} <= {j["job_id"] for j in jobs}
         assert httpx.get(f"{base}/jobs/{uuid.uuid4()}").status_code == 404
-    finally:
-        server.should_exit = True
-        thread.join(10)

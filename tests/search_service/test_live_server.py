@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -16,7 +15,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from PIL import Image
 
 from resources.encoder import FrameEncoder
@@ -24,14 +22,9 @@ from resources.vector_index import VectorIndex
 from search_service.app import create_app
 from search_service.config import ServiceSettings
 from tests.search_service.test_app import SCHEMA, library  # noqa: F401 - the module-scoped index fixture
+from tests.servers import running_uvicorn
 
 RESULT_FIELDS = {"image_id", "video_id", "frame_id", "score", "global_score", "maxsim_score", "s3_url", "width", "height"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -47,23 +40,8 @@ def server(library: dict, tiny_encoder: FrameEncoder, monkeypatch: pytest.Monkey
         encoder=tiny_encoder,
         open_index=lambda dim: VectorIndex.open(SCHEMA, path=library["root"] / "qdrant", lock_timeout_s=10),
     )
-    port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "service did not become ready"
-        time.sleep(0.05)
-    yield base
-    uv.should_exit = True
-    thread.join(10)
+    with running_uvicorn(app) as base:
+        yield base
 
 
 @pytest.fixture
