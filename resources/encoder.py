@@ -252,10 +252,14 @@ class FrameEncoder:
         bounds = np.cumsum([0] + [len(plan) for plan in plans])
         return [vectors[bounds[i] : bounds[i + 1]] for i in range(len(plans))]
 
-    def encode_frames(self, frames: Sequence[Frame], patch_config: PatchConfig) -> list[FrameEmbedding]:
-        """Global and patch vectors of each frame, patches planned with ``patch_config``."""
+    def encode_frames(
+        self, frames: Sequence[Frame], patch_config: PatchConfig, plans: Sequence[PatchPlan] | None = None
+    ) -> list[FrameEmbedding]:
+        """Global and patch vectors of each frame, patches planned with ``patch_config`` unless
+        the caller already planned them (``plans``)."""
         tensors = [self._as_tensor(f) for f in frames]
-        plans = [plan_patches(t.shape[2], t.shape[1], patch_config) for t in tensors]
+        if plans is None:
+            plans = [plan_patches(t.shape[2], t.shape[1], patch_config) for t in tensors]
         global_vectors = self.encode_global(tensors)
         patch_vectors = self.encode_patches(tensors, plans)
         return [FrameEmbedding(g, p, plan) for g, p, plan in zip(global_vectors, patch_vectors, plans)]

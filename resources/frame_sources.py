@@ -52,8 +52,18 @@ from urllib.parse import unquote, urlsplit
 import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 
-from resources.local_videos import IMAGE_SUFFIXES, frame_id_from_name
 from resources.s3_urls import S3Location, S3UrlError, is_presigned, is_s3_host, parse_s3_url
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+
+
+def frame_id_from_name(name: str) -> int:
+    """The frame number in a file name: the last run of digits (``frame_000120.jpg`` -> 120)."""
+    digits = re.findall(r"\d+", Path(name).stem)
+    if not digits:
+        raise ValueError(f"no frame number in file name {name!r}")
+    return int(digits[-1])
+
 
 # A 4K PNG frame is ~25 MB; 64 MiB leaves room for 8K JPEGs and refuses multi-GB mistakes.
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024

@@ -39,13 +39,6 @@ class IndexSchema:
     collection: str = "frames_v1"
     dim: int = 512
 
-    def describe(self) -> dict[str, object]:
-        return {
-            "collection": self.collection,
-            GLOBAL_VECTOR: {"size": self.dim, "distance": "cosine", "hnsw": True},
-            PATCH_VECTOR: {"size": self.dim, "distance": "cosine", "multivector": "max_sim", "hnsw": False},
-        }
-
 
 def image_id(video_id: int, frame_id: int) -> str:
     """The seed's frame identifier, ``"<video_id>:<frame_id>"``."""
@@ -111,9 +104,6 @@ class SearchFilters:
                 out[name] = (low, high)
         return out
 
-    def is_empty(self) -> bool:
-        return self.video_ids is None and self.point_ids is None and not self.ranges()
-
 
 @dataclass
 class SearchHit:
@@ -130,11 +120,6 @@ class SearchHit:
 def rerank_pool(top_k: int, pool: int | None = None) -> int:
     """Candidates the global index hands to the MaxSim rerank: max(100, 3 x top_k) unless set."""
     return max(top_k, pool) if pool else max(100, 3 * top_k)
-
-
-def fused_score(global_score: float, maxsim_mean: float, alpha: float) -> float:
-    """``alpha * global + (1 - alpha) * maxsim`` (alpha = 1: global only), as the seed defined it."""
-    return alpha * global_score + (1.0 - alpha) * maxsim_mean
 
 
 def points_from_checkpoint(table: pa.Table, dim: int, checkpoint_version: str) -> list[IndexPoint]:

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from resources.checkpoint import META_KEY, FrameRecord, published_path, read_metadata, records_to_table, write_table_atomic
-from resources.encoder import FrameEmbedding, FrameEncoder
+from resources.encoder import FrameEncoder
 from resources.frame_sources import FrameReadError, FrameRef, FrameSource
 from resources.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, image_to_tensor
 from resources.patches import PatchConfig, plan_patches
@@ -118,13 +118,12 @@ def _embed_chunk(
     report.seconds["patch_plan"] += time.perf_counter() - started
     before = encoder.timings.images
     started = time.perf_counter()
-    global_vectors = encoder.encode_global(images)
-    patch_vectors = encoder.encode_patches(images, plans)
+    embeddings = encoder.encode_frames(images, patch_config, plans)
     report.seconds["embed"] += time.perf_counter() - started
     report.images_encoded += encoder.timings.images - before
     records = [
-        FrameRecord(video_id, ref.frame_id, ref.timestamp_ms, ref.url, frame.shape[2], frame.shape[1], FrameEmbedding(g, p, plan))
-        for ref, frame, g, p, plan in zip(kept, images, global_vectors, patch_vectors, plans)
+        FrameRecord(video_id, ref.frame_id, ref.timestamp_ms, ref.url, frame.shape[2], frame.shape[1], embedding)
+        for ref, frame, embedding in zip(kept, images, embeddings)
     ]
     return records, skipped
 

@@ -7,6 +7,7 @@ with the job's id: Dagster stores the jobs, so any number of service processes c
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,8 +100,6 @@ class DagsterApi:
 
 
 def _entry_value(entry: dict[str, Any]) -> Any:
-    import json
-
     for key in ("intValue", "floatValue", "text", "boolValue"):
         if key in entry:
             return entry[key]

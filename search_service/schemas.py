@@ -6,7 +6,7 @@ Requests are validated by pydantic: a wrong type or a value out of range becomes
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -102,11 +102,6 @@ class SearchResponse(BaseModel):
     rerank_enabled: bool
     duration_ms: float
     durations_ms: dict[str, float] = Field(default_factory=dict, description="encode, fetch, search")
-
-
-def schema_of(model: type[BaseModel]) -> dict[str, Any]:
-    """JSON schema of a model for the OpenAPI document."""
-    return model.model_json_schema(ref_template="#/components/schemas/{model}")
 
 
 class IngestItem(BaseModel):

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from pipelines.main import main
-from resources.local_videos import frame_id_from_name
+from resources.frame_sources import frame_id_from_name
 from pipelines.samples import ensure_sample_library
 from resources.checkpoint import read_metadata, vectors
 
