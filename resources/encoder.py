@@ -4,6 +4,8 @@ A frame becomes one global vector (the whole frame, letterboxed by default) and 
 planned patch; a text becomes one vector. Vectors are L2-normalized float32 and do not depend
 on how inputs were batched (fp32: within 1e-5). Crops of many frames are streamed through the
 model in batches of ``batch_size`` so memory stays bounded whatever the number of frames.
+One encoder serves many threads (the search service's request threads): each call batches in a
+buffer of its own, so concurrent calls give exactly what they give alone.
 
 Typical use::
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -36,6 +39,7 @@ from resources.precision import PRECISIONS, resolve_device, resolve_precision
 log = logging.getLogger(__name__)
 
 Frame = torch.Tensor | Image.Image  # a (3, H, W) uint8 tensor or an RGB Pillow image
+_MAX_IDLE_BUFFERS = 4  # batch buffers kept between calls (each batch_size x 3 x S x S)
 
 
 class EncoderError(RuntimeError):
@@ -128,7 +132,11 @@ class FrameEncoder:
         if self.crop_method == "auto":
             self.crop_method = "roi_align" if device.type == "cuda" else "resize_slice"
         self.timings = EncoderTimings()
-        self._buffer: torch.Tensor | None = None  # the reused batch; allocated on first use
+        # Idle batch buffers. A call takes one for itself and gives it back when done, so request
+        # threads never write into each other's batches (issue 9: one shared buffer mixed the
+        # vectors of concurrent queries), and steady state allocates nothing.
+        self._idle_buffers: list[torch.Tensor] = []
+        self._lock = threading.Lock()  # guards the idle buffers and the timings counters
 
         self.model = clip.model
         self.dtype = torch.float32
@@ -196,8 +204,9 @@ class FrameEncoder:
         for batch in batches:
             start = time.perf_counter()
             outputs.append(self._finish(self.model.encode_image(batch)))
-            self.timings.model_s += time.perf_counter() - start
-            self.timings.images += len(batch)
+            with self._lock:
+                self.timings.model_s += time.perf_counter() - start
+                self.timings.images += len(batch)
         if not outputs:
             return np.zeros((0, self.info.embed_dim), dtype=np.float32)
         return np.concatenate(outputs)
@@ -205,23 +214,44 @@ class FrameEncoder:
     def _batches(self, images: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
         """Copy ``(3, S, S)`` inputs into batches of ``batch_size`` (the last one smaller).
 
-        One buffer in the model's dtype is reused for every batch: a fresh 38 MB tensor per batch
-        costs ~20 ms of page faults on the CPU, more than slicing a 1080p frame's crops.
+        The batches are views of one buffer in the model's dtype, reused batch after batch: a fresh
+        38 MB tensor per batch costs ~20 ms of page faults on the CPU, more than slicing a 1080p
+        frame's crops. The buffer belongs to this call until the generator ends (concurrent calls
+        each hold their own), and is kept for reuse afterwards.
         """
         size = self.config.batch_size
-        if self._buffer is None:
-            self._buffer = torch.empty(size, 3, self.image_size, self.image_size, device=self.device, dtype=self.dtype)
-        count, started = 0, time.perf_counter()
-        for image in images:  # producing the images (resize, slice, normalize) is timed as crop_s
-            self._buffer[count].copy_(image)
-            count += 1
-            if count == size:
-                self.timings.crop_s += time.perf_counter() - started
-                yield self._buffer
-                count, started = 0, time.perf_counter()
-        if count:
-            self.timings.crop_s += time.perf_counter() - started
-            yield self._buffer[:count]
+        buffer = self._take_buffer()
+        try:
+            count, started = 0, time.perf_counter()
+            for image in images:  # producing the images (resize, slice, normalize) is timed as crop_s
+                buffer[count].copy_(image)
+                count += 1
+                if count == size:
+                    self._add_crop_time(time.perf_counter() - started)
+                    yield buffer
+                    count, started = 0, time.perf_counter()
+            if count:
+                self._add_crop_time(time.perf_counter() - started)
+                yield buffer[:count]
+        finally:
+            self._give_back(buffer)
+
+    def _take_buffer(self) -> torch.Tensor:
+        with self._lock:
+            if self._idle_buffers:
+                return self._idle_buffers.pop()
+        size = self.config.batch_size
+        return torch.empty(size, 3, self.image_size, self.image_size, device=self.device, dtype=self.dtype)
+
+    def _give_back(self, buffer: torch.Tensor) -> None:
+        with self._lock:
+            # Keep as many as ran at once, up to a few: more concurrent calls than cores gain nothing.
+            if len(self._idle_buffers) < _MAX_IDLE_BUFFERS:
+                self._idle_buffers.append(buffer)
+
+    def _add_crop_time(self, seconds: float) -> None:
+        with self._lock:
+            self.timings.crop_s += seconds
 
     def _as_tensor(self, frame: Frame) -> torch.Tensor:
         tensor = image_to_tensor(frame) if isinstance(frame, Image.Image) else frame
@@ -272,8 +302,9 @@ class FrameEncoder:
             tokens = self.tokenizer(list(texts[start : start + self.config.batch_size])).to(self.device)
             began = time.perf_counter()
             outputs.append(self._finish(self.model.encode_text(tokens)))
-            self.timings.model_s += time.perf_counter() - began
-            self.timings.texts += len(tokens)
+            with self._lock:
+                self.timings.model_s += time.perf_counter() - began
+                self.timings.texts += len(tokens)
         if not outputs:
             return np.zeros((0, self.info.embed_dim), dtype=np.float32)
         return np.concatenate(outputs)

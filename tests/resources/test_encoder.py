@@ -186,3 +186,35 @@ def test_fp16_on_cpu_is_refused(tiny_config: EncoderConfig) -> None:
 def test_invalid_config(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         EncoderConfig(**kwargs)
+
+
+def test_concurrent_calls_give_what_sequential_calls_give(tiny_encoder: FrameEncoder) -> None:
+    """Issue 9, defect 2: request threads share one encoder. Each thread's vectors must be its own
+    image's, bit for bit what the same call gives alone (identical batches, identical kernels)."""
+    import threading
+
+    config = PatchConfig(window=96, stride=48)
+    frames = [make_frame(640, 360, seed=10 + i) for i in range(8)]
+    plans = [plan_patches(f.shape[2], f.shape[1], config) for f in frames]
+    expected = [tiny_encoder.encode_patches([f], [p])[0] for f, p in zip(frames, plans)]
+    expected_global = [tiny_encoder.encode_global([f])[0] for f in frames]
+    barrier = threading.Barrier(len(frames))
+    got: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        got[i] = [
+            (tiny_encoder.encode_patches([frames[i]], [plans[i]])[0], tiny_encoder.encode_global([frames[i]])[0])
+            for _ in range(4)
+        ]
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(frames))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(got) == list(range(len(frames)))
+    for i, runs in got.items():
+        for patches, global_vector in runs:
+            np.testing.assert_array_equal(patches, expected[i])
+            np.testing.assert_array_equal(global_vector, expected_global[i])
