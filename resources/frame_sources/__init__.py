@@ -1,0 +1,78 @@
+"""Frame sources: which videos exist, which frames each holds, and the bytes of one frame, from a
+local folder or an S3 prefix behind one small interface (:class:`FrameSource`).
+
+Both sources read the same layout. The root holds one folder (S3: prefix) per video, named by its
+integer video_id; other names are ignored:
+
+    root/                                  (a folder, or s3://bucket/prefix/)
+      1/                                   video 1: its image files are its frames
+        frame_000000.jpg                   frame 0, timestamp round(0 * 1000 / fps) ms
+        frame_000060.jpg                   frame 60 (the last run of digits in the name)
+        cover.png                          no digits: skipped
+        notes.txt                          not an image: skipped
+      2/                                   video 2: a manifest lists the frames and wins over the files
+        manifest.csv                       frame_id,timestamp_ms,url
+        f_1.jpg                              1,0,f_1.jpg                  relative to the video folder
+                                             2,,s3://other-bucket/x.jpg   empty timestamp: from fps
+                                             3,80,https://b.s3.amazonaws.com/y.jpg?X-Amz-Signature=...
+      3/
+        manifest.jsonl                     {"frame_id": 1, "timestamp_ms": 0, "url": "f_1.jpg"} per line
+      archive/                             not an integer: ignored
+
+Frame images have one of :data:`IMAGE_SUFFIXES` (any case); names starting with "." (editor and
+macOS ``._*`` files) are skipped. Manifest urls may be relative to the video folder, ``s3://``
+(S3 source only), ``file://`` (local source only), or http(s) URLs of an S3 host: pre-signed ones
+are fetched exactly as given, with httpx, a timeout and the byte limit; unsigned ones are read
+through the S3 client. http(s) URLs of any other host are refused, so a manifest cannot make a
+worker fetch internal addresses (cloud metadata, admin ports).
+
+A video's signature (:class:`VideoListing`) is a digest of every file under its folder (name, size
+and mtime locally; key, size and ETag on S3), so it changes when a frame or the manifest changes
+and is stable otherwise. The S3 source computes all signatures from one paginated listing of the
+root, never one request per video, so 100,000 videos cost about (objects / 1,000) requests.
+
+The package holds one module per idea around the small interface in :mod:`.base`:
+:mod:`.base` (FrameRef, VideoListing, errors, the FrameSource ABC), :mod:`.manifests` (manifest and
+file-name parsing, video ids, signatures), :mod:`.reading` (byte-limited reads, the HTTP fetcher
+for pre-signed URLs), :mod:`.local` and :mod:`.s3` (the two source kinds).
+"""
+
+from resources.frame_sources.base import FrameReadError, FrameRef, FrameSource, FrameSourceError, VideoListing, VideoNotFound, _redact, _scheme
+from resources.frame_sources.local import LocalFolderSource
+from resources.frame_sources.manifests import IMAGE_SUFFIXES, MANIFEST_CSV, MANIFEST_JSONL, frame_id_from_name
+from resources.frame_sources.reading import (
+    _CHUNK,
+    _MISSING_CODES,
+    DEFAULT_MAX_BYTES,
+    _http_error,
+    _HttpFetcher,
+    _read_limited,
+    _too_large,
+)
+from resources.frame_sources.s3 import S3FrameSource
+
+# The private helpers are re-exported because search_service/query_images.py reads query images
+# with the same limits and S3 error handling.
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "IMAGE_SUFFIXES",
+    "MANIFEST_CSV",
+    "MANIFEST_JSONL",
+    "FrameReadError",
+    "FrameRef",
+    "FrameSource",
+    "FrameSourceError",
+    "LocalFolderSource",
+    "S3FrameSource",
+    "VideoListing",
+    "VideoNotFound",
+    "frame_id_from_name",
+    "_CHUNK",
+    "_MISSING_CODES",
+    "_HttpFetcher",
+    "_http_error",
+    "_read_limited",
+    "_redact",
+    "_scheme",
+    "_too_large",
+]

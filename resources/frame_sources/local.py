@@ -1,0 +1,138 @@
+"""Videos in a local folder: one sub-folder per video_id (layout in the package docstring)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from resources.frame_sources.base import FrameReadError, FrameRef, FrameSource, FrameSourceError, VideoListing, VideoNotFound, _redact, _scheme
+from resources.frame_sources.manifests import (
+    MANIFEST_CSV,
+    MANIFEST_JSONL,
+    _digest,
+    _frames_from_names,
+    _manifest_frames,
+    _manifest_name,
+    _relative_path,
+    _unique_ids,
+)
+from resources.frame_sources.reading import DEFAULT_MAX_BYTES, _check_limits, _file_url_path, _HttpFetcher, _read_file
+from resources.s3_urls import is_presigned, is_s3_host
+
+
+class LocalFolderSource(FrameSource):
+    """Videos in a local folder (see the module docstring for the layout)."""
+
+    def __init__(
+        self,
+        root: Path,
+        fps: float = 1.0,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        *,
+        http_timeout_s: float = 30.0,
+    ) -> None:
+        _check_limits(fps, max_bytes, http_timeout_s)
+        self.root = Path(root)
+        self.fps = fps
+        self.max_bytes = max_bytes
+        self._http = _HttpFetcher(http_timeout_s, max_bytes)
+
+    def describe(self) -> str:
+        return f"local folder {self.root} ({self.fps:g} fps)"
+
+    def video_ids(self) -> list[int]:
+        return sorted(self._folders())
+
+    def list_videos(self) -> list[VideoListing]:
+        return [VideoListing(video_id, _local_signature(folder)) for video_id, folder in sorted(self._folders().items())]
+
+    def manifest(self, video_id: int) -> list[FrameRef]:
+        folder = self._folder(video_id)
+        try:
+            files = sorted(entry.name for entry in os.scandir(folder) if entry.is_file())
+        except OSError as exc:
+            raise FrameSourceError(f"cannot list video folder {folder}: {exc}") from exc
+        manifest_name = _manifest_name(files, str(folder))
+        base = folder.resolve()
+        if manifest_name is None:
+            return _frames_from_names(((name, (base / name).as_uri()) for name in files), self.fps, str(folder))
+        path = folder / manifest_name
+        try:
+            data = _read_file(path, self.max_bytes)
+        except FrameReadError as exc:
+            raise FrameSourceError(f"cannot read manifest {path}: {exc.reason}") from exc
+        return _manifest_frames(manifest_name, data, self.fps, lambda url: self._resolve(base, url), str(path))
+
+    def read(self, url: str) -> bytes:
+        scheme = _scheme(url)
+        if scheme == "file":
+            try:
+                path = _file_url_path(url)
+            except ValueError as exc:
+                raise FrameReadError(url, str(exc)) from None
+            return _read_file(path, self.max_bytes, url)
+        if scheme in ("http", "https") and is_presigned(url) and is_s3_host(url):
+            return self._http.fetch(url)
+        raise FrameReadError(url, "a local folder source reads file:// urls and pre-signed https urls of AWS S3 hosts")
+
+    def _folders(self) -> dict[int, Path]:
+        try:
+            entries = [(entry.name, entry.is_dir()) for entry in os.scandir(self.root)]
+        except OSError as exc:
+            raise FrameSourceError(f"cannot list the video root {self.root}: {exc}") from exc
+        return _unique_ids((name for name, is_dir in entries if is_dir), self.root, lambda name: self.root / name)
+
+    def _check_url(self, video_id: int, url: str) -> None:
+        self._resolve(self.root / str(video_id), url)
+
+    def _write_manifest(self, video_id: int, data: bytes) -> None:
+        try:
+            folder = self._folder(video_id)
+        except VideoNotFound:
+            folder = self.root / str(video_id)
+            folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{MANIFEST_JSONL}.tmp"
+        tmp.write_bytes(data)
+        tmp.replace(folder / MANIFEST_JSONL)  # atomic: a reader sees the old or the new manifest
+        (folder / MANIFEST_CSV).unlink(missing_ok=True)
+
+    def _folder(self, video_id: int) -> Path:
+        folder = self.root / str(video_id)
+        if folder.is_dir():
+            return folder
+        # Zero-padded names ("0007") are video 7 too; only then is the whole root scanned.
+        found = self._folders().get(video_id)
+        if found is None:
+            raise VideoNotFound(f"video {video_id} not found: no folder {folder}")
+        return found
+
+    def _resolve(self, base: Path, url: str) -> str:
+        scheme = _scheme(url)
+        if scheme is None:
+            return (base / _relative_path(url)).as_uri()
+        if scheme == "file":
+            _file_url_path(url)
+            return url
+        if scheme == "s3":
+            raise ValueError(f"url {url!r}: s3:// urls need an S3 frame source, this is a local folder")
+        if scheme in ("http", "https") and is_presigned(url) and is_s3_host(url):
+            return url
+        raise ValueError(
+            f"url {_redact(url)!r}: expected a path relative to the video folder, file://, or a pre-signed https url of an AWS S3 host"
+        )
+
+
+
+def _local_signature(folder: Path) -> str:
+    lines = []
+    for directory, _, files in os.walk(folder):
+        for name in files:
+            path = Path(directory, name)
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue  # removed while listing: it is not part of the video any more
+            lines.append(json.dumps([path.relative_to(folder).as_posix(), stat.st_size, stat.st_mtime_ns]))
+    return _digest(lines)
+

@@ -1,0 +1,215 @@
+"""Videos under an S3 prefix, read with a boto3 client (layout in the package docstring)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from resources.frame_sources.base import FrameReadError, FrameRef, FrameSource, FrameSourceError, VideoListing, VideoNotFound, _redact, _scheme
+from resources.frame_sources.manifests import (
+    MANIFEST_CSV,
+    MANIFEST_JSONL,
+    _digest,
+    _frames_from_names,
+    _manifest_frames,
+    _manifest_name,
+    _relative_path,
+    _unique_ids,
+    _video_id,
+)
+from resources.frame_sources.reading import _MISSING_CODES, DEFAULT_MAX_BYTES, _check_limits, _HttpFetcher, _read_limited, _too_large
+from resources.s3_urls import S3Location, S3UrlError, is_presigned, is_s3_host, parse_s3_url
+
+
+class S3FrameSource(FrameSource):
+    """Videos under an S3 prefix (see the module docstring for the layout), read with a boto3 client.
+
+    ``endpoint_url`` names a MinIO/LocalStack/moto endpoint, so that URLs on it parse path-style and
+    count as S3 hosts; the client itself must already be configured for it. ``http_timeout_s``
+    applies to pre-signed URLs, which are fetched with httpx; the client keeps its own timeouts.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        root_url: str,
+        fps: float = 1.0,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        endpoint_url: str | None = None,
+        http_timeout_s: float = 30.0,
+    ) -> None:
+        _check_limits(fps, max_bytes, http_timeout_s)
+        try:
+            root = parse_s3_url(root_url, endpoint_url, allow_empty_key=True)
+        except S3UrlError as exc:
+            raise FrameSourceError(f"S3 root {root_url!r} is not usable: {exc}") from exc
+        self.bucket = root.bucket
+        self.prefix = root.key if not root.key or root.key.endswith("/") else root.key + "/"
+        self.fps = fps
+        self.max_bytes = max_bytes
+        self.endpoint_url = endpoint_url
+        self._client = client
+        self._http = _HttpFetcher(http_timeout_s, max_bytes)
+
+    def describe(self) -> str:
+        where = self.endpoint_url or "AWS"
+        return f"S3 {S3Location(self.bucket, self.prefix).uri} on {where} ({self.fps:g} fps)"
+
+    def video_ids(self) -> list[int]:
+        names = [p[len(self.prefix):].rstrip("/") for p in self._common_prefixes(self.prefix)]
+        return sorted(_unique_ids(names, self._root_uri(), lambda name: name))
+
+    def list_videos(self) -> list[VideoListing]:
+        # One recursive listing: S3 returns keys in order, so each video's keys arrive together and
+        # its digest is finished when the next video starts (memory: one video's keys at a time).
+        listings: list[VideoListing] = []
+        names: dict[int, str] = {}
+        finished: set[str] = set()
+        current: str | None = None
+        lines: list[str] = []
+        for obj in self._objects(self.prefix, delimiter=False):
+            name, slash, inner = obj["Key"][len(self.prefix):].partition("/")
+            video_id = _video_id(name) if slash else None
+            if video_id is None:
+                continue
+            if name != current:
+                if current is not None:
+                    listings.append(VideoListing(int(current), _digest(lines)))
+                    finished.add(current)
+                if name in finished:
+                    raise FrameSourceError(f"the listing of {self._root_uri()} is not in key order ({name!r} came back twice)")
+                if video_id in names:
+                    raise FrameSourceError(f"video {video_id} has two prefixes under {self._root_uri()}: {names[video_id]!r} and {name!r}")
+                names[video_id], current, lines = name, name, []
+            lines.append(json.dumps([inner, obj.get("Size"), obj.get("ETag")]))
+        if current is not None:
+            listings.append(VideoListing(int(current), _digest(lines)))
+        return sorted(listings)
+
+    def manifest(self, video_id: int) -> list[FrameRef]:
+        video_prefix, files = self._video_files(video_id)
+        where = S3Location(self.bucket, video_prefix).uri
+        manifest_name = _manifest_name(files, where)
+        if manifest_name is None:
+            refs = ((file, S3Location(self.bucket, video_prefix + file).uri) for file in files)
+            return _frames_from_names(refs, self.fps, where)
+        manifest = S3Location(self.bucket, video_prefix + manifest_name)
+        try:
+            data = self._get_object(manifest, manifest.uri)
+        except FrameReadError as exc:
+            raise FrameSourceError(f"cannot read manifest {manifest.uri}: {exc.reason}") from exc
+        return _manifest_frames(manifest_name, data, self.fps, lambda url: self._resolve(video_prefix, url), manifest.uri)
+
+    def read(self, url: str) -> bytes:
+        scheme = _scheme(url)
+        if scheme in ("http", "https"):
+            if not is_s3_host(url, self.endpoint_url):
+                raise FrameReadError(url, "refused: not an S3 host (AWS S3 or the configured endpoint)")
+            if is_presigned(url):
+                return self._http.fetch(url)
+        elif scheme != "s3":
+            raise FrameReadError(url, "an S3 frame source reads s3:// urls and http(s) urls of S3 hosts")
+        try:
+            location = parse_s3_url(url, self.endpoint_url)
+        except S3UrlError as exc:
+            raise FrameReadError(url, str(exc)) from None
+        return self._get_object(location, url)
+
+    def _root_uri(self) -> str:
+        return S3Location(self.bucket, self.prefix).uri
+
+    def _check_url(self, video_id: int, url: str) -> None:
+        self._resolve(f"{self.prefix}{video_id}/", url)
+
+    def _write_manifest(self, video_id: int, data: bytes) -> None:
+        try:
+            video_prefix, files = self._video_files(video_id)
+        except VideoNotFound:
+            video_prefix, files = f"{self.prefix}{video_id}/", []
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=video_prefix + MANIFEST_JSONL, Body=data, ContentType="application/x-ndjson")
+            if MANIFEST_CSV in files:
+                self._client.delete_object(Bucket=self.bucket, Key=video_prefix + MANIFEST_CSV)
+        except (ClientError, BotoCoreError) as exc:
+            raise FrameSourceError(f"cannot write {S3Location(self.bucket, video_prefix + MANIFEST_JSONL).uri}: {exc}") from exc
+
+    def _video_files(self, video_id: int) -> tuple[str, list[str]]:
+        """The video's prefix and the names of the objects directly in it (sub-folders aside)."""
+        video_prefix = f"{self.prefix}{video_id}/"
+        files, exists = self._children(video_prefix)
+        if exists:
+            return video_prefix, files
+        # Zero-padded names ("0007") are video 7 too. Only they start with "0" (besides video 0),
+        # so this fallback lists just them, not the whole root.
+        padded = [p[len(self.prefix):].rstrip("/") for p in self._common_prefixes(self.prefix + "0")]
+        found = _unique_ids(padded, self._root_uri(), lambda folder: folder).get(video_id)
+        if found is None:
+            raise VideoNotFound(f"video {video_id} not found: nothing under {S3Location(self.bucket, video_prefix).uri}")
+        video_prefix = f"{self.prefix}{found}/"
+        return video_prefix, self._children(video_prefix)[0]
+
+    def _children(self, prefix: str) -> tuple[list[str], bool]:
+        files, exists = [], False
+        for page in self._pages(prefix, delimiter=True):
+            files.extend(obj["Key"][len(prefix):] for obj in page.get("Contents", ()))
+            exists = exists or bool(files) or bool(page.get("CommonPrefixes"))
+        return sorted(files), exists
+
+    def _resolve(self, video_prefix: str, url: str) -> str:
+        scheme = _scheme(url)
+        if scheme is None:
+            return S3Location(self.bucket, video_prefix + _relative_path(url).as_posix()).uri
+        if scheme == "file":
+            raise ValueError(f"url {url!r}: an S3 manifest cannot point at local files")
+        if scheme not in ("s3", "http", "https"):
+            raise ValueError(f"url {url!r}: expected a path relative to the video folder, s3:// or an https S3 url")
+        if scheme != "s3" and not is_s3_host(url, self.endpoint_url):
+            raise ValueError(f"url {_redact(url)!r} is refused: not an S3 host (AWS S3 or the configured endpoint)")
+        if scheme == "s3" or not is_presigned(url):
+            parse_s3_url(url, self.endpoint_url)  # S3UrlError is a ValueError: reported with the line
+        return url
+
+    def _get_object(self, location: S3Location, url: str) -> bytes:
+        try:
+            response = self._client.get_object(Bucket=location.bucket, Key=location.key)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "unknown"))
+            raise FrameReadError(url, f"S3 error {code}: {error.get('Message', exc)}", missing=code in _MISSING_CODES) from exc
+        except BotoCoreError as exc:
+            raise FrameReadError(url, f"S3 request failed: {exc}") from exc
+        body = response["Body"]
+        try:
+            length = response.get("ContentLength")
+            if length is not None and length > self.max_bytes:
+                raise FrameReadError(url, _too_large(length, self.max_bytes))
+            return _read_limited(body.read, self.max_bytes, url)
+        except (BotoCoreError, OSError) as exc:
+            raise FrameReadError(url, f"S3 read failed: {exc}") from exc
+        finally:
+            body.close()
+
+    def _pages(self, prefix: str, delimiter: bool) -> Iterator[dict[str, Any]]:
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        if delimiter:
+            params["Delimiter"] = "/"
+        try:
+            yield from self._client.get_paginator("list_objects_v2").paginate(**params)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "unknown")
+            raise FrameSourceError(f"cannot list {S3Location(self.bucket, prefix).uri}: S3 error {code}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise FrameSourceError(f"cannot list {S3Location(self.bucket, prefix).uri}: {exc}") from exc
+
+    def _objects(self, prefix: str, *, delimiter: bool) -> Iterator[dict[str, Any]]:
+        for page in self._pages(prefix, delimiter):
+            yield from page.get("Contents", ())
+
+    def _common_prefixes(self, prefix: str) -> Iterator[str]:
+        for page in self._pages(prefix, delimiter=True):
+            for common in page.get("CommonPrefixes", ()):
+                yield common["Prefix"]
+
