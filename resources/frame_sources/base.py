@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+# Ingest batches of a video live in this sub-folder (sub-prefix) of the video's folder.
+INGEST_DIR = "ingest"
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,15 @@ class VideoListing:
 
 
 class FrameSourceError(RuntimeError):
-    """The root, a listing or a manifest cannot be used; the message says which and why."""
+    """The root, a listing or a manifest cannot be used; the message says which and why.
+
+    ``transient`` is True when the cause may go away by itself (the endpoint unreachable, a
+    timeout, a 5xx or throttling answer, a local I/O error): retry later rather than give up.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class VideoNotFound(FrameSourceError):
@@ -37,14 +50,33 @@ class VideoNotFound(FrameSourceError):
 
 
 class FrameReadError(RuntimeError):
-    """One frame's bytes could not be read. ``missing`` is True when the object or file does not exist."""
+    """One frame's bytes could not be read.
 
-    def __init__(self, url: str, reason: str, *, missing: bool = False) -> None:
+    ``missing`` is True when the object or file does not exist. ``transient`` is True when the
+    failure says nothing about the frame itself (connection refused, timeout, 5xx, throttling,
+    local I/O error): such a frame must be retried later, never recorded as skipped. Everything
+    else (missing, refused URL, over the byte limit, access denied to a pre-signed URL) is
+    permanent for this URL.
+    """
+
+    def __init__(self, url: str, reason: str, *, missing: bool = False, transient: bool = False) -> None:
         super().__init__(f"cannot read frame {_redact(url)}: {reason}")
         self.url = url
         self.reason = reason
         self.missing = missing
+        self.transient = transient
 
+
+# Frame and video ids become Qdrant point ids and pyarrow int64 columns: both are signed 64-bit.
+MAX_ID = 2**63 - 1
+
+
+def check_id(value: object, what: str, where: str = "") -> int:
+    """``value`` if it is an int in [0, MAX_ID]; :class:`FrameSourceError` naming it otherwise."""
+    prefix = f"{where}: " if where else ""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_ID:
+        raise FrameSourceError(f"{prefix}{what} must be an integer from 0 to 2**63-1, got {value!r}")
+    return value
 
 
 class FrameSource(ABC):
@@ -73,27 +105,30 @@ class FrameSource(ABC):
     def record_frames(self, video_id: int, frames: Iterable[FrameRef]) -> list[FrameRef]:
         """Add or replace ``frames`` in the video's manifest and return the whole new manifest.
 
-        The video's current frames (listed files or an existing manifest) are carried over, so
-        nothing it had is lost; the result is written as ``manifest.jsonl`` with absolute URLs,
-        replacing a ``manifest.csv``. Concurrent writers to one video: the last one wins.
+        Each call writes one new, immutable *ingest batch* (``<video>/ingest/<time-sortable
+        name>.jsonl``, absolute URLs) and never rewrites a shared file, so concurrent writers to
+        one video cannot lose each other's frames; :meth:`manifest` applies the batches in name
+        order over the video's files or manifest file (a later batch wins per frame_id). Every
+        batch is a new file, so the video's signature changes and the sensor sees it.
         """
+        check_id(video_id, "video_id")
         frames = list(frames)
         for ref in frames:  # refuse what a reader of the manifest would refuse, before writing
+            where = f"video {video_id}, frame {ref.frame_id}"
+            check_id(ref.frame_id, "frame_id", f"video {video_id}")
+            if ref.timestamp_ms is not None:
+                check_id(ref.timestamp_ms, "timestamp_ms", where)
             try:
                 self._check_url(video_id, ref.url)
             except ValueError as exc:
-                raise FrameSourceError(f"video {video_id}, frame {ref.frame_id}: {exc}") from None
-        try:
-            current = {ref.frame_id: ref for ref in self.manifest(video_id)}
-        except VideoNotFound:
-            current = {}
-        current.update({ref.frame_id: ref for ref in frames})
-        merged = [current[k] for k in sorted(current)]
-        lines = [json.dumps({"frame_id": r.frame_id, "timestamp_ms": r.timestamp_ms, "url": r.url}) for r in merged]
-        self._write_manifest(video_id, ("\n".join(lines) + "\n").encode())
-        return merged
+                raise FrameSourceError(f"{where}: {exc}") from None
+        if frames:
+            lines = [json.dumps({"frame_id": r.frame_id, "timestamp_ms": r.timestamp_ms, "url": r.url}) for r in frames]
+            self._write_batch(video_id, new_batch_name(), ("\n".join(lines) + "\n").encode())
+        return self.manifest(video_id)
 
-    def _write_manifest(self, video_id: int, data: bytes) -> None:
+    def _write_batch(self, video_id: int, name: str, data: bytes) -> None:
+        """Store one ingest batch ``name`` of the video, creating the video if needed."""
         raise NotImplementedError(f"{type(self).__name__} cannot record frames")
 
     def _check_url(self, video_id: int, url: str) -> None:
@@ -101,13 +136,20 @@ class FrameSource(ABC):
         raise NotImplementedError(f"{type(self).__name__} cannot record frames")
 
 
-
 def _scheme(url: str) -> str | None:
     match = _SCHEME.match(url)
     return match.group(1).lower() if match else None
 
 
-
 def _redact(url: str) -> str:
     # A pre-signed URL's query is a credential: messages and logs get the location only.
     return url.split("?", 1)[0] + "?<query redacted>" if "?" in url and _scheme(url) in ("http", "https") else url
+
+
+def new_batch_name() -> str:
+    """A unique ingest batch name that sorts by creation time (nanoseconds, then 64 random bits).
+
+    Writers on several machines order their batches by their clocks; two batches that set the
+    same frame_id at nearly the same moment are concurrent, and either may win.
+    """
+    return f"{time.time_ns():020d}-{uuid.uuid4().hex[:16]}.jsonl"

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
 
-from resources.frame_sources.base import FrameReadError, FrameRef, FrameSource, FrameSourceError, VideoListing, VideoNotFound, _redact, _scheme
+from resources.frame_sources.base import (
+    INGEST_DIR,
+    FrameReadError,
+    FrameRef,
+    FrameSource,
+    FrameSourceError,
+    VideoListing,
+    VideoNotFound,
+    _redact,
+    _scheme,
+)
 from resources.frame_sources.manifests import (
-    MANIFEST_CSV,
     MANIFEST_JSONL,
     _digest,
     _frames_from_names,
+    _is_batch_name,
     _manifest_frames,
     _manifest_name,
+    _merge_batches,
     _relative_path,
     _unique_ids,
 )
-from resources.frame_sources.reading import DEFAULT_MAX_BYTES, _check_limits, _file_url_path, _HttpFetcher, _read_file
+from resources.frame_sources.reading import DEFAULT_MAX_BYTES, _check_limits, _file_url_path, _HttpFetcher, _read_file, _transient_os_error
 from resources.s3_urls import is_presigned, is_s3_host
 
 
@@ -50,19 +62,34 @@ class LocalFolderSource(FrameSource):
     def manifest(self, video_id: int) -> list[FrameRef]:
         folder = self._folder(video_id)
         try:
-            files = sorted(entry.name for entry in os.scandir(folder) if entry.is_file())
+            entries = [(entry.name, entry.is_file()) for entry in os.scandir(folder)]
         except OSError as exc:
-            raise FrameSourceError(f"cannot list video folder {folder}: {exc}") from exc
+            raise FrameSourceError(f"cannot list video folder {folder}: {exc}", transient=_transient_os_error(exc)) from exc
+        files = sorted(name for name, is_file in entries if is_file)
         manifest_name = _manifest_name(files, str(folder))
         base = folder.resolve()
+        resolve = functools.partial(self._resolve, base)
         if manifest_name is None:
-            return _frames_from_names(((name, (base / name).as_uri()) for name in files), self.fps, str(folder))
-        path = folder / manifest_name
+            frames = _frames_from_names(((name, (base / name).as_uri()) for name in files), self.fps, str(folder))
+        else:
+            path = folder / manifest_name
+            frames = _manifest_frames(manifest_name, self._read_listing_file(path), self.fps, resolve, str(path))
+        if not any(name == INGEST_DIR and not is_file for name, is_file in entries):
+            return frames
+        batch_dir = folder / INGEST_DIR
         try:
-            data = _read_file(path, self.max_bytes)
+            names = sorted(entry.name for entry in os.scandir(batch_dir) if entry.is_file() and _is_batch_name(entry.name))
+        except OSError as exc:
+            raise FrameSourceError(f"cannot list {batch_dir}: {exc}", transient=_transient_os_error(exc)) from exc
+        batches = (_manifest_frames(MANIFEST_JSONL, self._read_listing_file(batch_dir / name), self.fps, resolve, str(batch_dir / name)) for name in names)
+        return _merge_batches(frames, batches)
+
+    def _read_listing_file(self, path: Path) -> bytes:
+        """A manifest file or ingest batch of a video, read for :meth:`manifest`."""
+        try:
+            return _read_file(path, self.max_bytes)
         except FrameReadError as exc:
-            raise FrameSourceError(f"cannot read manifest {path}: {exc.reason}") from exc
-        return _manifest_frames(manifest_name, data, self.fps, lambda url: self._resolve(base, url), str(path))
+            raise FrameSourceError(f"cannot read manifest {path}: {exc.reason}", transient=exc.transient) from exc
 
     def read(self, url: str) -> bytes:
         scheme = _scheme(url)
@@ -80,22 +107,27 @@ class LocalFolderSource(FrameSource):
         try:
             entries = [(entry.name, entry.is_dir()) for entry in os.scandir(self.root)]
         except OSError as exc:
-            raise FrameSourceError(f"cannot list the video root {self.root}: {exc}") from exc
+            raise FrameSourceError(f"cannot list the video root {self.root}: {exc}", transient=_transient_os_error(exc)) from exc
         return _unique_ids((name for name, is_dir in entries if is_dir), self.root, lambda name: self.root / name)
 
     def _check_url(self, video_id: int, url: str) -> None:
         self._resolve(self.root / str(video_id), url)
 
-    def _write_manifest(self, video_id: int, data: bytes) -> None:
+    def _write_batch(self, video_id: int, name: str, data: bytes) -> None:
         try:
             folder = self._folder(video_id)
         except VideoNotFound:
             folder = self.root / str(video_id)
-            folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{MANIFEST_JSONL}.tmp"
-        tmp.write_bytes(data)
-        tmp.replace(folder / MANIFEST_JSONL)  # atomic: a reader sees the old or the new manifest
-        (folder / MANIFEST_CSV).unlink(missing_ok=True)
+        batch_dir = folder / INGEST_DIR
+        try:
+            batch_dir.mkdir(parents=True, exist_ok=True)
+            # Written under a dot-name that readers skip, then renamed (atomic): a reader sees the
+            # whole batch or none of it. The name is unique, so no other writer is replaced.
+            tmp = batch_dir / f".{name}.tmp"
+            tmp.write_bytes(data)
+            tmp.replace(batch_dir / name)
+        except OSError as exc:
+            raise FrameSourceError(f"cannot write {batch_dir / name}: {exc}", transient=_transient_os_error(exc)) from exc
 
     def _folder(self, video_id: int) -> Path:
         folder = self.root / str(video_id)
@@ -121,7 +153,6 @@ class LocalFolderSource(FrameSource):
         raise ValueError(
             f"url {_redact(url)!r}: expected a path relative to the video folder, file://, or a pre-signed https url of an AWS S3 host"
         )
-
 
 
 def _local_signature(folder: Path) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from resources.frame_sources.base import FrameRef, FrameSourceError
+from resources.frame_sources.base import FrameRef, FrameSourceError, check_id
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
@@ -30,10 +30,13 @@ def frame_id_from_name(name: str) -> int:
     return int(digits[-1])
 
 
-
 def _video_id(name: str) -> int | None:
+    """The video_id a folder name stands for; None when it is no integer (the folder is ignored)."""
     # ASCII digits only: str.isdigit() also accepts "²" and Arabic-Indic digits.
-    return int(name) if name and name.isascii() and name.isdigit() else None
+    if not (name and name.isascii() and name.isdigit()):
+        return None
+    # Refused loudly rather than ignored: a video that silently never shows up is worse.
+    return check_id(int(name), "video_id", f"video folder {name!r}")
 
 
 def _unique_ids(names: Iterable[str], root: object, locate: Callable[[str], Any]) -> dict[int, Any]:
@@ -56,9 +59,8 @@ def _digest(lines: list[str]) -> str:
     return hasher.hexdigest()[:16]
 
 
-
 def _timestamp_ms(frame_id: int, fps: float) -> int:
-    return round(frame_id * 1000 / fps)
+    return check_id(round(frame_id * 1000 / fps), "timestamp_ms", f"frame {frame_id} at {fps:g} fps")
 
 
 def _manifest_name(files: list[str], where: str) -> str | None:
@@ -79,6 +81,7 @@ def _frames_from_names(files: Iterable[tuple[str, str]], fps: float, where: str)
             frame_id = frame_id_from_name(name)
         except ValueError:
             continue
+        check_id(frame_id, "frame_id", f"{where}: file {name!r}")
         if frame_id in names:
             raise FrameSourceError(f"{where}: frame {frame_id} is named twice, by {names[frame_id]!r} and {name!r}")
         names[frame_id] = name
@@ -156,8 +159,8 @@ def _manifest_int(value: object, field: str, where: str, line: int) -> int | Non
         number = int(value.strip())
     if number is None or number < 0:
         raise FrameSourceError(f"{where}, line {line}: {field} must be a non-negative integer, got {value!r}")
+    check_id(number, field, f"{where}, line {line}")
     return number
-
 
 
 def _relative_path(url: str) -> PurePosixPath:
@@ -167,3 +170,15 @@ def _relative_path(url: str) -> PurePosixPath:
         raise ValueError(f"url {url!r}: a relative url must stay inside the video folder (no leading '/', no '..')")
     return path
 
+
+def _merge_batches(base: list[FrameRef], batches: Iterable[list[FrameRef]]) -> list[FrameRef]:
+    """``base`` with each ingest batch applied in order (a later batch wins per frame_id), sorted."""
+    frames = {ref.frame_id: ref for ref in base}
+    for batch in batches:
+        frames.update((ref.frame_id, ref) for ref in batch)
+    return [frames[k] for k in sorted(frames)]
+
+
+def _is_batch_name(name: str) -> bool:
+    # Writers publish under a dot-name first (a temporary file): readers never see half a batch.
+    return name.endswith(".jsonl") and not name.startswith(".")

@@ -1,7 +1,9 @@
-"""Reading one frame's bytes safely: byte limits, local files, and pre-signed URLs over HTTP."""
+"""Reading one frame's bytes safely: byte limits, local files, pre-signed URLs over HTTP, and
+telling permanent failures (skip the frame) from transient ones (retry later, never skip)."""
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -11,6 +13,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import httpx
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from resources.frame_sources.base import FrameReadError
 
@@ -21,7 +24,51 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 # NoSuchBucket is not among them: a wrong bucket is a configuration error, not a deleted frame.
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
+# Error codes that say "try again later" (throttling, trouble on the server's side, credentials
+# that expired mid-run or a skewed clock): nothing about the object itself. The list follows
+# botocore's own "standard" retry mode; any 5xx status or 429 counts as well.
+_TRANSIENT_CODES = frozenset({
+    "SlowDown", "RequestTimeout", "RequestTimeoutException", "ServiceUnavailable", "InternalError",
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
+    "RequestThrottledException", "TooManyRequests", "TooManyRequestsException", "RequestLimitExceeded",
+    "BandwidthLimitExceeded", "PriorRequestNotComplete", "OperationAborted", "ExpiredToken",
+    "RequestTimeTooSkewed",
+})
+
+# Local errors that are proof the path holds no readable frame. Any other OSError (EIO, EACCES,
+# ESTALE on NFS, EMFILE, ETIMEDOUT, ...) is not: the disk, mount or permissions may be fixed.
+_PERMANENT_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP})
+
 _CHUNK = 1 << 20
+
+
+def _transient_status(status: object) -> bool:
+    return isinstance(status, int) and (status >= 500 or status == 429)
+
+
+def _client_error_info(exc: ClientError) -> tuple[str, str, bool, bool]:
+    """``(code, message, missing, transient)`` of a boto3 ClientError."""
+    error = exc.response.get("Error", {})
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code = str(error.get("Code") or status or "unknown")
+    transient = code in _TRANSIENT_CODES or _transient_status(status) or _transient_status(int(code) if code.isdigit() else None)
+    return code, str(error.get("Message", exc)), code in _MISSING_CODES, transient
+
+
+def _botocore_transient(exc: BotoCoreError) -> bool:
+    # Connection refused/reset, timeouts, a body cut short, missing or expired credentials: none
+    # says anything about the object. Only a malformed request is permanent.
+    return not isinstance(exc, ParamValidationError)
+
+
+def _transient_os_error(exc: OSError) -> bool:
+    return exc.errno not in _PERMANENT_ERRNOS
+
+
+def _httpx_transient(exc: httpx.HTTPError) -> bool:
+    # Transport errors (connect, timeouts, a connection dropped mid-body) are; a broken
+    # content-encoding or an unsupported scheme is not.
+    return isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.UnsupportedProtocol)
 
 
 class _HttpFetcher:
@@ -44,7 +91,7 @@ class _HttpFetcher:
                 chunks = response.iter_bytes(_CHUNK)
                 return _read_limited(lambda _size: next(chunks, b""), self._max_bytes, url)
         except httpx.HTTPError as exc:
-            raise FrameReadError(url, f"HTTP request failed: {type(exc).__name__}: {exc}") from exc
+            raise FrameReadError(url, f"HTTP request failed: {type(exc).__name__}: {exc}", transient=_httpx_transient(exc)) from exc
 
     def _get_client(self) -> httpx.Client:
         # One client per source, created on first use: connections (and TLS sessions) are reused.
@@ -64,9 +111,9 @@ def _http_error(url: str, response: httpx.Response) -> FrameReadError:
     match = re.search(rb"<Code>([^<]{1,64})</Code>", head)
     code = match.group(1).decode("ascii", "replace") if match else None
     missing = code == "NoSuchKey" or (response.status_code == 404 and code is None)
+    transient = _transient_status(response.status_code) or code in _TRANSIENT_CODES
     reason = f"HTTP {response.status_code}" + (f" ({code})" if code else "")
-    return FrameReadError(url, reason, missing=missing)
-
+    return FrameReadError(url, reason, missing=missing, transient=transient)
 
 
 def _check_limits(fps: float, max_bytes: int, http_timeout_s: float) -> None:
@@ -76,7 +123,6 @@ def _check_limits(fps: float, max_bytes: int, http_timeout_s: float) -> None:
         raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
     if not (isinstance(http_timeout_s, (int, float)) and http_timeout_s > 0):
         raise ValueError(f"http_timeout_s must be a positive number of seconds, got {http_timeout_s!r}")
-
 
 
 def _file_url_path(url: str) -> Path:
@@ -89,7 +135,6 @@ def _file_url_path(url: str) -> Path:
     return path
 
 
-
 def _read_file(path: Path, max_bytes: int, url: str | None = None) -> bytes:
     url = url if url is not None else str(path)
     try:
@@ -98,12 +143,12 @@ def _read_file(path: Path, max_bytes: int, url: str | None = None) -> bytes:
             if size > max_bytes:
                 raise FrameReadError(url, _too_large(size, max_bytes))
             return _read_limited(handle.read, max_bytes, url)  # the file may have grown since fstat
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise FrameReadError(url, f"no such file {path}", missing=True) from None
     except IsADirectoryError:
         raise FrameReadError(url, f"{path} is a folder, not a file") from None
     except OSError as exc:
-        raise FrameReadError(url, f"cannot read {path}: {exc}") from exc
+        raise FrameReadError(url, f"cannot read {path}: {exc}", transient=_transient_os_error(exc)) from exc
 
 
 def _read_limited(read: Callable[[int], bytes], max_bytes: int, url: str) -> bytes:

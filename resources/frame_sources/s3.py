@@ -2,25 +2,45 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from resources.frame_sources.base import FrameReadError, FrameRef, FrameSource, FrameSourceError, VideoListing, VideoNotFound, _redact, _scheme
+from resources.frame_sources.base import (
+    INGEST_DIR,
+    FrameReadError,
+    FrameRef,
+    FrameSource,
+    FrameSourceError,
+    VideoListing,
+    VideoNotFound,
+    _redact,
+    _scheme,
+)
 from resources.frame_sources.manifests import (
-    MANIFEST_CSV,
     MANIFEST_JSONL,
     _digest,
     _frames_from_names,
+    _is_batch_name,
     _manifest_frames,
     _manifest_name,
+    _merge_batches,
     _relative_path,
     _unique_ids,
     _video_id,
 )
-from resources.frame_sources.reading import _MISSING_CODES, DEFAULT_MAX_BYTES, _check_limits, _HttpFetcher, _read_limited, _too_large
+from resources.frame_sources.reading import (
+    DEFAULT_MAX_BYTES,
+    _botocore_transient,
+    _check_limits,
+    _client_error_info,
+    _HttpFetcher,
+    _read_limited,
+    _too_large,
+)
 from resources.s3_urls import S3Location, S3UrlError, is_presigned, is_s3_host, parse_s3_url
 
 
@@ -90,18 +110,33 @@ class S3FrameSource(FrameSource):
         return sorted(listings)
 
     def manifest(self, video_id: int) -> list[FrameRef]:
-        video_prefix, files = self._video_files(video_id)
+        video_prefix, files, folders = self._video_files(video_id)
         where = S3Location(self.bucket, video_prefix).uri
+        resolve = functools.partial(self._resolve, video_prefix)
         manifest_name = _manifest_name(files, where)
         if manifest_name is None:
             refs = ((file, S3Location(self.bucket, video_prefix + file).uri) for file in files)
-            return _frames_from_names(refs, self.fps, where)
-        manifest = S3Location(self.bucket, video_prefix + manifest_name)
+            base = _frames_from_names(refs, self.fps, where)
+        else:
+            base = _manifest_frames(manifest_name, self._read_listing_file(video_prefix + manifest_name), self.fps, resolve, S3Location(self.bucket, video_prefix + manifest_name).uri)
+        if INGEST_DIR not in folders:  # no batch recorded: no extra request
+            return base
+        batch_prefix = f"{video_prefix}{INGEST_DIR}/"
+        names = sorted(key[len(batch_prefix):] for key in (obj["Key"] for obj in self._objects(batch_prefix, delimiter=True)))
+        batches = (
+            _manifest_frames(MANIFEST_JSONL, self._read_listing_file(batch_prefix + name), self.fps, resolve, S3Location(self.bucket, batch_prefix + name).uri)
+            for name in names
+            if _is_batch_name(name)
+        )
+        return _merge_batches(base, batches)
+
+    def _read_listing_file(self, key: str) -> bytes:
+        """A manifest file or ingest batch of a video, read for :meth:`manifest`."""
+        location = S3Location(self.bucket, key)
         try:
-            data = self._get_object(manifest, manifest.uri)
+            return self._get_object(location, location.uri)
         except FrameReadError as exc:
-            raise FrameSourceError(f"cannot read manifest {manifest.uri}: {exc.reason}") from exc
-        return _manifest_frames(manifest_name, data, self.fps, lambda url: self._resolve(video_prefix, url), manifest.uri)
+            raise FrameSourceError(f"cannot read manifest {location.uri}: {exc.reason}", transient=exc.transient) from exc
 
     def read(self, url: str) -> bytes:
         scheme = _scheme(url)
@@ -124,24 +159,26 @@ class S3FrameSource(FrameSource):
     def _check_url(self, video_id: int, url: str) -> None:
         self._resolve(f"{self.prefix}{video_id}/", url)
 
-    def _write_manifest(self, video_id: int, data: bytes) -> None:
+    def _write_batch(self, video_id: int, name: str, data: bytes) -> None:
         try:
-            video_prefix, files = self._video_files(video_id)
+            video_prefix = self._video_files(video_id)[0]
         except VideoNotFound:
-            video_prefix, files = f"{self.prefix}{video_id}/", []
-        try:
-            self._client.put_object(Bucket=self.bucket, Key=video_prefix + MANIFEST_JSONL, Body=data, ContentType="application/x-ndjson")
-            if MANIFEST_CSV in files:
-                self._client.delete_object(Bucket=self.bucket, Key=video_prefix + MANIFEST_CSV)
-        except (ClientError, BotoCoreError) as exc:
-            raise FrameSourceError(f"cannot write {S3Location(self.bucket, video_prefix + MANIFEST_JSONL).uri}: {exc}") from exc
+            video_prefix = f"{self.prefix}{video_id}/"
+        key = f"{video_prefix}{INGEST_DIR}/{name}"
+        try:  # one PUT of a new key: readers see the whole batch or none of it
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType="application/x-ndjson")
+        except ClientError as exc:
+            code, message, _, transient = _client_error_info(exc)
+            raise FrameSourceError(f"cannot write {S3Location(self.bucket, key).uri}: S3 error {code}: {message}", transient=transient) from exc
+        except BotoCoreError as exc:
+            raise FrameSourceError(f"cannot write {S3Location(self.bucket, key).uri}: {exc}", transient=_botocore_transient(exc)) from exc
 
-    def _video_files(self, video_id: int) -> tuple[str, list[str]]:
-        """The video's prefix and the names of the objects directly in it (sub-folders aside)."""
+    def _video_files(self, video_id: int) -> tuple[str, list[str], list[str]]:
+        """The video's prefix and the names of the objects and of the sub-folders directly in it."""
         video_prefix = f"{self.prefix}{video_id}/"
-        files, exists = self._children(video_prefix)
-        if exists:
-            return video_prefix, files
+        files, folders = self._children(video_prefix)
+        if files or folders:
+            return video_prefix, files, folders
         # Zero-padded names ("0007") are video 7 too. Only they start with "0" (besides video 0),
         # so this fallback lists just them, not the whole root.
         padded = [p[len(self.prefix):].rstrip("/") for p in self._common_prefixes(self.prefix + "0")]
@@ -149,14 +186,14 @@ class S3FrameSource(FrameSource):
         if found is None:
             raise VideoNotFound(f"video {video_id} not found: nothing under {S3Location(self.bucket, video_prefix).uri}")
         video_prefix = f"{self.prefix}{found}/"
-        return video_prefix, self._children(video_prefix)[0]
+        return (video_prefix, *self._children(video_prefix))
 
-    def _children(self, prefix: str) -> tuple[list[str], bool]:
-        files, exists = [], False
+    def _children(self, prefix: str) -> tuple[list[str], list[str]]:
+        files, folders = [], []
         for page in self._pages(prefix, delimiter=True):
             files.extend(obj["Key"][len(prefix):] for obj in page.get("Contents", ()))
-            exists = exists or bool(files) or bool(page.get("CommonPrefixes"))
-        return sorted(files), exists
+            folders.extend(common["Prefix"][len(prefix):].rstrip("/") for common in page.get("CommonPrefixes", ()))
+        return sorted(files), sorted(folders)
 
     def _resolve(self, video_prefix: str, url: str) -> str:
         scheme = _scheme(url)
@@ -176,19 +213,18 @@ class S3FrameSource(FrameSource):
         try:
             response = self._client.get_object(Bucket=location.bucket, Key=location.key)
         except ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "unknown"))
-            raise FrameReadError(url, f"S3 error {code}: {error.get('Message', exc)}", missing=code in _MISSING_CODES) from exc
+            code, message, missing, transient = _client_error_info(exc)
+            raise FrameReadError(url, f"S3 error {code}: {message}", missing=missing, transient=transient) from exc
         except BotoCoreError as exc:
-            raise FrameReadError(url, f"S3 request failed: {exc}") from exc
+            raise FrameReadError(url, f"S3 request failed: {exc}", transient=_botocore_transient(exc)) from exc
         body = response["Body"]
         try:
             length = response.get("ContentLength")
             if length is not None and length > self.max_bytes:
                 raise FrameReadError(url, _too_large(length, self.max_bytes))
             return _read_limited(body.read, self.max_bytes, url)
-        except (BotoCoreError, OSError) as exc:
-            raise FrameReadError(url, f"S3 read failed: {exc}") from exc
+        except (BotoCoreError, OSError) as exc:  # the connection failed mid-body
+            raise FrameReadError(url, f"S3 read failed: {exc}", transient=True) from exc
         finally:
             body.close()
 
@@ -199,10 +235,10 @@ class S3FrameSource(FrameSource):
         try:
             yield from self._client.get_paginator("list_objects_v2").paginate(**params)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "unknown")
-            raise FrameSourceError(f"cannot list {S3Location(self.bucket, prefix).uri}: S3 error {code}: {exc}") from exc
+            code, _, _, transient = _client_error_info(exc)
+            raise FrameSourceError(f"cannot list {S3Location(self.bucket, prefix).uri}: S3 error {code}: {exc}", transient=transient) from exc
         except BotoCoreError as exc:
-            raise FrameSourceError(f"cannot list {S3Location(self.bucket, prefix).uri}: {exc}") from exc
+            raise FrameSourceError(f"cannot list {S3Location(self.bucket, prefix).uri}: {exc}", transient=_botocore_transient(exc)) from exc
 
     def _objects(self, prefix: str, *, delimiter: bool) -> Iterator[dict[str, Any]]:
         for page in self._pages(prefix, delimiter):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -450,7 +451,7 @@ def test_record_frames_local_keeps_listed_frames(tmp_path: Path) -> None:
     source = LocalFolderSource(tmp_path, fps=10.0)
     merged = source.record_frames(4, [FrameRef(7, 700, (tmp_path / "x" / "7.png").as_uri()), FrameRef(1, 5, "file:///other/1.png")])
     assert [(r.frame_id, r.timestamp_ms) for r in merged] == [(1, 5), (7, 700)]
-    assert source.manifest(4) == merged and (folder / "manifest.jsonl").is_file()
+    assert source.manifest(4) == merged and len(list((folder / "ingest").glob("*.jsonl"))) == 1
     with pytest.raises(FrameSourceError, match="s3:// urls need an S3 frame source"):
         source.record_frames(4, [FrameRef(8, 0, "s3://b/k.jpg")])
     assert [r.frame_id for r in source.manifest(4)] == [1, 7]  # nothing written
@@ -470,3 +471,188 @@ def test_record_frames_s3(s3_client) -> None:
     assert [r.frame_id for r in merged] == [0, 5]
     assert [r.frame_id for r in source.manifest(2)] == [0, 5]
     assert [r.frame_id for r in source.record_frames(3, [FrameRef(1, 0, f"s3://{bucket}/x.png")])] == [1]
+
+
+# --- Concurrent ingests: record_frames never loses another writer's frames ----------------------
+
+WRITERS, FRAMES_EACH = 8, 5
+
+
+def _writer_frames(writer: int, url_of: Any) -> list[FrameRef]:
+    return [FrameRef(writer * 100 + i, None, url_of(writer * 100 + i)) for i in range(FRAMES_EACH)]
+
+
+def _expected_ids() -> list[int]:
+    return sorted(w * 100 + i for w in range(WRITERS) for i in range(FRAMES_EACH))
+
+
+def _all_at_once(record: Any) -> None:
+    """Run ``record(writer)`` for every writer on its own thread, released together by a barrier."""
+    barrier = threading.Barrier(WRITERS)
+
+    def run(writer: int) -> list[FrameRef]:
+        barrier.wait()
+        return record(writer)
+
+    with ThreadPoolExecutor(max_workers=WRITERS) as pool:
+        results = list(pool.map(run, range(WRITERS)))
+    for writer, merged in enumerate(results):  # each writer's answer holds at least its own frames
+        assert {r.frame_id for r in _writer_frames(writer, str)} <= {r.frame_id for r in merged}
+
+
+def test_record_frames_concurrent_threads_local(tmp_path: Path) -> None:
+    write(tmp_path / "6" / "frame_999.png")  # a listed frame, kept under the batches
+    source = LocalFolderSource(tmp_path, fps=10.0)
+    before = source.list_videos()[0].signature
+    _all_at_once(lambda w: source.record_frames(6, _writer_frames(w, lambda f: f"file:///frames/{f}.png")))
+    assert [r.frame_id for r in source.manifest(6)] == [*_expected_ids(), 999]
+    assert source.list_videos()[0].signature != before  # the sensor sees the new frames
+
+
+_PROCESS_WRITER = """
+import sys, time
+from pathlib import Path
+from resources.frame_sources import FrameRef, LocalFolderSource
+root, writer, start = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+frames = [FrameRef(writer * 100 + i, None, f"file:///frames/{writer * 100 + i}.png") for i in range(5)]
+while time.time() < start:  # all processes write at about the same moment
+    time.sleep(0.001)
+LocalFolderSource(root).record_frames(6, frames)
+"""
+
+
+def test_record_frames_concurrent_processes_local(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    repo = Path(__file__).resolve().parents[2]
+    start = time.time() + 4  # past the interpreters' start-up, on 2 cores
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _PROCESS_WRITER, str(tmp_path), str(w), str(start)], cwd=repo)
+        for w in range(WRITERS)
+    ]
+    assert [p.wait(60) for p in procs] == [0] * WRITERS
+    assert [r.frame_id for r in LocalFolderSource(tmp_path).manifest(6)] == _expected_ids()
+
+
+def test_record_frames_concurrent_threads_s3(s3_client: Any, moto_s3_endpoint: str) -> None:
+    bucket = new_bucket(s3_client)
+    s3_client.put_object(Bucket=bucket, Key="lib/6/manifest.csv", Body=b"frame_id,url\n999,f.png\n")
+    source = S3FrameSource(s3_client, f"s3://{bucket}/lib/", endpoint_url=moto_s3_endpoint)
+    before = source.list_videos()[0].signature
+    _all_at_once(lambda w: source.record_frames(6, _writer_frames(w, lambda f: f"s3://{bucket}/frames/{f}.png")))
+    assert [r.frame_id for r in source.manifest(6)] == [*_expected_ids(), 999]
+    assert source.list_videos()[0].signature != before
+    # A later batch wins per frame_id, over the manifest file and over earlier batches.
+    source.record_frames(6, [FrameRef(999, 5, f"s3://{bucket}/new.png"), FrameRef(0, 7, f"s3://{bucket}/zero.png")])
+    frames = {r.frame_id: r for r in source.manifest(6)}
+    assert (frames[999].url, frames[0].timestamp_ms) == (f"s3://{bucket}/new.png", 7)
+
+
+# --- ids must fit a signed 64-bit integer (Qdrant point ids, pyarrow int64) ---------------------
+
+
+def test_ids_beyond_int64_are_refused(tmp_path: Path) -> None:
+    big = 2**63
+    source = LocalFolderSource(tmp_path)
+    write(tmp_path / str(big - 1) / "frame_1.jpg")
+    assert source.video_ids() == [big - 1]  # the largest id still fits
+    write(tmp_path / str(big) / "frame_1.jpg")
+    with pytest.raises(FrameSourceError, match=rf"video folder '{big}': video_id must be an integer from 0 to 2\*\*63-1"):
+        source.list_videos()
+
+    other = LocalFolderSource(tmp_path / "lib")
+    write(tmp_path / "lib" / "1" / f"frame_{big}.jpg")
+    with pytest.raises(FrameSourceError, match=rf"file 'frame_{big}.jpg': frame_id must be an integer from 0 to 2\*\*63-1"):
+        other.manifest(1)
+    write(tmp_path / "lib" / "2" / "manifest.jsonl", json.dumps({"frame_id": big, "url": "f.jpg"}) + "\n")
+    with pytest.raises(FrameSourceError, match=r"manifest.jsonl, line 1: frame_id must be an integer from 0 to 2\*\*63-1"):
+        other.manifest(2)
+    write(tmp_path / "lib" / "3" / "manifest.csv", f"frame_id,timestamp_ms,url\n1,{big},f.jpg\n")
+    with pytest.raises(FrameSourceError, match=r"manifest.csv, line 2: timestamp_ms must be an integer"):
+        other.manifest(3)
+    with pytest.raises(FrameSourceError, match="frame_id must be an integer from 0 to 2"):
+        other.record_frames(4, [FrameRef(big, 0, "file:///x.png")])
+    with pytest.raises(FrameSourceError, match="video_id must be an integer from 0 to 2"):
+        other.record_frames(big, [FrameRef(1, 0, "file:///x.png")])
+    assert not (tmp_path / "lib" / "4").exists()  # nothing written
+
+
+# --- transient failures are told apart from permanent ones --------------------------------------
+
+
+def test_local_io_error_is_transient_and_missing_is_not(tmp_path: Path) -> None:
+    source = LocalFolderSource(tmp_path)
+    with pytest.raises(FrameReadError) as info:
+        source.read("file:///proc/self/mem")  # a real EIO: reading unmapped memory at offset 0
+    assert info.value.transient and not info.value.missing and "Input/output error" in info.value.reason
+    with pytest.raises(FrameReadError) as info:
+        source.read((tmp_path / "gone.png").as_uri())
+    assert info.value.missing and not info.value.transient
+    with pytest.raises(FrameReadError) as info:
+        source.read(tmp_path.as_uri())  # a folder: permanent
+    assert not info.value.transient
+
+
+class _Answer:
+    """A tiny HTTP server on 127.0.0.1 that answers every request with one status and S3 error code."""
+
+    def __init__(self, status: int, code: str) -> None:
+        import http.server
+
+        body = f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>test</Message></Error>".encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                self.send_response(status)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "transient"),
+    [(503, "SlowDown", True), (500, "InternalError", True), (429, "TooManyRequests", True), (403, "AccessDenied", False), (404, "NoSuchKey", False)],
+)
+def test_s3_error_answers_are_classified(status: int, code: str, transient: bool) -> None:
+    answer = _Answer(status, code)
+    try:
+        client = _client_like(answer.url, Config(retries={"max_attempts": 1, "mode": "standard"}))
+        source = S3FrameSource(client, "s3://frames/lib/", endpoint_url=answer.url)
+        with pytest.raises(FrameReadError, match=code) as info:  # through the boto3 client
+            source.read("s3://frames/lib/1/frame_1.jpg")
+        assert info.value.transient is transient
+        with pytest.raises(FrameReadError, match=rf"HTTP {status} \({code}\)") as info:  # a pre-signed URL, with httpx
+            source.read(f"{answer.url}/frames/lib/1/frame_1.jpg?X-Amz-Signature=abc&X-Amz-Credential=x")
+        assert info.value.transient is transient
+        with pytest.raises(FrameSourceError, match=code) as listing:
+            source.list_videos()
+        assert listing.value.transient is transient
+    finally:
+        answer.server.shutdown()
+
+
+def test_unreachable_endpoint_is_transient() -> None:
+    from tests.servers import free_port
+
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens: connection refused
+    client = _client_like(endpoint, Config(retries={"max_attempts": 1, "mode": "standard"}))
+    source = S3FrameSource(client, "s3://frames/lib/", endpoint_url=endpoint)
+    with pytest.raises(FrameReadError, match="Could not connect") as info:
+        source.read("s3://frames/lib/1/frame_1.jpg")
+    assert info.value.transient and not info.value.missing
+    with pytest.raises(FrameReadError, match="ConnectError") as info:
+        source.read(f"{endpoint}/frames/lib/1/frame_1.jpg?X-Amz-Signature=abc&X-Amz-Credential=x")
+    assert info.value.transient
+    with pytest.raises(FrameSourceError, match="Could not connect") as listing:
+        source.manifest(1)
+    assert listing.value.transient
