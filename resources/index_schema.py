@@ -22,6 +22,11 @@ MAX_MULTIVECTOR_VALUES = 1_048_576
 POINT_NAMESPACE = uuid.UUID("6f1c1d4e-5b0e-4d7e-9a53-3f1f0c6a8e21")
 INDEXED_INTEGER_FIELDS = ("video_id", "frame_id", "timestamp_ms")
 INDEXED_KEYWORD_FIELDS = ("checkpoint_version",)
+# Payload fields search results leave out: one frame's boxes are ~150 lists of 4 ints, read only
+# for the one best patch of a reranked hit (SearchHit.best_patch_box).
+PATCH_BOXES = "patch_boxes"
+# Video and frame ids are stored as Qdrant integers (i64); point ids are UUIDs.
+MAX_ID = 2**63 - 1
 
 
 class SchemaMismatchError(RuntimeError):
@@ -50,6 +55,22 @@ def point_id(video_id: int, frame_id: int) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, image_id(video_id, frame_id)))
 
 
+def check_id(value: object, what: str = "video id") -> int:
+    """``value`` if it is an integer Qdrant can store as an id (0..2**63-1), else ValueError
+    naming it: the backends would raise OverflowError/TypeError - or accept it - instead."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= int(value) <= MAX_ID:
+        raise ValueError(f"{what} {value!r} is not an integer in 0..2**63-1")
+    return int(value)
+
+
+def check_point_id(value: object) -> str:
+    """``value`` if it is a point id (a UUID string, see :func:`point_id`), else ValueError."""
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise ValueError(f"point id {value!r} is not a UUID") from None
+
+
 @dataclass
 class IndexPoint:
     """One frame ready to store: ``global_vector`` (dim,), ``patch_vectors`` (patches, dim)."""
@@ -67,6 +88,8 @@ class IndexPoint:
 
 def validate_point(point: IndexPoint, dim: int) -> None:
     """Raise :class:`InvalidPointError` unless the point's vectors fit the schema."""
+    check_id(point.video_id)
+    check_id(point.frame_id, "frame id")
     where = f"frame {image_id(point.video_id, point.frame_id)}"
     if point.global_vector.shape != (dim,):
         raise InvalidPointError(f"{where}: global vector has shape {point.global_vector.shape}, expected ({dim},)")
@@ -93,6 +116,14 @@ class SearchFilters:
     timestamp_max_ms: int | None = None
     point_ids: tuple[str, ...] | None = None  # only these points (to score known candidates)
 
+    def check(self) -> None:
+        """Raise ValueError naming a video id outside 0..2**63-1 or a point id that is no UUID.
+        Range bounds may be any integers: they are compared, never stored."""
+        for video_id in self.video_ids or ():
+            check_id(video_id)
+        for pid in self.point_ids or ():
+            check_point_id(pid)
+
     def ranges(self) -> dict[str, tuple[int | None, int | None]]:
         """Payload field -> (gte, lte) for each range that has a bound."""
         out = {}
@@ -114,7 +145,9 @@ class SearchHit:
     global_score: float
     maxsim_score: float | None  # mean over query vectors of the best patch cosine; None: no rerank
     payload: dict[str, object]
-    best_patch: int | None = None  # index into payload["patch_boxes"] of the best-matching patch
+    best_patch: int | None = None  # index of the best-matching patch in the frame's patch list
+    # x, y, w, h of that patch (reranked hits): payloads leave out "patch_boxes" (PATCH_BOXES)
+    best_patch_box: list[int] | None = None
 
 
 def rerank_pool(top_k: int, pool: int | None = None) -> int:

@@ -30,12 +30,14 @@ from resources.index_schema import (
     GLOBAL_VECTOR,
     INDEXED_INTEGER_FIELDS,
     INDEXED_KEYWORD_FIELDS,
+    PATCH_BOXES,
     PATCH_VECTOR,
     IndexPoint,
     IndexSchema,
     SchemaMismatchError,
     SearchFilters,
     SearchHit,
+    check_id,
     rerank_pool,
     validate_point,
 )
@@ -47,6 +49,10 @@ MIN_SERVER_VERSION = (1, 10)  # multivectors (MaxSim) arrived in Qdrant 1.10
 # full_scan_threshold is in KB of vectors: filters leaving under ~10k frames (512-d) are scored
 # exactly, which is both faster and exact where HNSW with a tight filter loses recall.
 HNSW_GLOBAL = {"m": 16, "ef_construct": 100, "full_scan_threshold": 20_000}
+# Reranked hits whose patch vectors are read at once to find each one's best patch. Both clients
+# hand vectors over as Python lists (~2.4 MB per 144 x 512-d frame), so reading all top_k=100 at
+# once cost ~240 MB per request; in batches of 8 it is ~20 MB whatever top_k is.
+BEST_PATCH_BATCH = 8
 
 
 class IndexBusyError(RuntimeError):
@@ -105,6 +111,10 @@ class _Backend(ABC):
     def count(self, video_id: int | None = None, version: str | None = None) -> int: ...
 
     @abstractmethod
+    def video_ids(self) -> set[int]:
+        """Every video_id that has at least one point."""
+
+    @abstractmethod
     def nearest(self, vector: np.ndarray, filters: SearchFilters, limit: int, ids: Sequence[str] | None = None) -> list[tuple[str, float, dict]]:
         """Global cosine top ``limit`` (optionally only among ``ids``): ``(id, score, payload)``."""
 
@@ -122,8 +132,9 @@ class _Backend(ABC):
         """Payloads of those of ``ids`` that exist."""
 
     @abstractmethod
-    def patch_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """Stored patch vectors ``(patches, dim)`` of exactly ``ids`` (for display, not scoring)."""
+    def patches_and_boxes(self, ids: Sequence[str]) -> dict[str, tuple[np.ndarray, list | None]]:
+        """Stored patch vectors ``(patches, dim)`` and ``patch_boxes`` of exactly ``ids`` (for
+        display, not scoring): keep ``ids`` short, every vector arrives as a Python list."""
 
     def optimize(self) -> None:  # building indexes is explicit on Edge, automatic on a server
         return None
@@ -143,6 +154,7 @@ class _EdgeBackend(_Backend):
         self.qe = qe
         self.path = path
         self.params = qe.SearchParams(hnsw_ef=hnsw_ef)
+        self.light_payload = qe.PayloadSelector.Exclude([PATCH_BOXES])
         path.mkdir(parents=True, exist_ok=True)
         # Our own advisory lock, held as long as the shard is open: a typed, immediate answer to
         # "is another process using this shard?" instead of parsing Edge's WAL error text.
@@ -241,13 +253,24 @@ class _EdgeBackend(_Backend):
     def count(self, video_id: int | None = None, version: str | None = None) -> int:
         return int(self.shard.count(self.qe.CountRequest(exact=True, filter=self._filter(video_id=video_id, version=version))))
 
+    def video_ids(self):
+        total = self.count()
+        if not total:
+            return set()
+        # A facet on the indexed video_id reads the payload index's per-value counts: ~0.1-0.3 s
+        # for 100,000 videos (300,000 points) here, where a scroll reads every point. The
+        # approximate facet leaves deleted points out (tested, also in optimized segments); the
+        # exact one lists deleted values with count 0 and took 2 s. limit = points >= values.
+        response = self.shard.facet(self.qe.FacetRequest("video_id", limit=total, exact=False))
+        return {int(hit.value) for hit in response.hits if hit.count > 0}
+
     def nearest(self, vector, filters, limit, ids=None):
         qe = self.qe
         request = qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(vector.tolist(), using=GLOBAL_VECTOR),
             filter=self._filter(filters, ids=ids),
-            with_payload=True,
+            with_payload=self.light_payload,
             params=self.params,
         )
         return [(str(p.id), float(p.score), p.payload or {}) for p in self.shard.query(request)]
@@ -262,9 +285,9 @@ class _EdgeBackend(_Backend):
     def payloads(self, ids):
         return {str(r.id): r.payload or {} for r in self.shard.retrieve(list(ids), with_payload=True, with_vector=False)}
 
-    def patch_vectors(self, ids):
-        records = self.shard.retrieve(list(ids), with_payload=False, with_vector=[PATCH_VECTOR])
-        return {str(r.id): np.asarray(r.vector[PATCH_VECTOR], np.float32) for r in records}
+    def patches_and_boxes(self, ids):
+        records = self.shard.retrieve(list(ids), with_payload=self.qe.PayloadSelector.Include([PATCH_BOXES]), with_vector=[PATCH_VECTOR])
+        return {str(r.id): (np.asarray(r.vector[PATCH_VECTOR], np.float32), (r.payload or {}).get(PATCH_BOXES)) for r in records}
 
     def fused(self, vector, queries, alpha, filters, limit, pool):
         qe = self.qe
@@ -287,7 +310,8 @@ class _EdgeBackend(_Backend):
             prefetches=[global_pool()],
         )
         request = qe.QueryRequest(
-            limit=limit, query=formula, prefetches=[global_pool(), patches], with_payload=True, with_vector=[GLOBAL_VECTOR]
+            limit=limit, query=formula, prefetches=[global_pool(), patches], with_payload=self.light_payload,
+            with_vector=[GLOBAL_VECTOR],
         )
         return [(str(p.id), float(p.score), p.payload or {}, np.asarray(p.vector[GLOBAL_VECTOR], np.float32)) for p in self.shard.query(request)]
 
@@ -315,6 +339,7 @@ class _ServerBackend(_Backend):
         self.models = models
         self.collection = collection
         self.params = models.SearchParams(hnsw_ef=hnsw_ef)
+        self.light_payload = models.PayloadSelectorExclude(exclude=[PATCH_BOXES])
         self._owns_client = client is None  # a client handed in is the caller's to close
         if client is not None or url == ":memory:":
             self.kind = "memory" if url == ":memory:" else "server"
@@ -418,10 +443,18 @@ class _ServerBackend(_Backend):
     def count(self, video_id=None, version=None):
         return self.client.count(self.collection, count_filter=self._filter(video_id=video_id, version=version), exact=True).count
 
+    def video_ids(self):
+        total = self.count()
+        if not total:
+            return set()
+        # See _EdgeBackend.video_ids: a facet on the indexed field, limit = points >= values.
+        response = self.client.facet(self.collection, "video_id", limit=total, exact=False)
+        return {int(hit.value) for hit in response.hits if hit.count > 0}
+
     def nearest(self, vector, filters, limit, ids=None):
         points = self.client.query_points(
             self.collection, query=vector.tolist(), using=GLOBAL_VECTOR, query_filter=self._filter(filters, ids=ids),
-            limit=limit, with_payload=True, search_params=self.params,
+            limit=limit, with_payload=self.light_payload, search_params=self.params,
         ).points
         return [(str(p.id), float(p.score), p.payload or {}) for p in points]
 
@@ -436,9 +469,12 @@ class _ServerBackend(_Backend):
         records = self.client.retrieve(self.collection, ids=list(ids), with_payload=True, with_vectors=False)
         return {str(r.id): r.payload or {} for r in records}
 
-    def patch_vectors(self, ids):
-        records = self.client.retrieve(self.collection, ids=list(ids), with_payload=False, with_vectors=[PATCH_VECTOR])
-        return {str(r.id): np.asarray(r.vector[PATCH_VECTOR], np.float32) for r in records}
+    def patches_and_boxes(self, ids):
+        records = self.client.retrieve(
+            self.collection, ids=list(ids), with_payload=self.models.PayloadSelectorInclude(include=[PATCH_BOXES]),
+            with_vectors=[PATCH_VECTOR],
+        )
+        return {str(r.id): (np.asarray(r.vector[PATCH_VECTOR], np.float32), (r.payload or {}).get(PATCH_BOXES)) for r in records}
 
     def fused(self, vector, queries, alpha, filters, limit, pool):
         models = self.models
@@ -456,7 +492,7 @@ class _ServerBackend(_Backend):
 
         patches = models.Prefetch(query=queries.tolist(), using=PATCH_VECTOR, limit=pool, prefetch=[global_pool()])
         points = self.client.query_points(
-            self.collection, prefetch=[global_pool(), patches], query=formula, limit=limit, with_payload=True,
+            self.collection, prefetch=[global_pool(), patches], query=formula, limit=limit, with_payload=self.light_payload,
             with_vectors=[GLOBAL_VECTOR],
         ).points
         return [(str(p.id), float(p.score), p.payload or {}, np.asarray(p.vector[GLOBAL_VECTOR], np.float32)) for p in points]
@@ -547,6 +583,7 @@ class VectorIndex:
         in ``points`` are deleted. The count is verified afterwards.
         """
         started = time.perf_counter()
+        check_id(video_id)
         if not version:
             raise ValueError("a checkpoint version is required")
         for point in points:
@@ -583,10 +620,17 @@ class VectorIndex:
         return IndexPoint(point.video_id, point.frame_id, point.global_vector, point.patch_vectors, payload)
 
     def delete_video(self, video_id: int) -> None:
-        self._backend.delete(video_id, keep_version=None)
+        """Delete every point of the video (nothing happens if it has none)."""
+        self._backend.delete(check_id(video_id), keep_version=None)
 
     def count(self, video_id: int | None = None, version: str | None = None) -> int:
-        return self._backend.count(video_id, version)
+        """Points in the index, or of one video (and checkpoint ``version``)."""
+        return self._backend.count(None if video_id is None else check_id(video_id), version)
+
+    def video_ids(self) -> set[int]:
+        """The ids of the videos that have points: one facet on the indexed ``video_id``, not a
+        scan of the points."""
+        return self._backend.video_ids()
 
     def payloads(self, ids: Sequence[str]) -> dict[str, dict]:
         """The stored payloads of those of ``ids`` (point ids) that are in the index."""
@@ -615,6 +659,7 @@ class VectorIndex:
             raise ValueError(f"top_k must be between 1 and 1000, got {top_k}")
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+        filters.check()
         vector = _normalized(vector)
         if vector.shape != (self.schema.dim,):
             raise ValueError(f"query vector has shape {vector.shape}, expected ({self.schema.dim},)")
@@ -636,11 +681,20 @@ class VectorIndex:
         else:
             exact = self._backend.maxsim(queries, [pid for pid, *_ in hits])
             maxsims = [exact.get(pid, 0.0) / len(queries) for pid, *_ in hits]
-        # Which patch of each returned frame matched best, for the response's box. Reads the k
-        # returned frames' patch vectors once the ranking is done (about 0.3 MB per 1080p frame).
-        stored = self._backend.patch_vectors([pid for pid, *_ in hits])
-        best = {pid: int((patches @ queries.T).max(axis=1).argmax()) for pid, patches in stored.items()}
+        best = self._best_patches([pid for pid, *_ in hits], queries)
         return [
-            SearchHit(pid, score, float(g), float(m), payload, best.get(pid))
+            SearchHit(pid, score, float(g), float(m), payload, *best.get(pid, (None, None)))
             for (pid, score, payload, _), g, m in zip(hits, globals_, maxsims)
         ]
+
+    def _best_patches(self, ids: list[str], queries: np.ndarray) -> dict[str, tuple[int, list[int] | None]]:
+        """``{id: (index, box)}`` of each frame's patch that matched a query row best, for the
+        response's box, once the ranking is done. Reads BEST_PATCH_BATCH frames' patch vectors
+        and boxes at a time, so a request's memory does not grow with top_k."""
+        best = {}
+        for start in range(0, len(ids), BEST_PATCH_BATCH):
+            for pid, (patches, boxes) in self._backend.patches_and_boxes(ids[start : start + BEST_PATCH_BATCH]).items():
+                i = int((patches @ queries.T).max(axis=1).argmax())  # (patches, rows) -> best patch
+                box = boxes[i] if isinstance(boxes, list) and i < len(boxes) else None
+                best[pid] = (i, None if box is None else [int(v) for v in box])
+        return best

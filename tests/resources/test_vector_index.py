@@ -328,3 +328,99 @@ def test_search_restricted_to_point_ids(library) -> None:
     assert {h.point_id for h in hits} == set(chosen)
     reranked = index.search(query, top_k=10, filters=SearchFilters(point_ids=chosen), patch_queries=query[None])
     assert {h.point_id for h in reranked} == set(chosen)
+
+
+# -- listing videos --------------------------------------------------------------------------
+
+
+def test_video_ids_lists_exactly_the_videos_with_points(open_index) -> None:
+    index = open_index()
+    assert index.video_ids() == set()
+    for video_id in (1, 2, 3, 2**63 - 1):
+        index.sync_video(video_id, make_points(video_id, 4, seed=video_id), "v1")
+    index.optimize()  # the listing must see deletions in optimized segments as well
+    index.delete_video(2)
+    index.sync_video(3, [], "v2")  # emptied by a sync
+    index.sync_video(1, make_points(1, 2, seed=9), "v2")  # shrunk in place
+    assert index.video_ids() == {1, 2**63 - 1}
+
+
+# -- ids are Qdrant integers -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [-1, 2**63, 2**64 + 5])
+def test_ids_outside_i64_are_refused_with_a_value_error_naming_them(library, bad: int) -> None:
+    index, _ = library
+    query = np.ones(DIM, np.float32)
+    calls = [
+        lambda: index.sync_video(bad, [], "v"),
+        lambda: index.sync_video(bad, make_points(bad, 1, seed=0), "v"),
+        lambda: index.sync_video(4, [IndexPoint(4, bad, query, query[None], {"video_id": 4, "frame_id": bad})], "v"),
+        lambda: index.delete_video(bad),
+        lambda: index.count(bad),
+        lambda: index.search(query, filters=SearchFilters(video_ids=(1, bad))),
+        lambda: index.search(query, filters=SearchFilters(video_ids=(bad,)), patch_queries=query[None]),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=str(bad)):
+            call()
+    assert index.count() == 36 and index.video_ids() == {1, 2, 3}
+
+
+def test_point_id_filters_must_be_uuids(library) -> None:
+    index, _ = library
+    with pytest.raises(ValueError, match="'frame-7'"):
+        index.search(np.ones(DIM, np.float32), filters=SearchFilters(point_ids=("frame-7",)))
+
+
+# -- the best patch of reranked hits -----------------------------------------------------------
+
+PATCHES_1080P = 144  # a 1920x1080 frame's windows at the default patch settings
+
+
+def _patchy_library(index: VectorIndex, frames: int) -> list[IndexPoint]:
+    """Frames with 144 patches each and their boxes in the payload, as the pipeline writes them."""
+    rng = np.random.default_rng(11)
+    boxes = [[(i % 16) * 120, (i // 16) * 120, 224, 224] for i in range(PATCHES_1080P)]
+    points = [
+        IndexPoint(1, f, unit(rng.normal(size=DIM)), unit(rng.normal(size=(PATCHES_1080P, DIM))),
+                   {"video_id": 1, "frame_id": f, "timestamp_ms": f * 40, "patch_boxes": boxes})
+        for f in range(frames)
+    ]
+    index.sync_video(1, points, "v1")
+    index.optimize()
+    return points
+
+
+def _peak_bytes(call) -> tuple[int, object]:  # noqa: ANN001 - any callable
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = call()
+        return tracemalloc.get_traced_memory()[1], result
+    finally:
+        tracemalloc.stop()
+
+
+def test_rerank_best_patch_is_exact_and_its_memory_does_not_grow_with_top_k(open_index) -> None:
+    """top_k=100 with rerank used to pull every hit's patch vectors at once (as Python lists in
+    qdrant-client: ~2.4 MB per 1080p frame at 512-d) and return every patch box in payloads."""
+    index = open_index()
+    points = _patchy_library(index, 150)
+    by_id = {p.id: p for p in points}
+    rng = np.random.default_rng(5)
+    query, rows = unit(rng.normal(size=DIM)), unit(rng.normal(size=(6, DIM)))
+    search = lambda k: index.search(query, top_k=k, patch_queries=rows, pool=150)  # noqa: E731 - same pool
+    search(100)  # warm up: first-call allocations are not the search's
+    small, _ = _peak_bytes(lambda: search(8))
+    large, hits = _peak_bytes(lambda: search(100))
+    assert len(hits) == 100
+    for hit in hits:
+        p = by_id[hit.point_id]
+        best = int((p.patch_vectors @ rows.T).max(axis=1).argmax())  # the patch that matched best
+        assert hit.best_patch == best and hit.best_patch_box == p.payload["patch_boxes"][best]
+        assert "patch_boxes" not in hit.payload and hit.payload["frame_id"] == p.frame_id
+    assert large < 2 * small, f"peak {large:,} B at top_k=100 vs {small:,} B at top_k=8"
+    plain = index.search(query, top_k=5)
+    assert all("patch_boxes" not in h.payload and h.best_patch_box is None for h in plain)
