@@ -15,10 +15,11 @@ import pytest
 from resources.checkpoint import FrameRecord, records_to_table, write_table_atomic
 from resources.encoder import FrameEmbedding
 from resources.checkpoint import published_path
-from resources.index_follower import CheckpointFollower, sync_or_defer
+from resources.index_follower import CheckpointFollower, sync_checkpoint, sync_or_defer
 from resources.index_schema import IndexSchema, point_id
 from resources.patches import PatchConfig, plan_patches
 from resources.vector_index import VectorIndex
+from qdrant_client import QdrantClient
 
 DIM = 16
 SCHEMA = IndexSchema("frames_follow", DIM)
@@ -54,6 +55,126 @@ def test_follower_applies_changes_and_removals(tmp_path: Path) -> None:
         published_path(root, 2).unlink()
         follower.poll()
         assert index.count(2) == 0 and index.count(1) == 2
+
+
+@pytest.fixture(params=["embedded", "memory"])
+def open_index(request: pytest.FixtureRequest, tmp_path: Path):
+    """Opens this test's index; reopening (a restart) sees the same data on either backend."""
+    client = QdrantClient(":memory:") if request.param == "memory" else None
+    return lambda cls=VectorIndex: cls.open(SCHEMA, client=client) if client else cls.open(SCHEMA, path=tmp_path / "qdrant")
+
+
+def test_a_restart_drops_a_video_whose_checkpoint_vanished(tmp_path: Path, open_index) -> None:
+    root = tmp_path / "checkpoints"
+    for video_id in (1, 2, 3):
+        publish(root, video_id, 3, seed=video_id)
+    with open_index() as index:
+        CheckpointFollower(index, root).poll()
+        assert index.video_ids() == {1, 2, 3}
+    published_path(root, 1).unlink()  # while the service is down
+    with open_index() as index:
+        follower = CheckpointFollower(index, root)
+        follower.poll()
+        assert index.video_ids() == {2, 3} and index.count(1) == 0 and index.count(2) == 3
+        publish(root, 1, 2, seed=4)  # published again later: applied as usual
+        follower.poll()
+        assert index.count(1) == 2
+
+
+def test_a_missing_or_empty_checkpoint_folder_never_empties_the_index(tmp_path: Path, open_index) -> None:
+    """An unmounted volume shows as a missing folder or an empty mount point: neither may delete."""
+    root = tmp_path / "checkpoints"
+    publish(root, 1, 3, seed=1)
+    publish(root, 2, 2, seed=2)
+    with open_index() as index:
+        follower = CheckpointFollower(index, root)
+        follower.poll()
+        for path in published_path(root, 1), published_path(root, 2):
+            path.unlink()  # the folder now looks like an empty mount point
+        follower.poll()
+        assert index.video_ids() == {1, 2}
+        root.rmdir()
+        follower.poll()
+        assert index.video_ids() == {1, 2}
+    for folder_exists in (False, True):  # the same at start, before the first listing
+        if folder_exists:
+            root.mkdir()
+        with open_index() as index:
+            CheckpointFollower(index, root).poll()
+            assert index.count() == 5
+    publish(root, 2, 2, seed=2)  # mounted again: video 1's checkpoint is really gone
+    with open_index() as index:
+        CheckpointFollower(index, root).poll()
+        assert index.video_ids() == {2}
+
+
+def test_reconcile_keeps_a_video_published_while_it_listed_the_index(tmp_path: Path, open_index) -> None:
+    """The pipeline (server mode) publishes video 3's checkpoint and syncs it between the
+    follower's listing of the folder and its listing of the index."""
+    root = tmp_path / "checkpoints"
+    publish(root, 1, 2, seed=1)
+
+    class PipelineRacesTheListing(VectorIndex):
+        def video_ids(self) -> set[int]:
+            path = published_path(root, 3)
+            if not path.exists():
+                publish(root, 3, 4, seed=3)
+                sync_checkpoint(self, 3, path)
+            return super().video_ids()
+
+    with open_index(PipelineRacesTheListing) as index:
+        CheckpointFollower(index, root).poll()
+        assert index.video_ids() == {1, 3} and index.count(3) == 4
+
+
+def test_reconcile_repairs_a_video_published_while_it_deleted(tmp_path: Path, open_index) -> None:
+    """Video 3 had stale points; its checkpoint reappears (and is synced) just before the
+    follower deletes it: the next poll applies the checkpoint again."""
+    root = tmp_path / "checkpoints"
+    publish(root, 1, 2, seed=1)
+    publish(root, 3, 4, seed=3)
+    with open_index() as index:
+        CheckpointFollower(index, root).poll()
+    published_path(root, 3).unlink()
+
+    class PipelineRacesTheDelete(VectorIndex):
+        def delete_video(self, video_id: int) -> None:
+            if video_id == 3 and not published_path(root, 3).exists():
+                publish(root, 3, 4, seed=5)
+                sync_checkpoint(self, 3, published_path(root, 3))
+            super().delete_video(video_id)
+
+    with open_index(PipelineRacesTheDelete) as index:
+        follower = CheckpointFollower(index, root)
+        follower.poll()
+        follower.poll()
+        assert index.video_ids() == {1, 3} and index.count(3) == 4
+
+
+def test_a_failed_reconcile_does_not_stop_syncing_and_is_retried(tmp_path: Path, open_index) -> None:
+    root = tmp_path / "checkpoints"
+    publish(root, 1, 2, seed=1)
+    publish(root, 2, 2, seed=2)
+    with open_index() as index:
+        CheckpointFollower(index, root).poll()
+    published_path(root, 2).unlink()
+    publish(root, 3, 1, seed=3)
+
+    class ListingFailsOnce(VectorIndex):
+        failed = False
+
+        def video_ids(self) -> set[int]:
+            if not self.failed:
+                self.failed = True
+                raise ConnectionError("index unreachable")
+            return super().video_ids()
+
+    with open_index(ListingFailsOnce) as index:
+        follower = CheckpointFollower(index, root)
+        follower.poll()
+        assert not follower.reconciled and index.count(3) == 1 and index.count(2) == 2
+        follower.poll()
+        assert follower.reconciled and index.video_ids() == {1, 3}
 
 
 def test_a_bad_checkpoint_does_not_block_the_others(tmp_path: Path) -> None:
