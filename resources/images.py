@@ -59,12 +59,13 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
         # Pillow's own guard (2x its MAX_IMAGE_PIXELS) fired first, still from the header alone.
         raise ImageTooLargeError(f"image is over the limit of Pillow's decompression-bomb guard: {exc}") from exc
     except UnidentifiedImageError as exc:
-        raise ImageDecodeError(
-            f"not a recognized image format ({len(data):,} bytes starting {data[:8]!r})"
-        ) from exc
+        # Reasons reach HTTP clients and job results: they must not quote the data (the first bytes
+        # of a non-image object are often a secret: "export AWS_SECRET...").
+        raise ImageDecodeError(f"not a recognized image format ({len(data):,} bytes)") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        # Pillow reports truncation and corrupt streams as OSError/SyntaxError/EOFError.
-        raise ImageDecodeError(f"corrupt or truncated image data: {exc}") from exc
+        # Pillow reports truncation and corrupt streams as OSError/SyntaxError/EOFError. Its messages
+        # can quote the data ("invalid literal for int() with base 10: b'SECRET'"): the class only.
+        raise ImageDecodeError(f"corrupt or truncated image data ({type(exc).__name__})") from exc
 
     if width == 0 or height == 0:
         raise ImageDecodeError(f"image has no pixels ({width}x{height})")

@@ -16,6 +16,15 @@ signature of a pre-signed URL) do not change the location. A host counts as S3 o
 whole host name matches an AWS S3 endpoint, so ``bucket.s3.amazonaws.com.evil.example`` and
 ``evil.example/s3.amazonaws.com`` are refused: :func:`is_s3_host` is the SSRF guard of callers that
 fetch URLs they did not build.
+
+Keys are refused when a server or proxy could read them as another path: a ``.`` or ``..``
+segment, a backslash, a control character (CR/LF would split an HTTP request), or ``%2e``,
+``%2f``, ``%5c`` anywhere in the URL (S3 clients never encode those, so a URL that does is a
+trick to slip a dot segment or separator past a check). ``http://endpoint/bucket/../other``
+reached ``/other`` on servers that normalise paths; here it is an :class:`S3UrlError`.
+
+:class:`S3Prefix` and :func:`check_allowed` limit URLs to configured buckets and key prefixes
+(the search service's ALLOWED_S3_PREFIXES).
 """
 
 from __future__ import annotations
@@ -45,9 +54,19 @@ _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$")
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
+# C0 controls and DEL: never part of a URL a client should send (CR/LF split HTTP requests).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Percent-encoded '.', '/' and '\\': no S3 SDK writes them (they leave '.' and '/' as they are), and
+# a server that decodes before resolving paths would see a dot segment or a separator.
+_ENCODED_TRICKS = re.compile(r"%(?:2e|2f|5c)", re.IGNORECASE)
+
 
 class S3UrlError(ValueError):
     """A string that is not an S3 URL of an accepted form; the message names it and what was expected."""
+
+
+class S3UrlNotAllowed(S3UrlError):
+    """An S3 URL outside the allowed buckets and prefixes (see :func:`check_allowed`)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +92,7 @@ def parse_s3_url(url: str, endpoint_url: str | None = None, *, allow_empty_key: 
     if not isinstance(url, str) or not url.strip():
         raise S3UrlError(f"empty S3 URL {url!r}: expected s3://bucket/key or an https S3 URL")
     url = url.strip()
+    _refuse_ambiguous(url)
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "s3":
         return _parse_s3_scheme(url, allow_empty_key)
@@ -141,6 +161,110 @@ def is_s3_host(url: str, endpoint_url: str | None = None) -> bool:
 
 
 @dataclass(frozen=True)
+class S3Prefix:
+    """An allowed S3 location: a whole ``bucket`` (``prefix == ""``) or the keys under one folder.
+
+    A non-empty prefix always ends with ``/`` so that ``s3://b/videos`` allows ``videos/1.jpg`` but
+    not ``videos-private/1.jpg``.
+    """
+
+    bucket: str
+    prefix: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> S3Prefix:
+        """``s3://bucket`` or ``s3://bucket/some/prefix/``; raises :class:`S3UrlError` for anything else."""
+        if not isinstance(text, str) or not text.strip().lower().startswith("s3://"):
+            raise S3UrlError(f"allowed S3 location {text!r} must be written s3://bucket or s3://bucket/prefix/")
+        location = parse_s3_url(text, allow_empty_key=True)
+        prefix = location.key
+        return cls(location.bucket, prefix if not prefix or prefix.endswith("/") else prefix + "/")
+
+    def covers(self, location: S3Location) -> bool:
+        """Whether ``location`` (already parsed, so free of dot segments) lies under this prefix."""
+        return location.bucket == self.bucket and location.key.startswith(self.prefix)
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+def parse_prefixes(text: str) -> tuple[S3Prefix, ...]:
+    """A comma-separated list of ``s3://bucket[/prefix/]`` (blank entries ignored)."""
+    return tuple(S3Prefix.parse(part.strip()) for part in text.split(",") if part.strip())
+
+
+def check_allowed(location: S3Location, allowed: tuple[S3Prefix, ...] | list[S3Prefix]) -> None:
+    """Raise :class:`S3UrlNotAllowed` unless one of ``allowed`` covers ``location``.
+
+    The message names the object but not the allowed locations (bucket names are the operator's).
+    """
+    if not allowed:
+        raise S3UrlNotAllowed(
+            f"{location.uri}: no S3 location is allowed; set ALLOWED_S3_PREFIXES "
+            "(comma-separated s3://bucket/prefix/) or an s3:// FRAMES_ROOT"
+        )
+    if not any(prefix.covers(location) for prefix in allowed):
+        raise S3UrlNotAllowed(f"{location.uri} is outside the S3 locations this service reads (ALLOWED_S3_PREFIXES)")
+
+
+def parse_allowed_s3_url(url: str, endpoint_url: str | None, allowed: tuple[S3Prefix, ...] | list[S3Prefix]) -> S3Location:
+    """The object an untrusted ``url`` names, if it is one a service may read; :class:`S3UrlError` otherwise.
+
+    Every form of :func:`parse_s3_url` (pre-signed ones too: the query does not change the
+    location) on an S3 host, without user info, with a key free of escapes that names an object
+    (not a folder: no trailing ``/``), under ``allowed``.
+    The checks make no connection. Error messages never carry the query string (a signature).
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise S3UrlError("empty URL: expected s3://bucket/key or an http(s) URL of an S3 object")
+    url = url.strip()
+    if _CONTROL.search(url):
+        raise S3UrlError("control characters (CR, LF, NUL, ...) in an S3 URL are refused")
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in ("s3", *_DEFAULT_PORTS):
+        named = f"unsupported scheme {scheme + '://'!r}" if scheme else "no scheme"
+        raise S3UrlError(f"URL has {named}: expected s3://bucket/key or an http(s) URL of an S3 object")
+    # User info is a credential, and "https://allowed@other/" is the classic trick to make a host
+    # check and the connection disagree: refused for every scheme.
+    authority = re.split(r"[/?#]", url.split("://", 1)[1], maxsplit=1)[0]
+    if "@" in authority:
+        raise S3UrlError("URLs with user info (user:password@host) are refused")
+    if scheme != "s3":
+        if not is_s3_host(url, endpoint_url):
+            named = "AWS S3" + (f" or the S3 endpoint {endpoint_url}" if endpoint_url else "")
+            raise S3UrlError(f"URL host {authority!r} is refused: only {named} is read")
+        url = re.split(r"[?#]", url, maxsplit=1)[0]
+    location = parse_s3_url(url, endpoint_url)
+    if location.key.endswith("/"):
+        raise S3UrlError(f"{location.uri} names a folder: expected the key of an image object")
+    check_allowed(location, allowed)
+    return location
+
+
+def public_url(url: str) -> str:
+    """A stored frame URL as clients may see it: ``s3://`` as is, http(s) without user info, query
+    or fragment (a pre-signed URL's signature is a credential), anything else (``file://``, server
+    paths) as ``""`` - the image_id identifies the frame."""
+    if not isinstance(url, str):
+        return ""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme == "s3":
+        return url
+    if scheme in _DEFAULT_PORTS:
+        try:
+            split = urlsplit(url)
+            host = split.hostname or ""
+            port = f":{split.port}" if split.port else ""
+        except ValueError:
+            return ""
+        if ":" in host:  # IPv6: urlsplit drops the brackets
+            host = f"[{host}]"
+        return f"{scheme}://{host}{port}{split.path}" if host else ""
+    return ""
+
+
+@dataclass(frozen=True)
 class _Parts:
     scheme: str
     host: str
@@ -196,11 +320,27 @@ def _path_style(url: str, path: str, region: str | None, allow_empty_key: bool) 
     return _location(url, unquote(bucket), unquote(key), region, allow_empty_key)
 
 
+def _refuse_ambiguous(url: str) -> None:
+    # The URL itself is not repeated: with a control character in it, it is not fit for a message.
+    if _CONTROL.search(url):
+        raise S3UrlError("control characters (CR, LF, NUL, ...) in an S3 URL are refused")
+    # The path only: a pre-signed URL's query rightly holds %2F (X-Amz-Credential=AKID%2F2024...).
+    # An s3:// key is literal, and all of it is the key.
+    path = url if url[:5].lower() == "s3://" else re.split(r"[?#]", url, maxsplit=1)[0]
+    if _ENCODED_TRICKS.search(path):
+        raise S3UrlError(f"percent-encoded '.', '/' or '\\' (%2e, %2f, %5c) in {path!r} are refused: write them as they are")
+
+
 def _location(url: str, bucket: str, key: str, region: str | None, allow_empty_key: bool) -> S3Location:
     if not _BUCKET.match(bucket) or ".." in bucket:
         raise S3UrlError(
             f"invalid bucket name {bucket!r} in {url!r}: expected 3-255 letters, digits, '.', '-' or '_'"
         )
+    # Checked on the decoded key: what the caller wrote as %xx has become the character here.
+    if _CONTROL.search(key) or "\\" in key:
+        raise S3UrlError(f"key of {url!r} holds a control character or a backslash")
+    if any(segment in (".", "..") for segment in key.split("/")):
+        raise S3UrlError(f"key of {url!r} has a '.' or '..' segment: paths that could leave the bucket or prefix are refused")
     if not key and not allow_empty_key:
         raise S3UrlError(f"empty key in {url!r}: expected a URL naming an object, e.g. s3://{bucket}/path/to/frame.jpg")
     return S3Location(bucket, key, region)

@@ -48,11 +48,14 @@ class APIKeyMiddleware:
 
     def __init__(self, app: ASGIApp, api_key: str | None) -> None:
         self.app, self.api_key = app, api_key
+        # Compared as bytes: hmac.compare_digest raises TypeError on non-ASCII str, which made any
+        # non-ASCII header a 500 before authentication. Header bytes are whatever the client sent.
+        self._expected = api_key.encode("utf-8") if api_key else b""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.api_key and scope["path"] not in OPEN_PATHS:
-            sent = dict(scope["headers"]).get(b"x-api-key", b"").decode("latin-1")
-            if not hmac.compare_digest(sent, self.api_key):
+            sent = dict(scope["headers"]).get(b"x-api-key", b"")
+            if not hmac.compare_digest(sent, self._expected):
                 response = JSONResponse({"detail": "missing or wrong X-API-Key header"}, status_code=401)
                 await response(scope, receive, send)
                 return
@@ -123,7 +126,7 @@ def create_app(
             patch_config=patch_config_from_env(),
             max_pixels=max_image_pixels_from_env(),
             fetcher=QueryImageFetcher(
-                lambda: make_s3_client(s3), endpoint_url=s3.endpoint_url,
+                lambda: make_s3_client(s3), allowed=settings.allowed_locations(), endpoint_url=s3.endpoint_url,
                 max_bytes=settings.max_download_bytes, timeout_s=s3.timeout_s,
             ),
             open_index=(lambda: open_index(dim)) if open_index else default_open,

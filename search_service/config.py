@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from resources.s3_urls import S3Prefix, S3UrlError, parse_prefixes
 from resources.settings import SettingsError
 
 
@@ -23,9 +24,41 @@ class ServiceSettings:
     ingest_wait_s: float = 300.0  # INGEST_WAIT_S: how long /ingest/frame(s) wait for the runs
     frames_root: str = "var/samples/videos"  # FRAMES_ROOT: where ingested frames are recorded
     frames_fps: float = 1.0  # FRAMES_FPS
+    # ALLOWED_S3_PREFIXES: comma-separated s3://bucket[/prefix/] that query images and ingested frames
+    # may come from. None (unset): the bucket of an s3:// FRAMES_ROOT, else no S3 URL at all.
+    allowed_s3_prefixes: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        self.allowed_locations()  # a bad prefix fails at start-up, not on the first request
+
+    def allowed_locations(self) -> tuple[S3Prefix, ...]:
+        """The S3 buckets and prefixes the service reads from (query images, ingested frames).
+
+        By default, the frames bucket: the service exists to search (and ingest into) it, and
+        nothing else its credentials reach should be readable through it.
+        """
+        try:
+            if self.allowed_s3_prefixes is not None:
+                return tuple(S3Prefix.parse(text) for text in self.allowed_s3_prefixes)
+            if self.frames_root.lower().startswith("s3://"):
+                return (S3Prefix(S3Prefix.parse(self.frames_root).bucket),)
+        except S3UrlError as exc:
+            raise SettingsError(f"search service setting ALLOWED_S3_PREFIXES/FRAMES_ROOT: {exc}") from None
+        return ()
+
+
+def _prefixes(text: str | None) -> tuple[str, ...] | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        return tuple(prefix.uri for prefix in parse_prefixes(text))
+    except S3UrlError as exc:
+        raise SettingsError(f"search service setting ALLOWED_S3_PREFIXES: {exc}") from None
 
 
 def service_settings_from_env(env: Mapping[str, str] | None = None) -> ServiceSettings:
+    """The service's settings from ``env`` (default: the process environment); :class:`SettingsError`
+    names the variable that is wrong."""
     env = os.environ if env is None else env
     try:
         return ServiceSettings(
@@ -40,6 +73,7 @@ def service_settings_from_env(env: Mapping[str, str] | None = None) -> ServiceSe
             ingest_wait_s=float(env.get("INGEST_WAIT_S") or ServiceSettings.ingest_wait_s),
             frames_root=env.get("FRAMES_ROOT") or ServiceSettings.frames_root,
             frames_fps=float(env.get("FRAMES_FPS") or ServiceSettings.frames_fps),
+            allowed_s3_prefixes=_prefixes(env.get("ALLOWED_S3_PREFIXES")),
         )
     except ValueError as exc:
         raise SettingsError(f"search service setting: {exc}") from None

@@ -8,7 +8,7 @@ with the job's id: Dagster stores the jobs, so any number of service processes c
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -31,7 +31,19 @@ class RunInfo:
     start_time: float | None
     end_time: float | None
     metadata: dict[str, dict[str, Any]]  # asset name -> its materialization metadata
+    failure: str | None = None  # why a FAILURE or CANCELED run ended, from its events
 
+
+# A failed run says why in its events: each failed step's error (whose innermost cause is the
+# exception our code raised) and the run's own failure or cancel event (a crashed run worker).
+_FAILURE_EVENTS = """query($id: ID!, $after: String) { runOrError(runId: $id) { __typename
+  ... on Run { eventConnection(afterCursor: $after, limit: 1000) { cursor hasMore events { __typename
+    ... on ExecutionStepFailureEvent { stepKey message error { ...E cause { ...E cause { ...E cause { ...E } } } } }
+    ... on RunFailureEvent { message error { ...E } }
+    ... on RunCanceledEvent { message } } } } } }
+fragment E on PythonError { message className }"""
+
+MAX_REASON_CHARS = 1_000  # a reason is for a person; a traceback-sized one is cut
 
 _RUN_FIELDS = """
   runId status startTime endTime tags { key value }
@@ -43,6 +55,8 @@ _RUN_FIELDS = """
 
 
 class DagsterApi:
+    """A client of one dagster-webserver's GraphQL API; every failure is :class:`DagsterUnavailable`."""
+
     def __init__(self, url: str | None, location: str = "pipelines.definitions", repository: str = "__repository__", timeout_s: float = 30.0) -> None:
         self.url = url.rstrip("/") if url else None
         self.repository = {"repositoryLocationName": location, "repositoryName": repository}
@@ -96,7 +110,42 @@ class DagsterApi:
         result = self._query(query, {"f": {"tags": [{"key": tag_key, "value": tag_value}]}, "n": limit})["runsOrError"]
         if result["__typename"] != "Runs":
             raise DagsterUnavailable(f"Dagster could not list runs: {result.get('message')}")
-        return [_run_info(r) for r in result["results"]]
+        runs = [_run_info(r) for r in result["results"]]
+        return [replace(r, failure=self.failure_reason(r.run_id)) if r.status in ("FAILURE", "CANCELED") else r for r in runs]
+
+    def failure_reason(self, run_id: str) -> str | None:
+        """Why the run failed or was canceled, from its events; None if they do not say."""
+        steps: list[str] = []
+        run_level: list[str] = []
+        after: str | None = None
+        for _ in range(100):  # pages of 1,000 events; a run of one video has a few hundred
+            result = self._query(_FAILURE_EVENTS, {"id": run_id, "after": after})["runOrError"]
+            if result["__typename"] != "Run":
+                return None
+            connection = result["eventConnection"]
+            for event in connection["events"]:
+                kind = event["__typename"]
+                if kind == "ExecutionStepFailureEvent":
+                    steps.append(f"{event.get('stepKey')}: {_innermost(event.get('error')) or event.get('message')}")
+                elif kind in ("RunFailureEvent", "RunCanceledEvent"):
+                    run_level.append(_innermost(event.get("error")) or event.get("message") or "")
+            if not connection["hasMore"]:
+                break
+            after = connection["cursor"]
+        # A failed step is the cause; the run's own event then only says "steps failed: [...]".
+        reason = "; ".join(steps) or "; ".join(filter(None, run_level))
+        if not reason:
+            return None
+        return reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 1] + "…"
+
+
+def _innermost(error: dict[str, Any] | None) -> str | None:
+    """The message of the deepest cause: Dagster wraps our exception in DagsterExecutionStepExecutionError."""
+    message = None
+    while error:
+        message = (error.get("message") or "").strip() or message
+        error = error.get("cause")
+    return message
 
 
 def _entry_value(entry: dict[str, Any]) -> Any:

@@ -13,6 +13,7 @@ import asyncio
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Collection
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -21,7 +22,7 @@ from starlette.responses import JSONResponse
 
 from resources.frame_sources import FrameRef, FrameSourceError
 from resources.index_schema import image_id, point_id
-from resources.s3_urls import is_s3_host
+from resources.s3_urls import S3UrlError, parse_allowed_s3_url
 from search_service.dagster_api import ANY_JOB_TAG, FRAMES_TAG, JOB_TAG, PARTITION_TAG, RunInfo
 from search_service.routes import HTTPProblem, _json_body, _state
 from search_service.schemas import IngestBatch, IngestItem
@@ -52,14 +53,20 @@ def expand_ids(text: str) -> list[int]:
     return out
 
 
-def _submit(request: Request, items: list[IngestItem]) -> str:
+def _submit(request: Request, items: list[IngestItem], single: bool = False) -> str:
     """Record the frames, register the partitions and launch the runs; return the job id."""
     state = _state(request)
-    state.dagster.check()  # no side effects (manifests) unless runs can be launched
-    endpoint = state.s3_endpoint
+    endpoint, allowed = state.s3_endpoint, state.settings.allowed_locations()
     for number, item in enumerate(items):
-        if not is_s3_host(item.s3_url, endpoint):
-            raise HTTPProblem(422, [{"loc": ["body", "items", str(number), "s3_url"], "msg": "not an S3 URL (s3://, an AWS S3 host or S3_ENDPOINT_URL)", "type": "value_error"}])
+        # The same check as query images: an S3 URL, no escapes, inside ALLOWED_S3_PREFIXES. The
+        # pipeline reads what the manifest says with the service's credentials, so a URL refused
+        # for search must not get in through ingest.
+        try:
+            parse_allowed_s3_url(item.s3_url, endpoint, allowed)
+        except S3UrlError as exc:
+            loc = ["body", "s3_url"] if single else ["body", "items", str(number), "s3_url"]
+            raise HTTPProblem(422, [{"loc": loc, "msg": str(exc), "type": "value_error"}]) from None
+    state.dagster.check()  # no side effects (manifests) unless runs can be launched
     by_video: dict[int, list[FrameRef]] = defaultdict(list)
     for item in items:
         by_video[item.video_id].append(FrameRef(item.frame_id, item.timestamp_ms, item.s3_url))
@@ -78,30 +85,63 @@ def _submit(request: Request, items: list[IngestItem]) -> str:
     return job_id
 
 
-def job_view(job_id: str, runs: list[RunInfo]) -> dict[str, Any]:
-    """The seed's job schema from the job's Dagster runs."""
+def _skipped(run: RunInfo) -> dict[str, str]:
+    return (run.metadata.get("frame_embeddings") or {}).get("skipped") or {}
+
+
+def reported_ok(runs: list[RunInfo]) -> list[str]:
+    """Point ids of the frames the runs report as embedded: to be looked up in the index."""
+    return [
+        point_id(int(run.tags[PARTITION_TAG]), frame_id)
+        for run in runs if run.status == "SUCCESS"
+        for frame_id in expand_ids(run.tags.get(FRAMES_TAG, "")) if str(frame_id) not in _skipped(run)
+    ]
+
+
+def job_view(job_id: str, runs: list[RunInfo], indexed: Collection[str], *, now: float, index_lag_s: float = 0.0) -> dict[str, Any]:
+    """The seed's job schema from the job's Dagster runs.
+
+    A frame is ok only when its run succeeded, did not skip it, and it is in the index
+    (``indexed``: the point ids of :func:`reported_ok` that the index holds). A frame missing from
+    the index is pending for ``index_lag_s`` after its run ended (an embedded index applies
+    checkpoints a moment later), then failed: it was removed or replaced since.
+    """
     results, statuses = [], [r.status for r in runs]
     for run in runs:
         video_id = int(run.tags[PARTITION_TAG])
-        skipped = (run.metadata.get("frame_embeddings") or {}).get("skipped") or {}
+        skipped = _skipped(run)
         for frame_id in expand_ids(run.tags.get(FRAMES_TAG, "")):
-            done = run.status in FINISHED
-            ok = run.status == "SUCCESS" and str(frame_id) not in skipped
-            error = skipped.get(str(frame_id)) or (None if ok or not done else f"run {run.run_id} {run.status.lower()}")
+            ok: bool | None
+            error: str | None = None
+            if run.status not in FINISHED:
+                ok = None
+            elif run.status != "SUCCESS":
+                ok, error = False, f"run {run.run_id} {run.status.lower()}: {run.failure or 'Dagster recorded no reason'}"
+            elif str(frame_id) in skipped:
+                ok, error = False, str(skipped[str(frame_id)])
+            elif point_id(video_id, frame_id) in indexed:
+                ok = True
+            elif run.end_time is not None and now - run.end_time < index_lag_s:
+                ok = None  # the follower has not applied the checkpoint yet
+            else:
+                ok, error = False, f"run {run.run_id} succeeded but the frame is not in the index (removed or replaced since)"
             results.append({
                 "video_id": video_id, "frame_id": frame_id, "image_id": image_id(video_id, frame_id),
-                "ok": ok if done else None, "error": error, "run_id": run.run_id,
+                "ok": ok, "error": error, "run_id": run.run_id,
             })
     if all(s in PENDING for s in statuses):
         status = "pending"
-    elif all(s in FINISHED for s in statuses):
+    elif all(s in FINISHED for s in statuses) and all(r["ok"] is not None for r in results):
         status = "completed" if all(s == "SUCCESS" for s in statuses) else "failed"
     else:
         status = "running"
     starts = [r.start_time for r in runs if r.start_time]
     ends = [r.end_time for r in runs if r.end_time]
     finished = [r for r in results if r["ok"] is not None]
-    failures = [f"run {r.run_id} for video {r.tags[PARTITION_TAG]}: {r.status.lower()}" for r in runs if r.status in ("FAILURE", "CANCELED")]
+    failures = [
+        f"run {r.run_id} for video {r.tags[PARTITION_TAG]}: {r.status.lower()}: {r.failure or 'Dagster recorded no reason'}"
+        for r in runs if r.status in ("FAILURE", "CANCELED")
+    ]
     return {
         "job_id": job_id,
         "status": status,
@@ -116,19 +156,27 @@ def job_view(job_id: str, runs: list[RunInfo]) -> dict[str, Any]:
     }
 
 
+async def _views(request: Request, jobs: dict[str, list[RunInfo]]) -> tuple[list[dict[str, Any]], dict[str, dict]]:
+    """Job views checked against the index, and the payloads of the frames it holds."""
+    state = _state(request)
+    wanted = [pid for runs in jobs.values() for pid in reported_ok(runs)]
+    searcher = state.searcher()  # IndexNotReady (503) when the index is not open: nothing to verify against
+    payloads = await run_in_threadpool(searcher.index.payloads, wanted) if wanted else {}
+    lag = 5 * state.settings.follow_interval_s + 5 if searcher.index.mode == "embedded" else 0.0
+    now = time.time()
+    return [job_view(job_id, runs, payloads.keys(), now=now, index_lag_s=lag) for job_id, runs in jobs.items()], payloads
+
+
 async def _wait(request: Request, job_id: str, items: list[IngestItem]) -> dict[str, Any] | None:
-    """Wait until the job ends and its good frames are searchable; None after INGEST_WAIT_S."""
+    """Wait until the job ends and its frames are searchable (or known lost); None after INGEST_WAIT_S."""
     state = _state(request)
     deadline = time.monotonic() + state.settings.ingest_wait_s
     while time.monotonic() < deadline:
-        view = job_view(job_id, await run_in_threadpool(state.dagster.runs, JOB_TAG, job_id))
+        runs = await run_in_threadpool(state.dagster.runs, JOB_TAG, job_id)
+        [view], payloads = await _views(request, {job_id: runs})
         if view["status"] in ("completed", "failed"):
-            wanted = [point_id(r["video_id"], r["frame_id"]) for r in view["results"] if r["ok"]]
-            # In embedded mode this service's follower applies the checkpoint a moment later.
-            payloads = await run_in_threadpool(state.searcher().index.payloads, wanted)
-            if len(payloads) == len(wanted):
-                view["payloads"] = payloads
-                return view
+            view["payloads"] = payloads
+            return view
         await asyncio.sleep(0.5)
     return None
 
@@ -161,7 +209,7 @@ async def ingest_frames(request: Request) -> JSONResponse:
 async def ingest_frame(request: Request) -> JSONResponse:
     started = time.perf_counter()
     item: IngestItem = await _json_body(request, IngestItem)
-    job_id = await run_in_threadpool(_submit, request, [item])
+    job_id = await run_in_threadpool(_submit, request, [item], True)
     view = await _wait(request, job_id, [item])
     if view is None:
         return JSONResponse({"job_id": job_id, "status": "running", "message": f"not finished within INGEST_WAIT_S; GET /jobs/{job_id}"}, status_code=202)
@@ -201,7 +249,8 @@ async def get_job(request: Request) -> JSONResponse:
     runs = await run_in_threadpool(state.dagster.runs, JOB_TAG, job_id)
     if not runs:
         raise HTTPProblem(404, f"no ingest job {job_id}")
-    return JSONResponse(job_view(job_id, runs))
+    [view], _ = await _views(request, {job_id: runs})
+    return JSONResponse(view)
 
 
 async def list_jobs(request: Request) -> JSONResponse:
@@ -219,6 +268,6 @@ async def list_jobs(request: Request) -> JSONResponse:
     by_job: dict[str, list[RunInfo]] = defaultdict(list)
     for run in runs:
         by_job[run.tags[JOB_TAG]].append(run)
-    views = [job_view(job_id, job_runs) for job_id, job_runs in by_job.items()]
+    views, _ = await _views(request, dict(by_job))
     views = [v for v in views if wanted is None or v["status"] == wanted]
     return JSONResponse({"jobs": [{k: v for k, v in view.items() if k != "results"} for view in views[:limit]], "total": len(views[:limit])})

@@ -11,7 +11,10 @@ service fetches URLs its callers wrote (an SSRF target otherwise: cloud metadata
                                                        (no redirects, a timeout, the byte limit)
 
 Every other URL (other hosts, link-local addresses, ``file://``, ``ftp://``, user info such as
-``user:pw@host``, empty strings) raises :class:`QueryImageRefused` without a connection. The URL
+``user:pw@host``, empty strings), every object outside the fetcher's ``allowed`` buckets and
+prefixes, and every key with a ``.``/``..`` segment, an encoded separator (``%2e``, ``%2f``,
+``%5c``), a backslash or a control character raises :class:`QueryImageRefused` without a
+connection. The URL
 forms are those of :mod:`resources.s3_urls`, and reads share their byte limit and S3 error
 parsing with :mod:`resources.frame_sources`.
 
@@ -22,11 +25,9 @@ a pre-signed URL's query string.
 
 from __future__ import annotations
 
-import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from botocore.exceptions import BotoCoreError, ClientError
@@ -37,15 +38,12 @@ from resources.frame_sources import (
     FrameReadError,
     _http_error,
     _read_limited,
-    _scheme,
     _too_large,
 )
-from resources.s3_urls import S3Location, S3UrlError, is_presigned, is_s3_host, parse_s3_url
+from resources.s3_urls import S3Location, S3Prefix, S3UrlError, is_presigned, is_s3_host, parse_allowed_s3_url
 
 # A phone photo is 3-12 MB; 20 MiB leaves room for large PNGs and refuses uploads of whole videos.
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
-
-_EXPECTED = "expected s3://bucket/key or an http(s) URL of an S3 object"
 
 
 class QueryImageError(Exception):
@@ -91,12 +89,15 @@ class QueryImageFetcher:
     client keeps its own timeouts and retries; ``timeout_s`` applies to pre-signed URLs, which
     are fetched with httpx. ``endpoint_url`` names a MinIO/LocalStack/moto endpoint: URLs on it
     parse path-style and are allowed; the client itself must already be configured for it.
+    ``allowed`` lists the buckets and key prefixes that may be read (the service's
+    ALLOWED_S3_PREFIXES); by default nothing is, so a fetcher never reads what it was not told to.
     """
 
     def __init__(
         self,
         client_factory: Callable[[], Any],
         *,
+        allowed: Sequence[S3Prefix] = (),
         endpoint_url: str | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
         timeout_s: float = 30.0,
@@ -108,6 +109,7 @@ class QueryImageFetcher:
         # An endpoint is usable exactly when URLs on it count as its own (http(s), a host, no user info).
         if endpoint_url is not None and not is_s3_host(endpoint_url, endpoint_url):
             raise ValueError(f"endpoint_url must be an http:// or https:// URL with a host, got {endpoint_url!r}")
+        self.allowed = tuple(allowed)
         self.endpoint_url = endpoint_url
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
@@ -137,32 +139,15 @@ class QueryImageFetcher:
 
     def _check(self, url: object) -> tuple[str, S3Location, bool]:
         """The stripped URL, the object it names and whether it is pre-signed; refuses the rest."""
-        if not isinstance(url, str) or not url.strip():
-            raise QueryImageRefused(f"empty image URL: {_EXPECTED}")
-        url = url.strip()
-        scheme = _scheme(url)
-        if scheme not in ("s3", "http", "https"):
-            named = f"unsupported scheme {scheme + '://'!r}" if scheme else "no scheme"
-            raise QueryImageRefused(f"image URL has {named}: {_EXPECTED}")
-        # Refused outright, for every scheme: user info is a credential, and "https://allowed@other/"
-        # is the classic trick to make a host check and the connection disagree.
-        authority = re.split(r"[/?#]", url.split("://", 1)[1], maxsplit=1)[0]
-        if "@" in authority:
-            raise QueryImageRefused("image URLs with user info (user:password@host) are refused")
-        if scheme == "s3":
-            return url, self._parse(url), False
-        if not is_s3_host(url, self.endpoint_url):
-            allowed = "AWS S3" + (f" or the S3 endpoint {self.endpoint_url}" if self.endpoint_url else "")
-            raise QueryImageRefused(f"image URL host {authority!r} is refused: only {allowed} is fetched")
-        # The query (a pre-signed URL's signature) does not change the location: parse without it,
-        # so that a parse error's message cannot carry the signature.
-        return url, self._parse(re.split(r"[?#]", url, maxsplit=1)[0]), is_presigned(url)
-
-    def _parse(self, url: str) -> S3Location:
         try:
-            return parse_s3_url(url, self.endpoint_url)
+            location = parse_allowed_s3_url(url, self.endpoint_url, self.allowed)  # type: ignore[arg-type]
         except S3UrlError as exc:
             raise QueryImageRefused(str(exc)) from None
+        url = str(url).strip()
+        # A pre-signed URL is fetched as given: parse_allowed_s3_url has checked its path has no
+        # dot segment, encoded separator or control character, so no client or server along the
+        # way can normalise it into another object than ``location``.
+        return url, location, url[:5].lower() != "s3://" and is_presigned(url)
 
     def _get_object(self, location: S3Location) -> bytes:
         try:

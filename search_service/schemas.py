@@ -2,27 +2,53 @@
 
 Requests are validated by pydantic: a wrong type or a value out of range becomes a 422 whose
 ``detail`` names the field (``["body", "top_k"]``), never a 500.
+
+JSON bodies are strict: ``true`` is not 1, ``"5"`` is not 5, ``1.5`` is not an id. Only the upload
+endpoint's form fields and query string, which are strings by nature, are parsed into numbers.
+Ids and timestamps are 0 .. 2**63 - 1 (:data:`MAX_ID`, what the index and Parquet store as int64):
+a larger one would pass validation and fail every run of its video with OverflowError.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from resources.index_schema import SearchFilters
+
+
+MAX_ID = 2**63 - 1  # int64: video and frame ids, timestamps
+
+Id = Annotated[int, Field(ge=0, le=MAX_ID)]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _url(value: str) -> str:
+    """Surrounding whitespace dropped; blank URLs and control characters (CR/LF) refused."""
+    value = value.strip()
+    if not value:
+        raise ValueError("URL is blank")
+    if _CONTROL.search(value):
+        raise ValueError("URL holds a control character (CR, LF, NUL, ...)")
+    return value
+
+
+Url = Annotated[str, Field(min_length=1, max_length=4_096), AfterValidator(_url)]
 
 
 class FilterFields(BaseModel):
     """The seed's filters; all given conditions must hold."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    video_ids: list[int] | None = Field(None, min_length=1, max_length=10_000, description="frames of any of these videos")
-    frame_id_min: int | None = Field(None, ge=0)
-    frame_id_max: int | None = Field(None, ge=0)
-    timestamp_min_ms: int | None = Field(None, ge=0)
-    timestamp_max_ms: int | None = Field(None, ge=0)
+    video_ids: list[Id] | None = Field(None, min_length=1, max_length=10_000, description="frames of any of these videos")
+    frame_id_min: Id | None = None
+    frame_id_max: Id | None = None
+    timestamp_min_ms: Id | None = None
+    timestamp_max_ms: Id | None = None
 
     @model_validator(mode="after")
     def _ranges_are_ordered(self) -> FilterFields:
@@ -59,12 +85,12 @@ class TextSearch(RankFields):
 
 
 class ImageSearch(RankFields):
-    s3_url: str = Field(..., min_length=1, max_length=4_096, description="s3:// or https S3 URL (pre-signed allowed)")
+    s3_url: Url = Field(..., description="s3:// or https S3 URL (pre-signed allowed)")
 
 
 class HybridSearch(RankFields):
     text_query: str = Field(..., min_length=1, max_length=2_000)
-    image_s3_url: str = Field(..., min_length=1, max_length=4_096)
+    image_s3_url: Url
     text_weight: float = Field(0.5, ge=0.0, le=1.0)
     image_weight: float = Field(0.5, ge=0.0, le=1.0)
 
@@ -78,7 +104,10 @@ class HybridSearch(RankFields):
 
 
 class UploadSearch(RankFields):
-    """Parameters of ``/search/image/upload``, from form fields or the query string."""
+    """Parameters of ``/search/image/upload``, from form fields or the query string: strings, so
+    numbers and booleans are parsed from their text (``"5"``, ``"true"``)."""
+
+    model_config = ConfigDict(strict=False)
 
 
 class SearchResult(BaseModel):
@@ -107,16 +136,16 @@ class SearchResponse(BaseModel):
 class IngestItem(BaseModel):
     """One frame to ingest, as the seed named its fields."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    s3_url: str = Field(..., min_length=1, max_length=4_096)
-    video_id: int = Field(..., ge=0)
-    frame_id: int = Field(..., ge=0)
-    timestamp_ms: int | None = Field(None, ge=0)
+    s3_url: Url
+    video_id: Id
+    frame_id: Id
+    timestamp_ms: Id | None = None
 
 
 class IngestBatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     items: list[IngestItem] = Field(..., min_length=1, max_length=10_000)
 

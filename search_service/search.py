@@ -16,6 +16,7 @@ from resources.encoder import FrameEncoder
 from resources.images import decode_image, image_to_tensor
 from resources.index_schema import SearchFilters, SearchHit
 from resources.patches import PatchConfig, plan_patches
+from resources.s3_urls import public_url
 from resources.vector_index import VectorIndex
 from search_service.schemas import RankFields, SearchResult
 
@@ -51,6 +52,8 @@ def _box(payload: dict, index: int | None) -> list[int] | None:
 
 
 def to_results(hits: Sequence[SearchHit]) -> list[SearchResult]:
+    """The seed's result objects. ``s3_url`` is the stored frame URL as clients may see it
+    (:func:`resources.s3_urls.public_url`): never a server path or a pre-signed signature."""
     results = []
     for hit in hits:
         p = hit.payload
@@ -58,7 +61,7 @@ def to_results(hits: Sequence[SearchHit]) -> list[SearchResult]:
             SearchResult(
                 image_id=str(p["image_id"]), video_id=int(p["video_id"]), frame_id=int(p["frame_id"]),
                 score=hit.score, global_score=hit.global_score, maxsim_score=hit.maxsim_score,
-                s3_url=str(p.get("url", "")), width=int(p.get("width", 0)), height=int(p.get("height", 0)),
+                s3_url=public_url(str(p.get("url", ""))), width=int(p.get("width", 0)), height=int(p.get("height", 0)),
                 timestamp_ms=p.get("timestamp_ms"),
                 best_patch_box=_box(p, hit.best_patch),
             )

@@ -223,3 +223,137 @@ def test_is_not_s3_host(url: str) -> None:
 def test_endpoint_host_only_counts_when_configured() -> None:
     assert not is_s3_host("http://127.0.0.1:9000/frames/k")
     assert not is_s3_host("http://127.0.0.1:9000/frames/k", "not an endpoint")
+
+
+# -- escapes, allowed locations, public URLs (issue 9, defect 4) ---------------------------------
+
+SIGV4_QUERY = (
+    "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F20260101%2Fus-east-1%2Fs3%2Faws4_request"
+    "&X-Amz-Date=20260101T000000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host&X-Amz-Signature=abcdef"
+)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        # The issue's case: a pre-signed-looking URL on the endpoint that a server resolved to /moto-api.
+        "http://127.0.0.1:9000/frames/../moto-api/data.json?X-Amz-Signature=1",
+        "http://127.0.0.1:9000/frames/a/../../other/k",
+        "http://127.0.0.1:9000/frames/./k",
+        "http://127.0.0.1:9000/frames/%2e%2e/other/k",
+        "http://127.0.0.1:9000/frames/%2E%2E/other/k",
+        "http://127.0.0.1:9000/frames/.%2e/other/k",
+        "http://127.0.0.1:9000/frames/a%2f..%2f..%2fother/k",
+        "http://127.0.0.1:9000/frames/..%5c..%5cother/k",
+        "http://127.0.0.1:9000/frames/a\\..\\other/k",
+        "http://127.0.0.1:9000/frames/a%5Cb",
+        "https://frames.s3.amazonaws.com/../other/k",
+        "https://frames.s3.amazonaws.com/videos/%2e%2e/k" + SIGV4_QUERY,
+        "https://s3.amazonaws.com/frames/videos/../../other/k",
+        "https://s3.amazonaws.com/frames/a/%0d%0aX-Injected:%201",
+        "https://s3.amazonaws.com/frames/a%00.jpg",
+        "s3://frames/../other/k",
+        "s3://frames/videos/../../k",
+        "s3://frames/./k",
+        "s3://frames/videos/..",
+        "s3://frames/a\\b",
+        "s3://frames/%2e%2e/k",
+        "s3://frames/a\r\nb",
+        "s3://frames/a\nb",
+        "s3://frames/a\x00b",
+        "s3://frames/a\tb",
+        "https://frames.s3.amazonaws.com/k\r\nHost: evil",
+    ],
+)
+def test_escapes_and_control_characters_are_refused(url: str) -> None:
+    with pytest.raises(S3UrlError) as info:
+        parse_s3_url(url, ENDPOINT)
+    assert "\r" not in str(info.value) and "\n" not in str(info.value)  # a message fit for a log line
+
+
+def test_signed_queries_may_encode_slashes() -> None:
+    # X-Amz-Credential holds %2F: only the path is held to the no-%2f rule.
+    assert parse_s3_url("https://frames.s3.amazonaws.com/videos/1/f.jpg" + SIGV4_QUERY) == S3Location("frames", "videos/1/f.jpg")
+    # Dots inside names are fine; only whole "." and ".." segments are refused.
+    assert parse_s3_url("s3://frames/v/..hidden/a..b/.x/f.jpg").key == "v/..hidden/a..b/.x/f.jpg"
+
+
+def test_allowed_prefixes() -> None:
+    from resources.s3_urls import S3Prefix, S3UrlNotAllowed, check_allowed, parse_prefixes
+
+    allowed = parse_prefixes(" s3://frames/videos , s3://queries ,")
+    assert allowed == (S3Prefix("frames", "videos/"), S3Prefix("queries", ""))
+    assert [p.uri for p in allowed] == ["s3://frames/videos/", "s3://queries/"]
+    check_allowed(S3Location("frames", "videos/1/f.jpg"), allowed)
+    check_allowed(S3Location("queries", "any/key.png"), allowed)
+    for location in (
+        S3Location("frames", "videos-private/1.jpg"),  # a prefix is a folder, not a string prefix
+        S3Location("frames", "other/1.jpg"),
+        S3Location("secrets", "videos/1.jpg"),
+        S3Location("queriesx", "k.png"),
+    ):
+        with pytest.raises(S3UrlNotAllowed, match="outside the S3 locations"):
+            check_allowed(location, allowed)
+    with pytest.raises(S3UrlNotAllowed, match="ALLOWED_S3_PREFIXES"):
+        check_allowed(S3Location("frames", "videos/1.jpg"), ())
+    for bad in ("frames/videos", "https://frames.s3.amazonaws.com/videos/", "s3://fr/x", "s3://frames/../x"):
+        with pytest.raises(S3UrlError):
+            parse_prefixes(bad)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "s3://secrets/k.png",
+        "s3://frames/other/k.png",
+        "https://secrets.s3.amazonaws.com/videos/k.png",
+        "https://s3.eu-west-1.amazonaws.com/secrets/videos/k.png",
+        "http://127.0.0.1:9000/secrets/videos/k.png" + SIGV4_QUERY,
+        "http://127.0.0.1:9000/frames/videos/../other/k.png?X-Amz-Signature=1",
+        "http://127.0.0.1:9000/frames/videos/%2e%2e/other/k.png",
+        "https://evil.example/frames/videos/k.png",
+        "https://user:pw@frames.s3.amazonaws.com/videos/k.png",
+        "file:///frames/videos/k.png",
+        "s3://frames/videos/",
+        "   ",
+    ],
+)
+def test_parse_allowed_refuses_every_form_outside(url: str) -> None:
+    from resources.s3_urls import S3Prefix, parse_allowed_s3_url
+
+    with pytest.raises(S3UrlError) as info:
+        parse_allowed_s3_url(url, ENDPOINT, (S3Prefix("frames", "videos/"),))
+    assert "abcdef" not in str(info.value) and "pw" not in str(info.value)  # no signature, no password
+
+
+def test_parse_allowed_accepts_every_form_inside() -> None:
+    from resources.s3_urls import S3Prefix, parse_allowed_s3_url
+
+    allowed = (S3Prefix("frames", "videos/"),)
+    for url in (
+        "s3://frames/videos/1/f.jpg",
+        "https://frames.s3.amazonaws.com/videos/1/f.jpg",
+        "https://s3.us-west-2.amazonaws.com/frames/videos/1/f.jpg",
+        "http://127.0.0.1:9000/frames/videos/1/f.jpg" + SIGV4_QUERY,
+        "  s3://frames/videos/1/f.jpg\n",
+    ):
+        assert parse_allowed_s3_url(url, ENDPOINT, allowed).key == "videos/1/f.jpg"
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        ("s3://frames/videos/1/f.jpg", "s3://frames/videos/1/f.jpg"),
+        ("https://frames.s3.amazonaws.com/videos/1/f.jpg" + SIGV4_QUERY, "https://frames.s3.amazonaws.com/videos/1/f.jpg"),
+        ("https://user:pw@frames.s3.amazonaws.com/f.jpg#x", "https://frames.s3.amazonaws.com/f.jpg"),
+        ("http://127.0.0.1:9000/frames/f.jpg", "http://127.0.0.1:9000/frames/f.jpg"),
+        ("file:///srv/frames/videos/1/frame_0.png", ""),
+        ("/srv/frames/videos/1/frame_0.png", ""),
+        ("frame_0.png", ""),
+        ("", ""),
+    ],
+)
+def test_public_url(stored: str, shown: str) -> None:
+    from resources.s3_urls import public_url
+
+    assert public_url(stored) == shown

@@ -4,6 +4,7 @@ pipeline code built from test frames."""
 from __future__ import annotations
 
 import io
+import json
 import time
 import uuid
 from pathlib import Path
@@ -154,7 +155,8 @@ def test_image_and_hybrid_search_from_s3(s3_env, s3_client, library: dict, tiny_
     bucket = f"queries-{uuid.uuid4().hex[:8]}"
     s3_client.create_bucket(Bucket=bucket)
     s3_client.put_object(Bucket=bucket, Key="q/corner.png", Body=library["query"])
-    with make_client(library, tiny_encoder) as client:
+    absent = f"no-such-bucket-{uuid.uuid4().hex[:6]}"
+    with make_client(library, tiny_encoder, allowed_s3_prefixes=(f"s3://{bucket}/q/", f"s3://{absent}")) as client:
         wait_ready(client)
         image = client.post("/search/image", json={"s3_url": f"s3://{bucket}/q/corner.png", "top_k": 3, "rerank": True, "rerank_alpha": 0.2}).json()
         assert image["query_type"] == "image" and image["results"][0]["image_id"] == "1:0"
@@ -168,7 +170,7 @@ def test_image_and_hybrid_search_from_s3(s3_env, s3_client, library: dict, tiny_
         assert [r["score"] for r in hybrid["results"]] == pytest.approx([r["score"] for r in plain["results"]], abs=1e-5)
         missing = client.post("/search/image", json={"s3_url": f"s3://{bucket}/q/nope.png"})
         assert missing.status_code == 404
-        no_bucket = client.post("/search/image", json={"s3_url": f"s3://no-such-bucket-{uuid.uuid4().hex[:6]}/k.png"})
+        no_bucket = client.post("/search/image", json={"s3_url": f"s3://{absent}/k.png"})
         assert no_bucket.status_code == 502
 
 
@@ -257,12 +259,14 @@ def test_decompression_bomb_upload_is_413(client: TestClient) -> None:
     assert response.status_code == 413 and "over the limit" in response.json()["detail"]
 
 
-def test_ingest_without_dagster_says_what_to_configure(client: TestClient) -> None:
+def test_ingest_without_dagster_says_what_to_configure(library: dict, tiny_encoder: FrameEncoder) -> None:
     item = {"s3_url": "s3://bucket/a.png", "video_id": 1, "frame_id": 1}
-    for path, body in (("/ingest/frame", item), ("/ingest/frames", {"items": [item]}), ("/ingest/frames/async", {"items": [item]})):
-        response = client.post(path, json=body)
-        assert response.status_code == 503 and "DAGSTER_URL" in response.json()["detail"], (path, response.text)
-    assert client.get("/jobs").status_code == 503
+    with make_client(library, tiny_encoder, allowed_s3_prefixes=("s3://bucket",)) as client:
+        wait_ready(client)
+        for path, body in (("/ingest/frame", item), ("/ingest/frames", {"items": [item]}), ("/ingest/frames/async", {"items": [item]})):
+            response = client.post(path, json=body)
+            assert response.status_code == 503 and "DAGSTER_URL" in response.json()["detail"], (path, response.text)
+        assert client.get("/jobs").status_code == 503
 
 
 def test_ingest_validation(client: TestClient) -> None:
@@ -270,3 +274,129 @@ def test_ingest_validation(client: TestClient) -> None:
     twice = {"items": [{"s3_url": "s3://b/a.png", "video_id": 1, "frame_id": 1}] * 2}
     assert "listed twice" in client.post("/ingest/frames", json=twice).text
     assert client.post("/ingest/frame", json={"s3_url": "s3://b/a.png", "video_id": -1, "frame_id": 1}).status_code == 422
+
+
+# -- issue 9: allowed S3 locations, no byte echo, strict bodies, id ranges, API key, paths ----------
+
+
+def test_query_images_only_from_allowed_locations_and_no_bytes_echoed(s3_env, s3_client, library: dict, tiny_encoder: FrameEncoder, moto_s3_endpoint: str) -> None:
+    """Defect 4: any object the credentials reached was fetched, and a 400 quoted its first bytes
+    (``(116 bytes starting b'export S')``); ``..`` on the endpoint reached ``/moto-api/data.json``."""
+    frames, secrets = f"frames-{uuid.uuid4().hex[:8]}", f"secrets-{uuid.uuid4().hex[:8]}"
+    secret = b"export AWS_SECRET_ACCESS_KEY=TOPSECRET0123456789\n"
+    for name in (frames, secrets):
+        s3_client.create_bucket(Bucket=name)
+        s3_client.put_object(Bucket=name, Key="videos/env.sh", Body=secret)
+    s3_client.put_object(Bucket=frames, Key="videos/q.png", Body=library["query"])
+    with make_client(library, tiny_encoder, frames_root=f"s3://{frames}/videos/") as client:  # default: the frames bucket
+        wait_ready(client)
+        assert client.post("/search/image", json={"s3_url": f"s3://{frames}/videos/q.png", "top_k": 1}).status_code == 200
+        for url in (
+            f"s3://{secrets}/videos/env.sh",
+            f"https://{secrets}.s3.amazonaws.com/videos/env.sh",
+            f"{moto_s3_endpoint}/{secrets}/videos/env.sh",
+            f"{moto_s3_endpoint}/{frames}/../moto-api/data.json?X-Amz-Signature=1",
+            f"{moto_s3_endpoint}/{frames}/videos/%2e%2e/%2e%2e/moto-api/data.json?X-Amz-Signature=1",
+        ):
+            for path, body in (("/search/image", {"s3_url": url}), ("/search/hybrid", {"text_query": "x", "image_s3_url": url})):
+                response = client.post(path, json=body)
+                assert response.status_code == 400, (url, response.text)
+                assert "TOPSECRET" not in response.text and "export" not in response.text
+                if secrets not in url:  # moto's /moto-api/data.json lists every bucket
+                    assert secrets not in response.text
+        # An allowed object that is not an image: the reason, never its bytes.
+        not_image = client.post("/search/image", json={"s3_url": f"s3://{frames}/videos/env.sh"})
+        assert not_image.status_code == 400 and "not a recognized image format" in not_image.json()["detail"]
+        assert "export" not in not_image.text and "starting" not in not_image.text
+
+
+def test_query_images_refused_without_allowed_locations(client: TestClient) -> None:
+    # The fixture's FRAMES_ROOT is a folder and ALLOWED_S3_PREFIXES unset: no S3 URL is read.
+    response = client.post("/search/image", json={"s3_url": "s3://any-bucket/k.png"})
+    assert response.status_code == 400 and "ALLOWED_S3_PREFIXES" in response.json()["detail"]
+
+
+MAX_ID = 2**63 - 1
+ITEM = {"s3_url": "s3://frames/videos/a.png", "video_id": 1, "frame_id": 1}
+
+
+@pytest.mark.parametrize(
+    "path, payload, field",
+    [
+        # defect 6: ids and timestamps past int64
+        ("/search/text", {"query": "x", "video_ids": [MAX_ID + 1]}, "video_ids"),
+        ("/search/text", {"query": "x", "video_ids": [-1]}, "video_ids"),
+        ("/search/text", {"query": "x", "frame_id_min": MAX_ID + 1}, "frame_id_min"),
+        ("/search/text", {"query": "x", "timestamp_max_ms": 10**30}, "timestamp_max_ms"),
+        ("/search/hybrid", {"text_query": "x", "image_s3_url": "s3://frames/videos/a.png", "frame_id_max": MAX_ID + 1}, "frame_id_max"),
+        ("/ingest/frame", {**ITEM, "video_id": MAX_ID + 1}, "video_id"),
+        ("/ingest/frame", {**ITEM, "frame_id": 2**64}, "frame_id"),
+        ("/ingest/frames", {"items": [{**ITEM, "timestamp_ms": MAX_ID + 1}]}, "timestamp_ms"),
+        # defect 7: JSON bodies are strictly typed
+        ("/search/text", {"query": "x", "top_k": True}, "top_k"),
+        ("/search/text", {"query": "x", "top_k": "5"}, "top_k"),
+        ("/search/text", {"query": "x", "top_k": 5.0}, "top_k"),
+        ("/search/text", {"query": "x", "rerank": 1}, "rerank"),
+        ("/search/text", {"query": "x", "rerank": "true"}, "rerank"),
+        ("/search/text", {"query": "x", "video_ids": ["1"]}, "video_ids"),
+        ("/search/text", {"query": "x", "video_ids": [True]}, "video_ids"),
+        ("/ingest/frame", {**ITEM, "video_id": "1"}, "video_id"),
+        ("/ingest/frame", {**ITEM, "video_id": 1.5}, "video_id"),
+        ("/ingest/frame", {**ITEM, "video_id": True}, "video_id"),
+        ("/ingest/frame", {**ITEM, "frame_id": 1.0}, "frame_id"),
+        ("/ingest/frames", {"items": [{**ITEM, "timestamp_ms": "5"}]}, "timestamp_ms"),
+        ("/ingest/frames/async", {"items": [{**ITEM, "extra": 1}]}, "extra"),
+        ("/ingest/frames/async", {"items": [ITEM], "priority": "high"}, "priority"),
+        # URLs: blank, control characters, no key, outside the allowed locations, escapes
+        ("/ingest/frames/async", {"items": [{**ITEM, "s3_url": "   "}]}, "s3_url"),
+        ("/ingest/frames/async", {"items": [{**ITEM, "s3_url": "s3://frames/videos/a.png\r\nX: 1"}]}, "s3_url"),
+        ("/ingest/frames/async", {"items": [{**ITEM, "s3_url": "s3://frames/"}]}, "s3_url"),
+        ("/ingest/frames/async", {"items": [{**ITEM, "s3_url": "s3://frames"}]}, "s3_url"),
+        ("/ingest/frames/async", {"items": [{**ITEM, "s3_url": "s3://frames/videos/"}]}, "s3_url"),
+        ("/ingest/frames/async", {"items": [ITEM, {**ITEM, "frame_id": 2, "s3_url": "s3://secrets/env.sh"}]}, "s3_url"),
+        ("/ingest/frames", {"items": [{**ITEM, "s3_url": "s3://frames/videos/../../secrets/env.sh"}]}, "s3_url"),
+        ("/ingest/frame", {**ITEM, "s3_url": "https://frames.s3.amazonaws.com/videos/%2e%2e/x.png"}, "s3_url"),
+        ("/ingest/frame", {**ITEM, "s3_url": "https://evil.example/frames/videos/a.png"}, "s3_url"),
+        ("/search/image", {"s3_url": "s3://frames/videos/a.png\r\nX-Injected: 1"}, "s3_url"),
+        ("/search/image", {"s3_url": " \t "}, "s3_url"),
+    ],
+)
+def test_bad_bodies_are_422_naming_the_field(library: dict, tiny_encoder: FrameEncoder, path: str, payload: dict, field: str) -> None:
+    """Each of these gave 500 (ids past int64, CRLF), or was accepted (202/503 further on: coerced
+    types, unknown fields, URLs without a key or outside the frames bucket)."""
+    with make_client(library, tiny_encoder, allowed_s3_prefixes=("s3://frames/videos/",)) as client:
+        wait_ready(client)
+        response = client.post(path, json=payload)
+    assert response.status_code == 422, response.text
+    assert any(field in map(str, error["loc"]) for error in response.json()["detail"]), response.text
+
+
+def test_upload_form_fields_parse_numbers_within_range(client: TestClient, library: dict) -> None:
+    files = {"file": ("corner.png", library["query"], "image/png")}
+    ok = client.post("/search/image/upload", files=files, data={"top_k": "2", "rerank": "true", "frame_id_min": "0"})
+    assert ok.status_code == 200 and ok.json()["total"] == 2 and ok.json()["rerank_enabled"] is True
+    for data in ({"video_ids": str(MAX_ID + 1)}, {"frame_id_max": str(2**64)}, {"timestamp_min_ms": "-1"}):
+        response = client.post("/search/image/upload", files=files, data=data)
+        assert response.status_code == 422 and next(iter(data)) in response.text, response.text
+    assert client.post(f"/search/image/upload?video_ids={MAX_ID + 1}", files=files).status_code == 422
+
+
+def test_non_ascii_api_key_is_401(library: dict, tiny_encoder: FrameEncoder) -> None:
+    """Defect 7: a non-ASCII X-API-Key made hmac.compare_digest raise (500) before authentication."""
+    with make_client(library, tiny_encoder, api_key="s3cret") as client:
+        wait_ready(client)
+        for sent in ("sécret".encode(), b"\xff\xfe", "s3cret✓".encode()):
+            response = client.post("/search/text", json={"query": "x"}, headers=[(b"x-api-key", sent)])
+            assert response.status_code == 401, response.text
+        assert client.post("/search/text", json={"query": "x"}, headers={"X-API-Key": "s3cret"}).status_code == 200
+    with make_client(library, tiny_encoder, api_key="clé-✓") as client:  # a non-ASCII key works too
+        wait_ready(client)
+        assert client.post("/search/text", json={"query": "x"}, headers=[(b"x-api-key", "clé-✓".encode())]).status_code == 200
+        assert client.post("/search/text", json={"query": "x"}, headers=[(b"x-api-key", b"cle")]).status_code == 401
+
+
+def test_results_do_not_expose_server_paths(client: TestClient, library: dict) -> None:
+    """Defect 7: local frames' URLs were ``file:///<server path>``; the image_id identifies the frame."""
+    results = client.post("/search/text", json={"query": "x", "top_k": 100}).json()["results"]
+    assert results and all(r["s3_url"] == "" for r in results)
+    assert str(library["root"]) not in json.dumps(results)

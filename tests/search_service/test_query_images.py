@@ -19,6 +19,7 @@ from botocore.config import Config
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
+from resources.s3_urls import S3Prefix
 from search_service.query_images import (
     QueryImageError,
     QueryImageFetcher,
@@ -55,6 +56,11 @@ class CountingFactory:
     def __call__(self) -> Any:
         self.calls += 1
         return self.client
+
+
+def allow(*buckets: str) -> tuple[S3Prefix, ...]:
+    """Whole buckets a fetcher may read (the service's ALLOWED_S3_PREFIXES)."""
+    return tuple(S3Prefix(name) for name in buckets)
 
 
 def never_called() -> Any:
@@ -136,7 +142,7 @@ def odd_endpoint(listener: socket.socket) -> Iterator[tuple[str, list[str]]]:
 def test_reads_s3_path_style_and_presigned_urls(s3_client: Any, moto_s3_endpoint: str, bucket: str) -> None:
     s3_client.put_object(Bucket=bucket, Key="queries/cat 1.jpg", Body=b"cat-bytes")
     factory = CountingFactory(s3_client)
-    fetcher = QueryImageFetcher(factory, endpoint_url=moto_s3_endpoint)
+    fetcher = QueryImageFetcher(factory, allowed=allow(bucket), endpoint_url=moto_s3_endpoint)
     v2_url = s3_client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "queries/cat 1.jpg"})
     v4_url = client_like(moto_s3_endpoint, signature_version="s3v4").generate_presigned_url(
         "get_object", Params={"Bucket": bucket, "Key": "queries/cat 1.jpg"}, ExpiresIn=600
@@ -154,7 +160,7 @@ def test_reads_s3_path_style_and_presigned_urls(s3_client: Any, moto_s3_endpoint
 def test_client_is_built_lazily_once_across_threads(s3_client: Any, moto_s3_endpoint: str, bucket: str) -> None:
     s3_client.put_object(Bucket=bucket, Key="q.png", Body=b"png")
     factory = CountingFactory(s3_client)
-    fetcher = QueryImageFetcher(factory, endpoint_url=moto_s3_endpoint)
+    fetcher = QueryImageFetcher(factory, allowed=allow(bucket), endpoint_url=moto_s3_endpoint)
     assert factory.calls == 0
     with ThreadPoolExecutor(max_workers=8) as pool:
         assert list(pool.map(fetcher.fetch, [f"s3://{bucket}/q.png"] * 16)) == [b"png"] * 16
@@ -179,12 +185,12 @@ def test_unsigned_aws_urls_are_read_with_the_client(url: str, bucket: str, key: 
         stubber.add_response(
             "get_object", {"Body": StreamingBody(io.BytesIO(b"img"), 3), "ContentLength": 3}, {"Bucket": bucket, "Key": key}
         )
-        assert QueryImageFetcher(lambda: client).fetch(url) == b"img"
+        assert QueryImageFetcher(lambda: client, allowed=allow(bucket)).fetch(url) == b"img"
         stubber.assert_no_pending_responses()
 
 
 def test_missing_key_is_404(s3_client: Any, moto_s3_endpoint: str, bucket: str) -> None:
-    fetcher = QueryImageFetcher(lambda: s3_client, endpoint_url=moto_s3_endpoint)
+    fetcher = QueryImageFetcher(lambda: s3_client, allowed=allow(bucket), endpoint_url=moto_s3_endpoint)
     signed = client_like(moto_s3_endpoint, signature_version="s3v4").generate_presigned_url(
         "get_object", Params={"Bucket": bucket, "Key": "gone.jpg"}
     )
@@ -198,8 +204,8 @@ def test_missing_key_is_404(s3_client: Any, moto_s3_endpoint: str, bucket: str) 
 
 
 def test_missing_bucket_is_an_upstream_error(s3_client: Any, moto_s3_endpoint: str) -> None:
-    fetcher = QueryImageFetcher(lambda: s3_client, endpoint_url=moto_s3_endpoint)
     name = f"absent-{uuid.uuid4().hex[:12]}"
+    fetcher = QueryImageFetcher(lambda: s3_client, allowed=allow(name), endpoint_url=moto_s3_endpoint)
     signed = s3_client.generate_presigned_url("get_object", Params={"Bucket": name, "Key": "k.jpg"})
     for url in (f"s3://{name}/k.jpg", signed):
         with pytest.raises(QueryImageUpstreamError, match="NoSuchBucket") as info:
@@ -228,7 +234,7 @@ def test_client_error_codes(code: str, http_status: int, expected: type[QueryIma
             "get_object", service_error_code=code, service_message="AKIASECRETKEYID in the details", http_status_code=http_status
         )
         with pytest.raises(expected) as info:
-            QueryImageFetcher(lambda: client).fetch("s3://photos/q.jpg")
+            QueryImageFetcher(lambda: client, allowed=allow("photos")).fetch("s3://photos/q.jpg")
     assert code in info.value.reason and "s3://photos/q.jpg" in info.value.reason
     assert "AKIASECRETKEYID" not in info.value.reason
     assert info.value.status == {QueryImageNotFound: 404, QueryImageUpstreamError: 502}[expected]
@@ -237,7 +243,7 @@ def test_client_error_codes(code: str, http_status: int, expected: type[QueryIma
 def test_over_the_byte_limit_is_413(s3_client: Any, moto_s3_endpoint: str, bucket: str) -> None:
     s3_client.put_object(Bucket=bucket, Key="big.jpg", Body=b"x" * 101)
     s3_client.put_object(Bucket=bucket, Key="fits.jpg", Body=b"x" * 100)
-    fetcher = QueryImageFetcher(lambda: s3_client, endpoint_url=moto_s3_endpoint, max_bytes=100)
+    fetcher = QueryImageFetcher(lambda: s3_client, allowed=allow(bucket), endpoint_url=moto_s3_endpoint, max_bytes=100)
     sign = s3_client.generate_presigned_url
     for url in (f"s3://{bucket}/big.jpg", sign("get_object", Params={"Bucket": bucket, "Key": "big.jpg"})):
         with pytest.raises(QueryImageTooLarge, match="101 bytes, over the limit of 100") as info:
@@ -249,7 +255,7 @@ def test_over_the_byte_limit_is_413(s3_client: Any, moto_s3_endpoint: str, bucke
 
 def test_byte_limit_holds_without_a_declared_length(odd_endpoint: tuple[str, list[str]]) -> None:
     origin, _ = odd_endpoint
-    fetcher = QueryImageFetcher(never_called, endpoint_url=origin, max_bytes=100, timeout_s=5)
+    fetcher = QueryImageFetcher(never_called, allowed=allow("bucket"), endpoint_url=origin, max_bytes=100, timeout_s=5)
     with pytest.raises(QueryImageTooLarge, match="more than 100 bytes"):
         fetcher.fetch(f"{origin}/bucket/chunked?X-Amz-Signature={FAKE_SIGNATURE}")
 
@@ -257,12 +263,12 @@ def test_byte_limit_holds_without_a_declared_length(odd_endpoint: tuple[str, lis
     with Stubber(client) as stubber:  # an S3 response without ContentLength: counted while read
         stubber.add_response("get_object", {"Body": StreamingBody(io.BytesIO(b"y" * 150), 150)})
         with pytest.raises(QueryImageTooLarge, match="more than 100 bytes"):
-            QueryImageFetcher(lambda: client, max_bytes=100).fetch("s3://photos/q.jpg")
+            QueryImageFetcher(lambda: client, allowed=allow("photos"), max_bytes=100).fetch("s3://photos/q.jpg")
 
 
 def test_presigned_redirects_are_not_followed(odd_endpoint: tuple[str, list[str]], listener: socket.socket) -> None:
     origin, requests = odd_endpoint
-    fetcher = QueryImageFetcher(never_called, endpoint_url=origin, timeout_s=5)
+    fetcher = QueryImageFetcher(never_called, allowed=allow("bucket"), endpoint_url=origin, timeout_s=5)
     with pytest.raises(QueryImageUpstreamError, match="HTTP 302") as info:
         fetcher.fetch(f"{origin}/bucket/redirect?X-Amz-Signature={FAKE_SIGNATURE}")
     assert FAKE_SIGNATURE not in str(info.value)
@@ -300,7 +306,7 @@ def test_presigned_redirects_are_not_followed(odd_endpoint: tuple[str, list[str]
 )
 def test_refused_urls_are_400_without_a_client(url: str) -> None:
     with pytest.raises(QueryImageRefused) as info:
-        QueryImageFetcher(never_called).fetch(url)
+        QueryImageFetcher(never_called, allowed=allow("bucket")).fetch(url)
     assert info.value.status == 400 and info.value.reason
     assert "pw" not in info.value.reason and "X-Amz-Signature" not in info.value.reason
 
@@ -309,7 +315,7 @@ def test_refused_urls_make_no_connection(moto_s3_endpoint: str, listener: socket
     port = listener.getsockname()[1]
     endpoint_authority = moto_s3_endpoint.split("://", 1)[1]
     factory = CountingFactory(client_like(f"http://127.0.0.1:{port}"))  # would connect to the listener if used
-    fetcher = QueryImageFetcher(factory, endpoint_url=moto_s3_endpoint, timeout_s=1)
+    fetcher = QueryImageFetcher(factory, allowed=allow("bucket"), endpoint_url=moto_s3_endpoint, timeout_s=1)
     for url in (
         f"http://127.0.0.1:{port}/bucket/key.jpg",
         f"http://127.0.0.1:{port}/bucket/key.jpg?X-Amz-Signature={FAKE_SIGNATURE}",
@@ -325,7 +331,7 @@ def test_refused_urls_make_no_connection(moto_s3_endpoint: str, listener: socket
 
 def test_unreachable_endpoint_fails_fast() -> None:
     endpoint = f"http://127.0.0.1:{closed_port()}"
-    fetcher = QueryImageFetcher(lambda: client_like(endpoint), endpoint_url=endpoint, timeout_s=1)
+    fetcher = QueryImageFetcher(lambda: client_like(endpoint), allowed=allow("photos"), endpoint_url=endpoint, timeout_s=1)
     started = time.monotonic()
     with pytest.raises(QueryImageUpstreamError, match="EndpointConnectionError") as info:
         fetcher.fetch("s3://photos/q.jpg")
@@ -339,3 +345,68 @@ def test_rejects_bad_settings() -> None:
     for kwargs in ({"max_bytes": 0}, {"max_bytes": True}, {"timeout_s": 0}, {"endpoint_url": "ftp://x"}, {"endpoint_url": "http://u:p@h:9"}):
         with pytest.raises(ValueError):
             QueryImageFetcher(never_called, **kwargs)
+
+
+# -- allowed buckets and prefixes, escapes (issue 9, defect 4) -----------------------------------
+
+
+def test_only_allowed_buckets_and_prefixes_are_read(s3_client: Any, moto_s3_endpoint: str, bucket: str) -> None:
+    """The issue's case: any object the credentials reached was fetched. Now only ALLOWED_S3_PREFIXES."""
+    other = f"secrets-{uuid.uuid4().hex[:8]}"
+    s3_client.create_bucket(Bucket=other)
+    s3_client.put_object(Bucket=other, Key="env.sh", Body=b"export SECRET=1")
+    s3_client.put_object(Bucket=bucket, Key="q/ok.png", Body=b"png")
+    s3_client.put_object(Bucket=bucket, Key="private/x.png", Body=b"private")
+    factory = CountingFactory(s3_client)
+    fetcher = QueryImageFetcher(factory, allowed=(S3Prefix(bucket, "q/"),), endpoint_url=moto_s3_endpoint)
+    sign = client_like(moto_s3_endpoint, signature_version="s3v4").generate_presigned_url
+    for url in (
+        f"s3://{other}/env.sh",
+        f"{moto_s3_endpoint}/{other}/env.sh",
+        sign("get_object", Params={"Bucket": other, "Key": "env.sh"}),
+        f"s3://{bucket}/private/x.png",
+        f"s3://{bucket}/qx.png",
+        sign("get_object", Params={"Bucket": bucket, "Key": "private/x.png"}),
+    ):
+        with pytest.raises(QueryImageRefused, match="outside the S3 locations") as info:
+            fetcher.fetch(url)
+        assert "export" not in info.value.reason and "X-Amz-Signature" not in info.value.reason
+    assert factory.calls == 0  # refused before any client exists, let alone a request
+    assert fetcher.fetch(f"s3://{bucket}/q/ok.png") == b"png"
+    assert fetcher.fetch(sign("get_object", Params={"Bucket": bucket, "Key": "q/ok.png"})) == b"png"
+
+
+def test_nothing_is_read_by_default() -> None:
+    with pytest.raises(QueryImageRefused, match="ALLOWED_S3_PREFIXES"):
+        QueryImageFetcher(never_called).fetch("s3://photos/q.jpg")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/bucket/../moto-api/data.json?X-Amz-Signature=1",  # the issue's URL: it reached /moto-api/data.json
+        "/bucket/../../moto-api/data.json?X-Amz-Signature=1",
+        "/bucket/%2e%2e/moto-api/data.json?X-Amz-Signature=1",
+        "/bucket/.%2E/moto-api/data.json?X-Amz-Signature=1",
+        "/bucket/q/..%2f..%2fmoto-api?X-Amz-Signature=1",
+        "/bucket/./moto-api?X-Amz-Signature=1",
+        "/bucket/q\\..\\..\\moto-api?X-Amz-Signature=1",
+        "/bucket/q/%5c..%5cmoto-api?X-Amz-Signature=1",
+        "/bucket/q/a.png\r\nX-Injected: 1?X-Amz-Signature=1",
+        "/bucket/q/a.png%0d%0aX-Injected:%201?X-Amz-Signature=1",
+        "/bucket/q/../../moto-api",  # unsigned: would go through the boto3 client
+    ],
+)
+def test_escapes_are_refused_before_any_request(odd_endpoint: tuple[str, list[str]], path: str) -> None:
+    origin, requests = odd_endpoint
+    fetcher = QueryImageFetcher(never_called, allowed=allow("bucket"), endpoint_url=origin, timeout_s=5)
+    with pytest.raises(QueryImageRefused) as info:
+        fetcher.fetch(origin + path)
+    assert requests == []
+    assert "\n" not in info.value.reason and "X-Amz-Signature" not in info.value.reason
+
+
+@pytest.mark.parametrize("url", ["s3://bucket/q/../../other/k.png", "s3://bucket/q/a.png\r\nX: 1", "s3://bucket/%2e%2e/k"])
+def test_s3_scheme_escapes_are_refused_before_a_client(url: str) -> None:
+    with pytest.raises(QueryImageRefused):
+        QueryImageFetcher(never_called, allowed=allow("bucket")).fetch(url)
