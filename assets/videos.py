@@ -9,6 +9,7 @@ decoration time to find config and resources.
 
 import json
 import time
+from typing import NoReturn
 
 import dagster as dg
 import numpy as np
@@ -16,15 +17,30 @@ import pyarrow.parquet as pq
 
 from resources.checkpoint import published_path, vectors
 from resources.encoder_resource import EncoderResource
-from resources.frame_sources import FrameRef
+from resources.frame_sources import FrameRef, FrameSourceError
 from resources.pipeline_resources import CheckpointStoreResource, FrameSourceResource, IndexResource
 from resources.settings import max_image_pixels_from_env, patch_config_from_env
-from resources.video_embedding import NoUsableFrameError, embed_video
+from resources.video_embedding import NoUsableFrameError, SourceUnavailableError, embed_video
 
 videos_partitions = dg.DynamicPartitionsDefinition(name="videos")
 SIGNATURE_TAG = "framesearch/signature"
 # One run may take several videos of a backfill: the model loads once per run, not per video.
 BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=8)
+
+
+def _retry_later(context: dg.AssetExecutionContext, frames: FrameSourceResource, message: str, cause: Exception) -> NoReturn:
+    """Fail the step for a frame-source failure that may pass, asking Dagster to retry it.
+
+    The step is retried after each of ``frames.outage_retry_waits_s`` (a short outage heals
+    inside the run; a re-run resumes from the chunks on disk), then fails. Only these failures
+    are retried: a permanent problem (bad manifest, no usable frame) or a bug fails at once,
+    which a blanket ``dg.RetryPolicy`` would retry too.
+    """
+    waits, attempt = frames.outage_retry_waits_s, context.retry_number
+    if attempt < len(waits):
+        context.log.warning(f"{message}; retry {attempt + 1}/{len(waits)} in {waits[attempt]:g} s")
+        raise dg.RetryRequested(max_retries=len(waits), seconds_to_wait=waits[attempt]) from cause
+    raise dg.Failure(f"{message} (retried {attempt} times)" if attempt else message, allow_retries=False) from cause
 
 
 def _video_ids(context: dg.AssetExecutionContext) -> list[int]:
@@ -56,7 +72,12 @@ def frame_manifest(
     signature = context.run.tags.get(SIGNATURE_TAG)
     results = {}
     for video_id in _video_ids(context):
-        refs = source.manifest(video_id)
+        try:
+            refs = source.manifest(video_id)
+        except FrameSourceError as exc:
+            if exc.transient:
+                _retry_later(context, frames, f"video {video_id}: {exc}", exc)
+            raise dg.Failure(f"video {video_id}: {exc}", allow_retries=False) from exc
         path = store.manifest_path(video_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         body = {"video_id": video_id, "source": source.describe(), "signature": signature, "frames": [[r.frame_id, r.timestamp_ms, r.url] for r in refs]}
@@ -67,11 +88,20 @@ def frame_manifest(
     return dg.MaterializeResult(metadata=_per_video(results))
 
 
-def _read_manifest(store: CheckpointStoreResource, video_id: int) -> list[FrameRef]:
+def stored_manifest(store: CheckpointStoreResource, video_id: int) -> list[FrameRef] | None:
+    """The frames the last successful ``frame_manifest`` wrote for the video; None before any."""
     path = store.manifest_path(video_id)
     if not path.is_file():
-        raise dg.Failure(f"video {video_id}: no frame manifest at {path}; materialize frame_manifest first")
+        return None
     return [FrameRef(int(f), t, u) for f, t, u in json.loads(path.read_text())["frames"]]
+
+
+def _read_manifest(store: CheckpointStoreResource, video_id: int) -> list[FrameRef]:
+    refs = stored_manifest(store, video_id)
+    if refs is None:
+        path = store.manifest_path(video_id)
+        raise dg.Failure(f"video {video_id}: no frame manifest at {path}; materialize frame_manifest first", allow_retries=False)
+    return refs
 
 
 @dg.asset(
@@ -105,7 +135,11 @@ def frame_embeddings(
                 on_chunk=lambda done, total, v=video_id: context.log.info(f"video {v}: chunk {done}/{total}"),
             )
         except NoUsableFrameError as exc:
-            raise dg.Failure(str(exc)) from exc
+            raise dg.Failure(str(exc), allow_retries=False) from exc
+        except SourceUnavailableError as exc:
+            # Nothing was published, so index_sync does not run and the index keeps the video's
+            # previous points: an outage never shrinks a video.
+            _retry_later(context, frames, str(exc), exc)
         seconds = time.perf_counter() - started
         for frame_id, reason in sorted(report.skipped.items()):
             context.log.warning(f"video {video_id}: skipped frame {frame_id}: {reason}")

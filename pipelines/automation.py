@@ -4,8 +4,12 @@
   requests a run for each video whose signature (its files' names, sizes and mtimes/ETags)
   changed since the last tick. Run keys carry the signature, so an unchanged video is never
   re-run, even if the cursor is lost.
-* ``reconcile_schedule`` runs nightly: it requests runs for partitions with no checkpoint, and
-  for stale ones - checkpoints made by another model or other patch settings than configured now.
+* ``reconcile_schedule`` runs nightly: it requests runs for partitions with no checkpoint, for
+  stale ones - checkpoints made by another model or other patch settings than configured now -
+  and for checkpoints behind the video's stored frame manifest. The last catch runs that failed
+  for good (e.g. a frame source outage longer than the assets' retries): the sensor never asks
+  again for a signature it has requested once (its run key exists), so without this a video whose
+  run failed would keep its old checkpoint until its files change.
 
 No ``from __future__ import annotations`` here: Dagster reads the parameter annotations.
 """
@@ -16,11 +20,13 @@ import zlib
 
 import dagster as dg
 
-from assets.videos import SIGNATURE_TAG, frame_embeddings, frame_manifest, index_sync, videos_partitions
+from assets.videos import SIGNATURE_TAG, frame_embeddings, frame_manifest, index_sync, stored_manifest, videos_partitions
 from resources.checkpoint import published_path, read_metadata
 from resources.encoder_resource import EncoderResource
 from resources.pipeline_resources import CheckpointStoreResource, FrameSourceResource
+from resources.patches import PatchConfig
 from resources.settings import patch_config_from_env
+from resources.video_embedding import plan_digest
 
 video_pipeline = dg.define_asset_job(
     "video_pipeline",
@@ -77,16 +83,36 @@ def stale_reason(metadata: dict, model_id: str | None, patch_fingerprint: str) -
     return None
 
 
+def behind_manifest(metadata: dict, store: CheckpointStoreResource, video_id: int, patch_config: PatchConfig) -> str | None:
+    """Why a checkpoint lags the video's stored frame manifest, if it does.
+
+    ``frame_manifest`` stores the frames it listed before ``frame_embeddings`` embeds them, so a
+    run that failed after listing (the frame source went down) leaves a manifest whose chunking
+    plan differs from the checkpoint's: exactly the check ``embed_video`` makes to decide whether
+    to embed again.
+    """
+    refs = stored_manifest(store, video_id)
+    if refs is None:
+        return None
+    plan = plan_digest(refs, str(metadata.get("model_id")), patch_config, store.chunk_frames)
+    return None if plan == metadata.get("plan") else "checkpoint behind its frame manifest (a run did not finish)"
+
+
 @dg.schedule(job=video_pipeline, cron_schedule="0 3 * * *", default_status=dg.DefaultScheduleStatus.STOPPED)
 def reconcile_schedule(
     context: dg.ScheduleEvaluationContext, encoder: EncoderResource, store: CheckpointStoreResource
 ) -> list[dg.RunRequest]:
-    """Nightly: run every partition whose checkpoint is missing or stale."""
-    model_id, patches = encoder.expected_model_id(), patch_config_from_env().fingerprint()
+    """Nightly: run every partition whose checkpoint is missing, stale or behind its manifest."""
+    patch_config = patch_config_from_env()
+    model_id, patches = encoder.expected_model_id(), patch_config.fingerprint()
     requests = []
     for key in context.instance.get_dynamic_partitions(videos_partitions.name):
         path = published_path(store.path, int(key))
-        reason = "no checkpoint" if not path.is_file() else stale_reason(read_metadata(path), model_id, patches)
+        if not path.is_file():
+            reason = "no checkpoint"
+        else:
+            metadata = read_metadata(path)
+            reason = stale_reason(metadata, model_id, patches) or behind_manifest(metadata, store, int(key), patch_config)
         if reason:
             context.log.info(f"video {key}: {reason}")
             requests.append(dg.RunRequest(partition_key=key, tags={"framesearch/reason": reason[:200]}))

@@ -50,6 +50,10 @@ class FrameSourceResource(dg.ConfigurableResource):
     root: str
     fps: float = 1.0  # frame rate for timestamps of videos without a manifest
     max_frame_bytes: int = 64 * 1024 * 1024
+    # Waits (s) before each retry of a step that failed because the source failed in a way that
+    # may pass (endpoint down, timeouts, 5xx, throttling), after the client's own retries. The
+    # default rides out an outage of about two minutes inside the run; [] fails at once.
+    outage_retry_waits_s: list[float] = [10.0, 30.0, 70.0]
     s3: FramesS3Resource
 
     def source(self) -> FrameSource:

@@ -10,6 +10,12 @@ Chunks belong to a *plan*: the manifest's frames plus the model and patch settin
 plan (frames added, model changed) discards the old chunks instead of mixing them. Because an
 interrupted and an uninterrupted run cut the same chunks and the encoder batches within a chunk,
 both produce the same vectors bit for bit.
+
+Only permanent read failures (missing object, refused URL, over the byte limit, not an image) are
+recorded as skipped frames. A transient one (connection refused, timeout, 5xx, throttling, local
+I/O error) that survived the client's own retries stops the run at once with
+:class:`SourceUnavailableError`: a skip written into a chunk would be kept by every later run of
+the same plan, and an endpoint that is down would otherwise cost a timeout per frame.
 """
 
 from __future__ import annotations
@@ -37,6 +43,14 @@ DEFAULT_CHUNK_FRAMES = 64
 
 class NoUsableFrameError(RuntimeError):
     """Every frame of the video was skipped; the message lists why."""
+
+
+class SourceUnavailableError(RuntimeError):
+    """A frame could not be read for a reason that may pass; retry the run later.
+
+    Chunks finished before it stay on disk, the failing chunk is not written and no checkpoint is
+    published, so a re-run embeds exactly the unfinished chunks.
+    """
 
 
 @dataclass
@@ -97,6 +111,8 @@ def _embed_chunk(
         try:
             data = source.read(ref.url)
         except FrameReadError as exc:
+            if exc.transient:
+                raise  # not proof the frame is bad: embed_video stops the run
             skipped[ref.frame_id] = f"{'missing' if exc.missing else 'unreadable'}: {exc.reason}"
             continue
         finally:
@@ -153,7 +169,8 @@ def embed_video(
     """Embed ``frames`` of ``video_id`` into the store's published checkpoint; resumable.
 
     Bad frames (missing, unreadable, not an image, too large) are skipped and reported; a video
-    with no usable frame raises :class:`NoUsableFrameError`. ``on_chunk(done, total)`` is called
+    with no usable frame raises :class:`NoUsableFrameError`. A transient read failure raises
+    :class:`SourceUnavailableError` at once, keeping the finished chunks for a re-run. ``on_chunk(done, total)`` is called
     after each chunk, for progress logs.
     """
     if chunk_frames < 1:
@@ -176,7 +193,13 @@ def embed_video(
             table = pq.read_table(path)
             report.chunks_resumed += 1
         else:
-            records, skipped = _embed_chunk(video_id, refs, source, encoder, patch_config, max_pixels, report)
+            try:
+                records, skipped = _embed_chunk(video_id, refs, source, encoder, patch_config, max_pixels, report)
+            except FrameReadError as exc:  # only transient ones leave _embed_chunk
+                raise SourceUnavailableError(
+                    f"video {video_id}: stopped at chunk {number + 1}/{len(chunks)}, the frame source failed "
+                    f"in a way that may pass ({exc}); finished chunks are kept, re-run to resume"
+                ) from exc
             started = time.perf_counter()
             meta = {"skipped": {str(k): v for k, v in skipped.items()}}
             table = records_to_table(records, info.model_id, info.embed_dim, meta)

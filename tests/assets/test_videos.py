@@ -6,7 +6,10 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import numpy as np
@@ -189,3 +192,108 @@ def test_one_run_can_take_several_videos(pipeline) -> None:
     assert embed["videos"] == 3 and embed["frames"] == 6 and set(embed["per_video"]) == {"21", "22", "23"}
     for video_id in (21, 22, 23):
         assert index_ids(pipeline.root, video_id) == {point_id(video_id, 0), point_id(video_id, 1)}
+
+
+# --- An S3 outage mid-run: the drill of issue 9 ---------------------------------------------------
+
+_DRILL: dict = {}  # the moto server of the drill, and the GetObject call before which it stops
+
+
+class OutageS3(FramesS3Resource):
+    """The deployment's S3 resource, whose clients stop the drill's moto server just before the
+    GetObject call number ``_DRILL["stop_before_get"]``: an outage at an exact point of a run,
+    through botocore's public event hooks (the client itself is the real one)."""
+
+    def get_client(self):  # noqa: ANN201 - a boto3 S3 client
+        client = super().get_client()
+
+        def before_get(**_: object) -> None:
+            _DRILL["gets"] += 1
+            if _DRILL["gets"] == _DRILL["stop_before_get"]:
+                _DRILL["server"].stop()
+                if _DRILL.get("restart_after_s"):  # a short outage: back after a moment
+                    threading.Timer(_DRILL["restart_after_s"], _DRILL["restart"]).start()
+
+        client.meta.events.register("before-call.s3.GetObject", before_get)
+        return client
+
+
+@pytest.fixture
+def drill_s3() -> Iterator[tuple[str, Any]]:
+    """A moto server of the drill's own (it is stopped and restarted), and a client to fill it."""
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    first = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    first.start()
+    host, port = first.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+
+    def restart() -> None:
+        # moto keeps its objects in this process: a server on the same port serves the same bucket.
+        _DRILL["server"] = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+        _DRILL["server"].start()
+
+    _DRILL.clear()
+    _DRILL.update(server=first, restart=restart, gets=0, stop_before_get=0)
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    yield endpoint, client
+    _DRILL["server"].stop()
+
+
+def _drill_frames(endpoint: str, s3: type[FramesS3Resource] = FramesS3Resource, waits: list[float] | None = None) -> FrameSourceResource:
+    settings = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    # Two attempts of 5 s per request (the client's own retries) and short step retries: a test's pace.
+    return FrameSourceResource(
+        root="s3://drill/lib/", fps=10.0, outage_retry_waits_s=waits or [],
+        s3=s3(**settings, max_attempts=2, timeout_seconds=5.0),
+    )
+
+
+def test_s3_outage_mid_run_fails_keeps_the_index_and_the_rerun_finishes(pipeline, drill_s3) -> None:
+    endpoint, client = drill_s3
+    client.create_bucket(Bucket="drill")
+    for f in range(16):
+        client.put_object(Bucket="drill", Key=f"lib/30/frame_{f:03d}.png", Body=png(160, 120, f))
+    assert pipeline(30, frames=_drill_frames(endpoint)).success
+    assert index_ids(pipeline.root, 30) == {point_id(30, f) for f in range(16)}
+
+    for f in range(16, 20):  # 4 more frames: a new plan of 5 chunks of 4
+        client.put_object(Bucket="drill", Key=f"lib/30/frame_{f:03d}.png", Body=png(160, 120, f))
+    _DRILL.update(gets=0, stop_before_get=9)  # moto stops after 2 of 5 chunks were read
+    failed = pipeline(30, frames=_drill_frames(endpoint, OutageS3, waits=[0.2]), raise_on_error=False)
+    assert not failed.success  # moto stays down: the step's one retry fails fast too, and the run fails
+    failure = str(failed.all_events)
+    assert "stopped at chunk 3/5" in failure and "Could not connect" in failure and "retried 1 times" in failure
+    assert not [e for e in failed.get_asset_materialization_events() if e.asset_key.path != ["frame_manifest"]]
+    assert index_ids(pipeline.root, 30) == {point_id(30, f) for f in range(16)}  # no shrink
+    checkpoint = pq.read_table(published_path(pipeline.root / "checkpoints", 30))
+    assert checkpoint.num_rows == 16  # the old checkpoint stands; no skip was persisted anywhere
+    chunks = sorted(p.name for p in (pipeline.root / "checkpoints" / "_work" / "video_30").glob("chunk_*"))
+    assert chunks == ["chunk_00000.parquet", "chunk_00001.parquet"]
+
+    _DRILL["restart"]()  # moto back, same objects
+    again = pipeline(30, frames=_drill_frames(endpoint))
+    assert again.success
+    embed = metadata(again, "frame_embeddings")
+    assert (embed["frames"], embed["frames_skipped"], embed["chunks_resumed"], embed["up_to_date"]) == (20, 0, 2, False)
+    assert index_ids(pipeline.root, 30) == {point_id(30, f) for f in range(20)}
+
+
+def test_a_short_s3_outage_heals_by_the_step_retry(pipeline, drill_s3) -> None:
+    endpoint, client = drill_s3
+    client.create_bucket(Bucket="drill")
+    for f in range(8):
+        client.put_object(Bucket="drill", Key=f"lib/31/frame_{f:03d}.png", Body=png(160, 120, f))
+    # Down before the 5th frame, back 1 s later: the step's retry 3 s later resumes the finished chunk.
+    _DRILL.update(gets=0, stop_before_get=5, restart_after_s=1.0)
+    result = pipeline(31, frames=_drill_frames(endpoint, OutageS3, waits=[3.0]))
+    assert result.success
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert [e.step_key for e in retries] == ["frame_embeddings"]
+    embed = metadata(result, "frame_embeddings")
+    assert (embed["frames"], embed["frames_skipped"], embed["chunks_resumed"]) == (8, 0, 1)
+    assert index_ids(pipeline.root, 31) == {point_id(31, f) for f in range(8)}

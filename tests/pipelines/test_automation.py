@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -73,3 +74,37 @@ def test_schedule_requests_missing_and_stale_partitions(tmp_path: Path, tiny_con
         assert evaluate() == []  # up to date
         monkeypatch.setenv("PATCH_STRIDE", "100")
         assert evaluate() == ["1"]  # patch settings changed: stale
+
+
+def test_schedule_requests_videos_whose_run_failed_after_listing(tmp_path: Path, tiny_config: EncoderConfig) -> None:
+    """A run that failed for good (a transient read error outlasting the retries) is not asked
+    for again by the sensor (same signature, same run key); the schedule notices the checkpoint
+    lags the frame manifest that run stored, and requests the video."""
+    videos = tmp_path / "videos"
+    folder = write_video(videos, 1, frames=2)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(videos_partitions.name, ["1"])
+        resources = {
+            "encoder": EncoderResource(model=tiny_config.model, pretrained=tiny_config.pretrained, precision="fp32"),
+            "store": CheckpointStoreResource(root=str(tmp_path / "checkpoints")),
+            "frames": FrameSourceResource(root=str(videos), s3=FramesS3Resource(), outage_retry_waits_s=[]),
+            "index": IndexResource(path=str(tmp_path / "qdrant"), collection="frames_sched"),
+        }
+
+        def evaluate() -> list[str]:
+            with dg.build_schedule_context(instance=instance, resources=resources) as context:
+                return [r.partition_key for r in reconcile_schedule(context)]
+
+        def materialize() -> dg.ExecuteInProcessResult:
+            return dg.materialize(ASSETS, partition_key="1", instance=instance, resources=resources, raise_on_error=False)
+
+        assert materialize().success and evaluate() == []
+        rows = [{"frame_id": f, "url": f"frame_{f:04d}.png"} for f in range(2)]
+        rows.append({"frame_id": 2, "url": "file:///proc/self/mem"})  # reading it fails with EIO: transient
+        (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        failed = materialize()
+        assert not failed.success and "Input/output error" in str(failed.all_events)
+        assert evaluate() == ["1"]  # behind its manifest
+        rows[2]["url"] = "frame_0000.png"  # the source heals
+        (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        assert materialize().success and evaluate() == []

@@ -11,9 +11,9 @@ from PIL import Image
 
 from resources.checkpoint import published_path, read_metadata
 from resources.encoder import FrameEncoder
-from resources.frame_sources import LocalFolderSource
+from resources.frame_sources import FrameRef, LocalFolderSource
 from resources.patches import PatchConfig, plan_patches
-from resources.video_embedding import NoUsableFrameError, embed_video
+from resources.video_embedding import NoUsableFrameError, SourceUnavailableError, embed_video
 from tests.conftest import make_frame
 
 PATCHES = PatchConfig(window=64, stride=32)
@@ -91,3 +91,20 @@ def test_no_usable_frame(tmp_path: Path, tiny_encoder: FrameEncoder) -> None:
     refs = LocalFolderSource(tmp_path / "videos").manifest(2)
     with pytest.raises(NoUsableFrameError, match="frame 1: empty input"):
         embed_video(2, refs, LocalFolderSource(tmp_path / "videos"), tiny_encoder, tmp_path / "store", PATCHES)
+
+
+def test_a_transient_read_error_stops_the_run_and_is_never_a_skip(tmp_path: Path, tiny_encoder: FrameEncoder) -> None:
+    root = video(tmp_path / "videos", frames=7)
+    source = LocalFolderSource(root, fps=10.0)
+    refs = source.manifest(1)
+    flaky = [*refs[:4], FrameRef(4, 400, "file:///proc/self/mem"), *refs[5:]]  # reading it fails with EIO
+    store = tmp_path / "store"
+    with pytest.raises(SourceUnavailableError, match=r"video 1: stopped at chunk 2/3, .*Input/output error.*re-run to resume"):
+        embed_video(1, flaky, source, tiny_encoder, store, PATCHES, chunk_frames=3)
+    assert not published_path(store, 1).exists()
+    assert [p.name for p in sorted((store / "_work" / "video_1").glob("chunk_*"))] == ["chunk_00000.parquet"]
+
+    # A missing file, by contrast, is a permanent problem of that frame: skipped and reported.
+    gone = [*refs[:4], FrameRef(4, 400, (root / "1" / "gone.png").as_uri()), *refs[5:]]
+    report = embed_video(1, gone, source, tiny_encoder, store, PATCHES, chunk_frames=3)
+    assert report.frames == 6 and list(report.skipped) == [4] and "missing" in report.skipped[4]
