@@ -36,7 +36,7 @@ def server(library: dict, tiny_encoder: FrameEncoder, monkeypatch: pytest.Monkey
     }.items():
         monkeypatch.setenv(name, value)
     app = create_app(
-        ServiceSettings(checkpoint_dir=str(library["store"]), max_upload_bytes=64 * 1024 * 1024),
+        ServiceSettings(checkpoint_dir=str(library["store"]), max_upload_bytes=64 * 1024 * 1024, allowed_s3_prefixes=("s3://bucket",)),
         encoder=tiny_encoder,
         open_index=lambda dim: VectorIndex.open(SCHEMA, path=library["root"] / "qdrant", lock_timeout_s=10),
     )
