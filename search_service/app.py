@@ -35,6 +35,7 @@ from resources.frame_sources import FrameSourceError
 from search_service.config import ServiceSettings, service_settings_from_env
 from search_service.dagster_api import DagsterApi, DagsterUnavailable
 from search_service.ingest import get_job, ingest_frame, ingest_frames, ingest_frames_async, list_jobs
+from search_service.limits import RequestGuard
 from search_service.openapi import openapi_document
 from search_service.query_images import QueryImageError, QueryImageFetcher
 from search_service.routes import HTTPProblem, healthz, search_hybrid, search_image, search_image_upload, search_text
@@ -153,7 +154,8 @@ def create_app(
             Route("/jobs/{job_id}", get_job, methods=["GET"]),
             Route("/openapi.json", _openapi, methods=["GET"]),
         ],
-        middleware=[Middleware(APIKeyMiddleware, api_key=settings.api_key)],
+        # The guard first: body limits and JSON 500s cover every route, the API-key check included.
+        middleware=[Middleware(RequestGuard, max_upload_bytes=settings.max_upload_bytes), Middleware(APIKeyMiddleware, api_key=settings.api_key)],
         exception_handlers={
             HTTPProblem: _problem,
             ImageDecodeError: _bad_image,

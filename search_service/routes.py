@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -14,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from search_service.schemas import HybridSearch, ImageSearch, SearchResponse, TextSearch, UploadSearch
-from search_service.search import hybrid_search, image_search, text_search, to_results
+from search_service.limits import STATE_KEY, RequestLimits
+from search_service.search import Searcher, hybrid_search, image_search, text_search, to_results
 from search_service.state import ServiceState
 
 
@@ -42,11 +44,20 @@ def _validate(model: type[BaseModel], data: Any) -> Any:
 
 
 async def _json_body(request: Request, model: type[BaseModel]) -> Any:
-    raw = await request.body()
+    raw = await request.body()  # at most MAX_JSON_BYTES: the RequestGuard refuses more while it arrives
     try:
         data = json.loads(raw) if raw else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        # json.loads recurses once per nesting level: "[[[[..." 100k deep blows the stack.
+        raise HTTPProblem(400, "request body is not valid JSON: nested too deeply") from None
+    except json.JSONDecodeError as exc:
         raise HTTPProblem(400, f"request body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise HTTPProblem(400, "request body is not valid JSON: not UTF-8 text") from None
+    except ValueError:
+        # Python refuses int literals over 4,300 digits (sys.get_int_max_str_digits) with a plain
+        # ValueError; no field takes a number that long.
+        raise HTTPProblem(400, "request body is not valid JSON: a number is too long") from None
     if not isinstance(data, dict):
         raise HTTPProblem(400, "request body must be a JSON object")
     return _validate(model, data)
@@ -61,11 +72,19 @@ def _respond(state: ServiceState, started: float, hits: list, stages: dict[str, 
     return JSONResponse(body.model_dump())
 
 
+def _searcher(request: Request) -> Searcher:
+    """The state's searcher with this service's query-image bounds (MAX_QUERY_PIXELS/PATCHES)."""
+    limits: RequestLimits = getattr(request.state, STATE_KEY)
+    return replace(
+        _state(request).searcher(), max_query_pixels=limits.max_query_pixels, max_query_patches=limits.max_query_patches
+    )
+
+
 async def search_text(request: Request) -> JSONResponse:
     started = time.perf_counter()
     state = _state(request)
     body: TextSearch = await _json_body(request, TextSearch)
-    hits, stages = await run_in_threadpool(text_search, state.searcher(), body.query, body)
+    hits, stages = await run_in_threadpool(text_search, _searcher(request), body.query, body)
     return _respond(state, started, hits, stages, "text", body.rerank)
 
 
@@ -80,7 +99,7 @@ async def search_image(request: Request) -> JSONResponse:
     started = time.perf_counter()
     state = _state(request)
     body: ImageSearch = await _json_body(request, ImageSearch)
-    searcher = state.searcher()
+    searcher = _searcher(request)
     data, fetch_ms = await _fetch(state, body.s3_url)
     hits, stages = await run_in_threadpool(image_search, searcher, data, body)
     return _respond(state, started, hits, {**fetch_ms, **stages}, "image", body.rerank)
@@ -90,10 +109,9 @@ async def search_image_upload(request: Request) -> JSONResponse:
     started = time.perf_counter()
     state = _state(request)
     limit = state.settings.max_upload_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
-        raise HTTPProblem(413, f"upload of {int(declared):,} bytes is over the limit of {limit:,} (MAX_UPLOAD_BYTES)")
-    searcher = state.searcher()
+    # The RequestGuard has refused bodies over the limit plus the form's overhead, declared or
+    # streamed; a file between the two is caught below.
+    searcher = _searcher(request)
     async with request.form(max_files=1, max_fields=32, max_part_size=limit) as form:
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
@@ -115,7 +133,7 @@ async def search_hybrid(request: Request) -> JSONResponse:
     started = time.perf_counter()
     state = _state(request)
     body: HybridSearch = await _json_body(request, HybridSearch)
-    searcher = state.searcher()
+    searcher = _searcher(request)
     data, fetch_ms = await _fetch(state, body.image_s3_url)
     hits, stages = await run_in_threadpool(
         hybrid_search, searcher, body.text_query, data, body.text_weight, body.image_weight, body

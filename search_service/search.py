@@ -6,11 +6,13 @@ The routes run these in a worker thread. Each returns the results and its stage 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+from PIL import Image
 
 from resources.encoder import FrameEncoder
 from resources.images import decode_image, image_to_tensor
@@ -18,6 +20,7 @@ from resources.index_schema import SearchFilters, SearchHit
 from resources.patches import PatchConfig, plan_patches
 from resources.s3_urls import public_url
 from resources.vector_index import VectorIndex
+from search_service.limits import RequestLimits
 from search_service.schemas import RankFields, SearchResult
 
 
@@ -28,8 +31,10 @@ class Searcher:
     encoder: FrameEncoder
     index: VectorIndex
     patch_config: PatchConfig
-    max_pixels: int
+    max_pixels: int  # MAX_IMAGE_PIXELS: query images with more are refused (413) from their header
     rerank_pool: int | None = None
+    max_query_pixels: int = RequestLimits.max_query_pixels  # larger query images are scaled down to this
+    max_query_patches: int = RequestLimits.max_query_patches  # query patches above this are subsampled
 
 
 class Timer:
@@ -69,15 +74,41 @@ def to_results(hits: Sequence[SearchHit]) -> list[SearchResult]:
     return results
 
 
-def _query_image_vectors(searcher: Searcher, data: bytes, timer: Timer, with_patches: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """The query image's global vector and, for rerank, its patch vectors (same planner)."""
+def fit_query_image(image: Image.Image, max_pixels: int) -> Image.Image:
+    """``image`` scaled down, aspect kept, to at most ``max_pixels`` pixels; smaller ones unchanged.
+
+    Scaled rather than refused: a 12 MP phone photo is a fair query. The global vector hardly
+    changes (the model sees 224 pixels a side either way), and the patch grid becomes that of a
+    frame-sized picture, closer to how the indexed frames were cut.
+    """
+    width, height = image.size
+    if width * height <= max_pixels:
+        return image
+    scale = math.sqrt(max_pixels / (width * height))
+    size = (max(1, int(width * scale)), max(1, int(height * scale)))  # floored: never over the bound
+    # reducing_gap: shrink by an integer factor first (cheap box filter), then resample the rest.
+    return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+
+
+def query_patch_config(config: PatchConfig, max_patches: int) -> PatchConfig:
+    """The frames' patch settings with the query's patch cap (the lower of the two caps)."""
+    cap = max_patches if config.max_patches is None else min(config.max_patches, max_patches)
+    return replace(config, max_patches=cap)
+
+
+def query_image_vectors(searcher: Searcher, data: bytes, timer: Timer, with_patches: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """The query image's global vector ``(dim,)`` and, for rerank, its patch vectors
+    ``(patches, dim)``: planned like the frames' but at most ``max_query_patches`` of them, on
+    the image scaled to at most ``max_query_pixels``."""
     image = timer.run("decode", decode_image, data, max_pixels=searcher.max_pixels)
-    frame = image_to_tensor(image)
+    image = timer.run("decode", fit_query_image, image, searcher.max_query_pixels)
+    frame = image_to_tensor(image)  # (3, H, W)
     encoder = searcher.encoder
     global_vector = timer.run("encode", encoder.encode_global, [frame])[0]
     if not with_patches:
         return global_vector, None
-    plan = plan_patches(frame.shape[2], frame.shape[1], searcher.patch_config)
+    config = query_patch_config(searcher.patch_config, searcher.max_query_patches)
+    plan = plan_patches(frame.shape[2], frame.shape[1], config)
     [patches] = timer.run("encode", encoder.encode_patches, [frame], [plan])
     return global_vector, patches
 
@@ -101,7 +132,7 @@ def text_search(searcher: Searcher, query: str, request: RankFields) -> tuple[li
 def image_search(searcher: Searcher, data: bytes, request: RankFields) -> tuple[list[SearchHit], dict[str, float]]:
     """Query image against frames; with rerank, its own patches (planned like the frames')."""
     timer = Timer()
-    vector, patches = _query_image_vectors(searcher, data, timer, request.rerank)
+    vector, patches = query_image_vectors(searcher, data, timer, request.rerank)
     hits = _search(searcher, timer, vector, patches, request, request.top_k, request.filters())
     return hits, timer.ms
 
@@ -113,7 +144,7 @@ def hybrid_search(
     modality's candidates; a candidate one modality did not return is scored for it exactly."""
     timer = Timer()
     text_vector = timer.run("encode", searcher.encoder.encode_texts, [text])[0]
-    image_vector, patches = _query_image_vectors(searcher, image, timer, request.rerank)
+    image_vector, patches = query_image_vectors(searcher, image, timer, request.rerank)
     pool = max(request.top_k, 50)
     filters = request.filters()
     by_text = {h.point_id: h for h in _search(searcher, timer, text_vector, text_vector[None], request, pool, filters)}

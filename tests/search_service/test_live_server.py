@@ -33,6 +33,7 @@ def server(library: dict, tiny_encoder: FrameEncoder, monkeypatch: pytest.Monkey
         "S3_ENDPOINT_URL": moto_s3_endpoint, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing", "S3_MAX_ATTEMPTS": "1",
         "PATCH_WINDOW": "64", "PATCH_STRIDE": "32",  # many query patches: a slow search on demand
+        "MAX_QUERY_PATCHES": "100000", "MAX_QUERY_PIXELS": "100000000",  # uncapped, to keep it slow
     }.items():
         monkeypatch.setenv(name, value)
     app = create_app(
