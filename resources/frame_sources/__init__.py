@@ -17,7 +17,12 @@ integer video_id; other names are ignored:
                                              3,80,https://b.s3.amazonaws.com/y.jpg?X-Amz-Signature=...
       3/
         manifest.jsonl                     {"frame_id": 1, "timestamp_ms": 0, "url": "f_1.jpg"} per line
+        ingest/                            batches of FrameSource.record_frames, one immutable file each:
+          <time ns>-<random>.jsonl           applied in name order over the files or manifest above
       archive/                             not an integer: ignored
+
+Video and frame ids (and timestamps) must lie in 0..2**63-1, the range of Qdrant point ids and
+pyarrow int64 columns; anything larger is refused with a :class:`FrameSourceError`.
 
 Frame images have one of :data:`IMAGE_SUFFIXES` (any case); names starting with "." (editor and
 macOS ``._*`` files) are skipped. Manifest urls may be relative to the video folder, ``s3://``
@@ -31,10 +36,16 @@ and mtime locally; key, size and ETag on S3), so it changes when a frame or the 
 and is stable otherwise. The S3 source computes all signatures from one paginated listing of the
 root, never one request per video, so 100,000 videos cost about (objects / 1,000) requests.
 
+Errors carry ``transient``: True when the failure may pass (endpoint unreachable, timeout, 5xx,
+throttling, a local I/O error other than not-found) and says nothing about the frame. Callers must
+retry those later and never record them as skipped frames.
+
 The package holds one module per idea around the small interface in :mod:`.base`:
-:mod:`.base` (FrameRef, VideoListing, errors, the FrameSource ABC), :mod:`.manifests` (manifest and
-file-name parsing, video ids, signatures), :mod:`.reading` (byte-limited reads, the HTTP fetcher
-for pre-signed URLs), :mod:`.local` and :mod:`.s3` (the two source kinds).
+:mod:`.base` (FrameRef, VideoListing, errors, the FrameSource ABC with ``record_frames``),
+:mod:`.manifests` (manifest and file-name parsing, ingest batches, video ids, signatures),
+:mod:`.reading` (byte-limited reads, the HTTP fetcher for pre-signed URLs, error classification),
+:mod:`.local` and :mod:`.s3` (the two source kinds). A new kind implements ``list_videos``,
+``manifest``, ``read`` and ``describe`` (and ``_write_batch``/``_check_url`` to accept ingests).
 """
 
 from resources.frame_sources.base import FrameReadError, FrameRef, FrameSource, FrameSourceError, VideoListing, VideoNotFound, _redact, _scheme
