@@ -49,13 +49,6 @@ class Timer:
             self.ms[stage] = round(self.ms.get(stage, 0.0) + (time.perf_counter() - started) * 1000, 3)
 
 
-def _box(payload: dict, index: int | None) -> list[int] | None:
-    boxes = payload.get("patch_boxes")
-    if index is None or not isinstance(boxes, list) or not 0 <= index < len(boxes):
-        return None
-    return [int(v) for v in boxes[index]]
-
-
 def to_results(hits: Sequence[SearchHit]) -> list[SearchResult]:
     """The seed's result objects. ``s3_url`` is the stored frame URL as clients may see it
     (:func:`resources.s3_urls.public_url`): never a server path or a pre-signed signature."""
@@ -68,7 +61,7 @@ def to_results(hits: Sequence[SearchHit]) -> list[SearchResult]:
                 score=hit.score, global_score=hit.global_score, maxsim_score=hit.maxsim_score,
                 s3_url=public_url(str(p.get("url", ""))), width=int(p.get("width", 0)), height=int(p.get("height", 0)),
                 timestamp_ms=p.get("timestamp_ms"),
-                best_patch_box=_box(p, hit.best_patch),
+                best_patch_box=hit.best_patch_box,
             )
         )
     return results
@@ -162,6 +155,6 @@ def hybrid_search(
         score = text_weight * t.score + image_weight * i.score
         global_score = text_weight * t.global_score + image_weight * i.global_score
         maxsim = None if t.maxsim_score is None or i.maxsim_score is None else text_weight * t.maxsim_score + image_weight * i.maxsim_score
-        fused.append(SearchHit(point_id, score, global_score, maxsim, i.payload, i.best_patch))
+        fused.append(SearchHit(point_id, score, global_score, maxsim, i.payload, i.best_patch, i.best_patch_box))
     fused.sort(key=lambda h: -h.score)
     return fused[: request.top_k], timer.ms
