@@ -33,10 +33,13 @@ def wait_http_ok(url: str, timeout_s: float = 30.0, alive: Callable[[], bool] = 
 
 
 @contextmanager
-def running_uvicorn(app) -> Iterator[str]:  # noqa: ANN001 - an ASGI app
-    """Serve ``app`` with uvicorn in a thread until the block ends; yields the base URL, once healthy."""
+def running_uvicorn(app, make_config: Callable[[int], uvicorn.Config] | None = None) -> Iterator[str]:  # noqa: ANN001 - an ASGI app
+    """Serve ``app`` with uvicorn in a thread until the block ends; yields the base URL, once healthy.
+
+    ``make_config(port)`` builds the server's configuration (default: uvicorn's own defaults)."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    config = make_config(port) if make_config else uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
