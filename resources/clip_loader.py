@@ -2,10 +2,13 @@
 
 Real weights and the offline test model go through the same path: :func:`load_clip` resolves
 ``pretrained`` to a file (the hub cache, a download, or a path given by the user) and hands it to
-open_clip's own loader. Weights that :func:`save_random_weights` made carry a marker in their
-safetensors header, so everything built from them can say that its embeddings are meaningless.
+open_clip's own loader. Every load also says what the weights *are* (:class:`Provenance`):
+``random`` (from :func:`save_random_weights`, marked in the safetensors header: embeddings mean
+nothing, for unit tests), ``synthetic-world`` (the small model trained here on the synthetic shapes
+world, described by its header's ``framesearch.provenance`` key; see :func:`save_model_dir`) or
+``pretrained`` (a hub tag, or a file that records nothing about itself).
 
-Run ``python -m resources.clip_loader make-tiny PATH`` to write the offline model's weights.
+Run ``python -m resources.clip_loader make-tiny PATH`` to write random weights for tests.
 """
 
 from __future__ import annotations
@@ -16,18 +19,27 @@ import logging
 import os
 import socket
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import open_clip
 import torch
+# Private, but open_clip is pinned (==3.3.0): the digest and provenance of a local-dir folder must
+# come from the very file open_clip loads from it, so we ask its own chooser rather than guess.
+from open_clip.factory import _find_checkpoint_in_dir
 
 log = logging.getLogger(__name__)
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 TINY_MODEL = "framesearch-tiny"
 RANDOM_WEIGHTS_MARKER = "framesearch.random_init"
+PROVENANCE_KEY = "framesearch.provenance"  # safetensors header key: JSON {"kind", "description", ...}
+WEIGHT_KINDS = ("random", "synthetic-world", "pretrained")
+LOCAL_DIR_CONFIG = "open_clip_config.json"
+LOCAL_DIR_WEIGHTS = "open_clip_model.safetensors"
 LOCAL_DIR_PREFIX = "local-dir:"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -40,6 +52,46 @@ class WeightsUnavailableError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """What a model's weights are and what they know, in words a person reads in logs and health."""
+
+    kind: str  # one of WEIGHT_KINDS: random | synthetic-world | pretrained (hub tag / unknown file)
+    description: str  # one sentence: where the weights come from and what they know
+    # Further facts as the file records them (steps, seed, caption_accuracy, ...); not compared.
+    details: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def random(self) -> bool:
+        return self.kind == "random"
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"kind", "description", **details}``: the shape of the header key, JSON-ready."""
+        return {**self.details, "kind": self.kind, "description": self.description}
+
+    @classmethod
+    def from_header(cls, text: str, source: str) -> Provenance:
+        """Parse a ``framesearch.provenance`` header value; ``source`` names the file in errors."""
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise WeightsUnavailableError(f"{source}: header key {PROVENANCE_KEY} is not JSON ({exc})") from None
+        if not isinstance(record, dict):
+            raise WeightsUnavailableError(f"{source}: header key {PROVENANCE_KEY} must be a JSON object, got {text[:80]!r}")
+        kind, description = record.pop("kind", None), record.pop("description", None)
+        if kind not in WEIGHT_KINDS or not isinstance(description, str) or not description:
+            raise WeightsUnavailableError(
+                f"{source}: header key {PROVENANCE_KEY} needs kind in {WEIGHT_KINDS} and a description, "
+                f"got kind={kind!r}, description={description!r}"
+            )
+        return cls(kind, description, record)
+
+
+RANDOM_PROVENANCE = Provenance(
+    "random", "random (untrained) weights for unit tests: the embeddings carry no meaning"
+)
+
+
+@dataclass(frozen=True)
 class LoadedClip:
     """An open_clip model in eval mode with what is needed to feed it and to name its outputs."""
 
@@ -47,10 +99,15 @@ class LoadedClip:
     tokenizer: object
     model_id: str  # names architecture and weights; part of every stored vector's provenance
     weights_source: str  # the tag, file or folder the weights came from
-    weights_random: bool  # True for weights from save_random_weights: the embeddings mean nothing
+    provenance: Provenance  # what the weights are and what they know
     image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+
+    @property
+    def weights_random(self) -> bool:
+        """True for weights from save_random_weights: the embeddings mean nothing."""
+        return self.provenance.random
 
 
 @dataclass(frozen=True)
@@ -60,6 +117,14 @@ class ResolvedWeights:
     model_name: str  # open_clip model name, or 'local-dir:<folder>'
     pretrained: str | None  # a local file, a reachable hub tag, or None for a local-dir folder
     tag: str | None = None  # the hub tag these weights are, when they are one (cached or not)
+    weights_file: str | None = None  # the local file whose tensors are loaded, when there is one
+
+    @property
+    def display_name(self) -> str:
+        """The architecture's name for ids: the model name, or a local-dir folder's own name."""
+        if self.model_name.startswith(LOCAL_DIR_PREFIX):
+            return Path(self.model_name[len(LOCAL_DIR_PREFIX) :]).name
+        return self.model_name
 
 
 def hub_reachable(url: str, timeout: float = 3.0) -> bool:
@@ -83,9 +148,9 @@ def _fix_hint(model: str) -> str:
         "To fix: set OPENCLIP_PRETRAINED to a local checkpoint file (.safetensors/.bin/.pt) or to "
         "'local-dir:/path/to/folder', or pre-fill the Hugging Face cache on a machine with internet "
         f"(python -c \"import open_clip; open_clip.create_model('{model}', pretrained='<tag>')\"). "
-        f"For an offline run with meaningless random weights: python -m resources.clip_loader "
-        f"make-tiny ./var/models/tiny.safetensors, then OPENCLIP_MODEL={TINY_MODEL} "
-        "OPENCLIP_PRETRAINED=./var/models/tiny.safetensors."
+        "Offline, the main job and the service fall back to the bundled synthetic-world model "
+        "(models/framesearch-world; OFFLINE_MODEL_DIR); to use it directly: "
+        "OPENCLIP_PRETRAINED=local-dir:models/framesearch-world."
     )
 
 
@@ -113,13 +178,18 @@ def resolve_weights(model: str, pretrained: str) -> ResolvedWeights:
         folder = Path(pretrained[len(LOCAL_DIR_PREFIX) :]).expanduser()
         if not folder.is_dir():
             raise WeightsUnavailableError(f"OPENCLIP_PRETRAINED folder not found: {folder}")
-        if (folder / "open_clip_config.json").is_file():
-            return ResolvedWeights(f"{LOCAL_DIR_PREFIX}{folder}", None)  # open_clip reads both there
+        if (folder / LOCAL_DIR_CONFIG).is_file():
+            # open_clip reads both there; without a weights file it would build the model with
+            # random weights and only log it, so a folder without one is refused here.
+            found = _find_checkpoint_in_dir(folder)
+            if found is None:
+                raise WeightsUnavailableError(f"{folder} has {LOCAL_DIR_CONFIG} but no weights file (.safetensors/.bin/.pth)")
+            return ResolvedWeights(f"{LOCAL_DIR_PREFIX}{folder}", None, weights_file=found)
         files = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
         if not files:
             raise WeightsUnavailableError(f"no weights file ({', '.join(WEIGHT_SUFFIXES)}) in {folder}")
         files.sort(key=lambda p: p.suffix != ".safetensors")
-        return ResolvedWeights(model, str(files[0]))
+        return ResolvedWeights(model, str(files[0]), weights_file=str(files[0]))
     if model not in open_clip.list_models():
         raise WeightsUnavailableError(
             f"unknown OPENCLIP_MODEL {model!r}; known: {', '.join(sorted(open_clip.list_models())[:20])}, …"
@@ -129,7 +199,7 @@ def resolve_weights(model: str, pretrained: str) -> ResolvedWeights:
         path = Path(pretrained).expanduser()
         if not path.is_file():
             raise WeightsUnavailableError(f"OPENCLIP_PRETRAINED file not found: {path}. {_fix_hint(model)}")
-        return ResolvedWeights(model, str(path))
+        return ResolvedWeights(model, str(path), weights_file=str(path))
 
     tags = open_clip.list_pretrained_tags_by_model(model)
     if pretrained not in tags:
@@ -142,7 +212,7 @@ def resolve_weights(model: str, pretrained: str) -> ResolvedWeights:
     if hf_repo:
         cached = _cached_hub_file(hf_repo)
         if cached:
-            return ResolvedWeights(model, cached, tag=pretrained)
+            return ResolvedWeights(model, cached, tag=pretrained, weights_file=cached)
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co") if hf_repo else cfg.get("url", "")
     if not hub_reachable(endpoint):
         raise WeightsUnavailableError(
@@ -166,24 +236,46 @@ def _file_digest(path: str) -> str:
     return digest.hexdigest()[:12]
 
 
-def _is_random_weights(path: str | None) -> bool:
+def read_provenance(path: str | None) -> Provenance | None:
+    """What a weights file says about itself in its safetensors header: the random marker, or a
+    ``framesearch.provenance`` record; None when it says nothing (or is not a safetensors file)."""
     if not path or not path.endswith(".safetensors"):
-        return False
+        return None
     from safetensors import safe_open
 
-    with safe_open(path, framework="pt") as handle:
-        return (handle.metadata() or {}).get(RANDOM_WEIGHTS_MARKER) == "true"
+    try:
+        with safe_open(path, framework="pt") as handle:
+            header = handle.metadata() or {}
+    except Exception as exc:  # safetensors raises its own SafetensorError for a damaged header
+        raise WeightsUnavailableError(f"cannot read the safetensors header of {path}: {exc}") from exc
+    if header.get(RANDOM_WEIGHTS_MARKER) == "true":
+        return RANDOM_PROVENANCE
+    if PROVENANCE_KEY in header:
+        return Provenance.from_header(header[PROVENANCE_KEY], path)
+    return None
+
+
+def weights_provenance(weights: ResolvedWeights) -> Provenance:
+    """What resolved weights are: a hub tag's published weights, or what their file records."""
+    if weights.tag is not None:
+        return Provenance("pretrained", f"open_clip's published weights {weights.display_name}/{weights.tag}")
+    recorded = read_provenance(weights.weights_file)
+    if recorded is not None:
+        return recorded
+    return Provenance("pretrained", f"weights from {weights.weights_file}; the file records no provenance")
 
 
 def weights_model_id(weights: ResolvedWeights) -> str:
-    """The model id of resolved weights: ``<model>/<tag>``, ``<model>/file-<digest>``,
-    ``<model>/random-<digest>`` (weights from :func:`save_random_weights`) or the local-dir."""
+    """The model id of resolved weights: ``<model>/<tag>``; ``<model>/random-<digest>`` (weights
+    from :func:`save_random_weights`); ``<model>/<digest>`` for a file that records its provenance
+    (the synthetic-world model: ``framesearch-world/<digest>``); ``<model>/file-<digest>`` for one
+    that does not. A local-dir folder with its own config is named by the folder."""
     if weights.tag is not None:
         return f"{weights.model_name}/{weights.tag}"
-    if weights.pretrained is not None:
-        kind = "random" if _is_random_weights(weights.pretrained) else "file"
-        return f"{weights.model_name}/{kind}-{_file_digest(weights.pretrained)}"
-    return weights.model_name
+    assert weights.weights_file is not None  # resolve_weights sets it whenever there is no tag
+    recorded = read_provenance(weights.weights_file)
+    prefix = "file-" if recorded is None else "random-" if recorded.random else ""
+    return f"{weights.display_name}/{prefix}{_file_digest(weights.weights_file)}"
 
 
 def load_clip(model: str, pretrained: str, device: str | torch.device = "cpu") -> LoadedClip:
@@ -198,7 +290,6 @@ def load_clip(model: str, pretrained: str, device: str | torch.device = "cpu") -
             f"open_clip could not load {weights.model_name} with weights {weights.pretrained}: {exc}"
         ) from exc
     clip.eval()
-    random = weights.tag is None and _is_random_weights(weights.pretrained)
     model_id = weights_model_id(weights)
     preprocess = open_clip.get_model_preprocess_cfg(clip)
     size = preprocess.get("size", 224)
@@ -206,8 +297,8 @@ def load_clip(model: str, pretrained: str, device: str | torch.device = "cpu") -
         model=clip,
         tokenizer=open_clip.get_tokenizer(weights.model_name),
         model_id=model_id,
-        weights_source=weights.pretrained or weights.model_name,
-        weights_random=random,
+        weights_source=weights.pretrained or weights.model_name,  # a local-dir folder: 'local-dir:<folder>'
+        provenance=weights_provenance(weights),
         image_size=int(size[0] if isinstance(size, (tuple, list)) else size),
         mean=tuple(preprocess.get("mean", open_clip.OPENAI_DATASET_MEAN)),  # type: ignore[arg-type]
         std=tuple(preprocess.get("std", open_clip.OPENAI_DATASET_STD)),  # type: ignore[arg-type]
@@ -234,8 +325,55 @@ def save_random_weights(path: str | Path, model: str = TINY_MODEL, seed: int = 0
     return path
 
 
+def save_model_dir(
+    path: str | Path,
+    model_cfg: Mapping[str, Any],
+    state_dict: Mapping[str, torch.Tensor],
+    provenance: Mapping[str, Any] | Provenance,
+    preprocess_cfg: Mapping[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write a model in open_clip's ``local-dir:`` layout, its provenance in the weights' header.
+
+    ``path/open_clip_config.json`` holds ``{"model_cfg", "preprocess_cfg"}`` (default preprocessing:
+    open_clip's mean/std at the vision tower's image size) and ``path/open_clip_model.safetensors``
+    the tensors, floating ones cast to ``dtype`` if given (fp16 halves the file; loading casts them
+    back to the model's fp32), with ``framesearch.provenance`` = ``provenance`` as JSON. The folder's
+    name becomes the architecture's name in model ids. Load it with
+    ``load_clip(<any>, "local-dir:<path>")``.
+    """
+    from safetensors.torch import save_file
+
+    record = provenance.as_dict() if isinstance(provenance, Provenance) else dict(provenance)
+    text = json.dumps(record, sort_keys=True)
+    Provenance.from_header(text, str(path))  # refuse a record the loader would refuse
+    if "vision_cfg" not in model_cfg or "text_cfg" not in model_cfg or "embed_dim" not in model_cfg:
+        raise ValueError("model_cfg needs embed_dim, vision_cfg and text_cfg (an open_clip architecture)")
+    if preprocess_cfg is None:
+        preprocess_cfg = {
+            "size": model_cfg["vision_cfg"].get("image_size", 224),
+            "mean": list(open_clip.OPENAI_DATASET_MEAN),
+            "std": list(open_clip.OPENAI_DATASET_STD),
+        }
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        name: (tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor).detach().cpu().contiguous()
+        for name, tensor in state_dict.items()
+    }
+    config = {"model_cfg": dict(model_cfg), "preprocess_cfg": dict(preprocess_cfg)}
+    # Weights first, each file replaced atomically: a reader never sees half a file.
+    weights_tmp = folder / f"{LOCAL_DIR_WEIGHTS}.tmp"
+    save_file(tensors, str(weights_tmp), metadata={PROVENANCE_KEY: text})
+    weights_tmp.replace(folder / LOCAL_DIR_WEIGHTS)
+    config_tmp = folder / f"{LOCAL_DIR_CONFIG}.tmp"
+    config_tmp.write_text(json.dumps(config, indent=2) + "\n")
+    config_tmp.replace(folder / LOCAL_DIR_CONFIG)
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``make-tiny PATH [--model NAME] [--seed N]``: write random weights for offline runs."""
+    """``make-tiny PATH [--model NAME] [--seed N]``: write random weights for unit tests."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m resources.clip_loader")

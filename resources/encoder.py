@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from resources.clip_loader import TINY_MODEL, LoadedClip, WeightsUnavailableError, load_clip, save_random_weights
+from resources.clip_loader import LOCAL_DIR_CONFIG, LOCAL_DIR_PREFIX, LoadedClip, Provenance, WeightsUnavailableError, load_clip
 from resources.crops import CROP_METHODS, GLOBAL_RESIZE_MODES, global_view, iter_patch_crops
 from resources.images import image_to_tensor
 from resources.patches import PatchConfig, PatchPlan, plan_patches
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 
 Frame = torch.Tensor | Image.Image  # a (3, H, W) uint8 tensor or an RGB Pillow image
 _MAX_IDLE_BUFFERS = 4  # batch buffers kept between calls (each batch_size x 3 x S x S)
+OFFLINE_MODEL_ENV = "OFFLINE_MODEL_DIR"
+# The project is installed editable, so the package sits in the repository: the trained offline
+# model committed at <repo>/models/framesearch-world is found from here, whatever the cwd.
+BUNDLED_OFFLINE_MODEL = Path(__file__).resolve().parents[1] / "models" / "framesearch-world"
 
 
 class EncoderError(RuntimeError):
@@ -79,8 +84,9 @@ class EncoderInfo:
     image_size: int
     device: str
     precision: str
-    weights_random: bool
+    weights_random: bool  # provenance.kind == "random": the embeddings mean nothing
     weights_source: str
+    provenance: Provenance  # what the weights are and what they know
     global_resize: str
     crop_method: str
     precision_check_cosine: float | None  # min cosine of low precision vs fp32 on probe inputs
@@ -154,12 +160,15 @@ class FrameEncoder:
             precision=precision,
             weights_random=clip.weights_random,
             weights_source=clip.weights_source,
+            provenance=clip.provenance,
             global_resize=config.global_resize,
             crop_method=self.crop_method,
             precision_check_cosine=check,
         )
         if clip.weights_random:
             log.warning("encoder %s uses RANDOM weights: its embeddings carry no meaning", clip.model_id)
+        else:
+            log.info("encoder %s: %s weights, %s", clip.model_id, clip.provenance.kind, clip.provenance.description)
 
     @classmethod
     def load(cls, config: EncoderConfig = EncoderConfig()) -> FrameEncoder:
@@ -310,22 +319,37 @@ class FrameEncoder:
         return np.concatenate(outputs)
 
 
-def offline_weights(models_dir: str | Path) -> Path:
-    """The offline model's random weights in ``models_dir``, written on first use."""
-    weights = Path(models_dir) / f"{TINY_MODEL}-random.safetensors"
-    if not weights.is_file():
-        save_random_weights(weights)
-    return weights
+def offline_model_dir(override: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """Where the offline model lives: ``override``, else $OFFLINE_MODEL_DIR, else the model
+    committed with the repository (``models/framesearch-world``)."""
+    env = os.environ if env is None else env
+    chosen = override or env.get(OFFLINE_MODEL_ENV, "").strip() or BUNDLED_OFFLINE_MODEL
+    return Path(chosen).expanduser()
 
 
-def load_encoder_or_offline(config: EncoderConfig, models_dir: str | Path) -> tuple[FrameEncoder, str | None]:
-    """The configured encoder, or - when its weights cannot be had here - the tiny offline model
-    with random weights (written to ``models_dir`` once). Returns the encoder and, after a
-    fallback, the reason real weights were unavailable."""
+def offline_config(config: EncoderConfig, folder: Path) -> EncoderConfig:
+    """``config`` pointed at the offline model in ``folder`` (open_clip's ``local-dir:`` layout)."""
+    return replace(config, model=folder.name, pretrained=f"{LOCAL_DIR_PREFIX}{folder}")
+
+
+def load_encoder_or_offline(config: EncoderConfig, offline_dir: str | Path | None = None) -> tuple[FrameEncoder, str | None]:
+    """The configured encoder, or - when its weights cannot be had here - the offline model: the
+    small open_clip model trained on the synthetic shapes world (see :func:`offline_model_dir`).
+    Returns the encoder and, after a fallback, the reason the configured weights were unavailable.
+
+    Random weights are never a fallback (they are for unit tests): without the offline model this
+    raises :class:`WeightsUnavailableError` saying both what failed and what to set.
+    """
     try:
         return FrameEncoder.load(config), None
     except WeightsUnavailableError as exc:
         reason = str(exc)
-    weights = offline_weights(models_dir)
-    log.warning("real weights unavailable, using %s with RANDOM weights: %s", TINY_MODEL, reason)
-    return FrameEncoder.load(replace(config, model=TINY_MODEL, pretrained=str(weights))), reason
+    folder = offline_model_dir(offline_dir)
+    if not (folder / LOCAL_DIR_CONFIG).is_file():
+        raise WeightsUnavailableError(
+            f"the configured weights are unavailable and so is the offline model: no {LOCAL_DIR_CONFIG} in "
+            f"{folder} (set {OFFLINE_MODEL_ENV} to the framesearch-world folder, which the repository "
+            f"ships at models/framesearch-world). The configured weights: {reason}"
+        )
+    log.warning("configured weights unavailable, using the offline model in %s: %s", folder, reason)
+    return FrameEncoder.load(offline_config(config, folder)), reason

@@ -1,12 +1,16 @@
-"""Shared fixtures: the offline tiny OpenCLIP model (random weights saved and loaded through the
-same loader as real weights) and structured synthetic frames."""
+"""Shared fixtures: the tiny OpenCLIP model (random weights saved and loaded through the same
+loader as real weights), a stand-in for the offline synthetic-world model folder, and structured
+synthetic frames."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import json
+
 import numpy as np
+import open_clip
 import pytest
 import torch
 
@@ -14,7 +18,7 @@ import torch
 os.environ.setdefault("HF_ENDPOINT", "http://127.0.0.1:9")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from resources.clip_loader import TINY_MODEL, save_random_weights  # noqa: E402
+from resources.clip_loader import MODEL_CONFIG_DIR, TINY_MODEL, save_model_dir, save_random_weights  # noqa: E402
 from resources.encoder import EncoderConfig, FrameEncoder  # noqa: E402
 
 
@@ -37,6 +41,29 @@ def make_frame(width: int, height: int, seed: int = 0) -> torch.Tensor:
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_random_weights(tmp_path_factory.mktemp("models") / "tiny.safetensors", TINY_MODEL, seed=0)
+
+
+WORLD_DESCRIPTION = "trained on framesearch's synthetic shapes world; knows only the 36 captions 'a {colour} {shape}'"
+
+
+def save_world_standin(folder: Path, seed: int = 0) -> Path:
+    """A folder laid out like the committed ``models/framesearch-world`` (open_clip local-dir,
+    fp16 weights, ``framesearch.provenance`` header) holding framesearch-tiny's architecture with
+    random weights: the offline-model plumbing without the minutes of training. The folder's name
+    should be ``framesearch-world`` so that model ids read as they will for the real one."""
+    torch.manual_seed(seed)
+    model_cfg = json.loads((MODEL_CONFIG_DIR / f"{TINY_MODEL}.json").read_text())
+    state = open_clip.create_model(TINY_MODEL, pretrained=None).state_dict()
+    provenance = {
+        "kind": "synthetic-world", "description": WORLD_DESCRIPTION, "steps": 0, "seed": seed,
+        "caption_accuracy": 0.73, "train_seconds": 0.0, "cpu": "test stand-in", "script": "tests/conftest.py",
+    }
+    return save_model_dir(folder, model_cfg, state, provenance, dtype=torch.float16)
+
+
+@pytest.fixture(scope="session")
+def world_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_world_standin(tmp_path_factory.mktemp("offline") / "framesearch-world")
 
 
 @pytest.fixture(scope="session")

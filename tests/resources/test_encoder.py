@@ -1,7 +1,9 @@
-"""The OpenCLIP encoder on the offline tiny model: shapes, norms, batch invariance, precision."""
+"""The OpenCLIP encoder on the tiny random-weight model: shapes, norms, batch invariance,
+precision; and the offline fallback to the synthetic-world model's folder."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,11 +13,18 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from resources.clip_loader import save_random_weights
-from resources.encoder import EncoderConfig, EncoderError, FrameEncoder
+from resources.clip_loader import WeightsUnavailableError, save_random_weights
+from resources.encoder import (
+    OFFLINE_MODEL_ENV,
+    EncoderConfig,
+    EncoderError,
+    FrameEncoder,
+    load_encoder_or_offline,
+    offline_model_dir,
+)
 from resources.patches import PatchConfig, plan_patches
 from resources.precision import cpu_has_native_bf16
-from tests.conftest import make_frame
+from tests.conftest import WORLD_DESCRIPTION, make_frame
 
 FRAMES = [make_frame(640, 360, seed=1), make_frame(300, 500, seed=2), make_frame(90, 70, seed=3)]
 
@@ -30,6 +39,7 @@ def test_info_describes_the_loaded_model(tiny_encoder: FrameEncoder, tiny_weight
     info = tiny_encoder.info
     assert info.embed_dim == 64 and info.image_size == 64
     assert info.weights_random is True and info.model_id.startswith("framesearch-tiny/random-")
+    assert info.provenance.kind == "random"
     assert info.weights_source == str(tiny_weights)
     assert info.precision == "fp32" and info.device == "cpu" and info.crop_method == "resize_slice"
 
@@ -218,3 +228,54 @@ def test_concurrent_calls_give_what_sequential_calls_give(tiny_encoder: FrameEnc
         for patches, global_vector in runs:
             np.testing.assert_array_equal(patches, expected[i])
             np.testing.assert_array_equal(global_vector, expected_global[i])
+
+
+# -- the offline fallback ------------------------------------------------------------------------
+
+
+def _unavailable(tiny_config: EncoderConfig, tmp_path: Path) -> EncoderConfig:
+    """A configuration whose weights cannot be had: a file that does not exist."""
+    return replace(tiny_config, model="ViT-B-32", pretrained=str(tmp_path / "absent.safetensors"))
+
+
+def test_offline_fallback_loads_the_world_model(
+    tiny_config: EncoderConfig, world_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(OFFLINE_MODEL_ENV, str(world_model_dir))
+    with caplog.at_level(logging.INFO, logger="resources.encoder"):
+        encoder, reason = load_encoder_or_offline(_unavailable(tiny_config, tmp_path))
+    assert reason is not None and "absent.safetensors" in reason
+    info = encoder.info
+    assert info.model_id.startswith("framesearch-world/") and info.weights_source == f"local-dir:{world_model_dir}"
+    assert info.weights_random is False and info.provenance.kind == "synthetic-world"
+    assert info.provenance.description == WORLD_DESCRIPTION
+    assert "RANDOM" not in caplog.text
+    assert any(r.levelno == logging.INFO and "synthetic-world weights" in r.getMessage() for r in caplog.records)
+    assert_unit_vectors(encoder.encode_texts(["a red circle"]), 64)
+
+
+def test_offline_fallback_argument_wins_over_the_environment(
+    tiny_config: EncoderConfig, world_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(OFFLINE_MODEL_ENV, str(tmp_path / "nowhere"))
+    encoder, _ = load_encoder_or_offline(_unavailable(tiny_config, tmp_path), world_model_dir)
+    assert encoder.info.provenance.kind == "synthetic-world"
+
+
+def test_configured_weights_are_used_when_they_load(tiny_config: EncoderConfig, world_model_dir: Path) -> None:
+    encoder, reason = load_encoder_or_offline(tiny_config, world_model_dir)
+    assert reason is None and encoder.info.model_id.startswith("framesearch-tiny/random-")
+
+
+def test_no_offline_model_is_a_clear_error_not_random_weights(tiny_config: EncoderConfig, tmp_path: Path) -> None:
+    with pytest.raises(WeightsUnavailableError) as error:
+        load_encoder_or_offline(_unavailable(tiny_config, tmp_path), tmp_path / "framesearch-world")
+    message = str(error.value)
+    assert "offline model" in message and OFFLINE_MODEL_ENV in message and "absent.safetensors" in message
+
+
+def test_offline_model_defaults_to_the_repository_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(OFFLINE_MODEL_ENV, raising=False)
+    repo = Path(__file__).resolve().parents[2]
+    assert offline_model_dir() == repo / "models" / "framesearch-world"
+    assert offline_model_dir(env={OFFLINE_MODEL_ENV: "/x/y"}) == Path("/x/y")
