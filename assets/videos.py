@@ -124,6 +124,8 @@ def frame_embeddings(
     info = frame_encoder.info
     if info.weights_random:
         context.log.warning(f"RANDOM weights ({info.model_id}): vectors carry no meaning. {encoder.fallback_reason or ''}")
+    elif encoder.fallback_reason:
+        context.log.warning(f"configured weights unavailable, using the offline model {info.model_id}: {info.provenance.description}")
     patch_config, max_pixels = patch_config_from_env(), max_image_pixels_from_env()
     results, rows_ok, norms_ok, problems = {}, True, True, []
     for video_id in _video_ids(context):
@@ -166,6 +168,8 @@ def frame_embeddings(
             "images_encoded": report.images_encoded,
             "model_id": report.model_id,
             "weights_random": info.weights_random,
+            "weights_kind": info.provenance.kind,
+            "weights_description": info.provenance.description,
             "checkpoint": report.checkpoint,
             "checkpoint_version": report.version,
         }

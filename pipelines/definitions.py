@@ -22,7 +22,8 @@ defs = dg.Definitions(
     sensors=[video_sensor],
     schedules=[reconcile_schedule],
     resources={
-        # Offline machines run the tiny random-weight model and say so in every run.
+        # Machines without the configured weights run the offline model (models/framesearch-world,
+        # trained on the synthetic shapes world; OFFLINE_MODEL_DIR) and every run says so.
         "encoder": EncoderResource(offline_fallback=True),
         "frames": FrameSourceResource(
             root=os.environ.get("FRAMES_ROOT") or "var/samples/videos",

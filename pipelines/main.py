@@ -4,7 +4,8 @@
 ``videos`` partition per video and materializes the Dagster assets for each - frame manifest,
 embeddings checkpoint, index sync - on a local Dagster instance (``$DAGSTER_HOME`` if set, so the
 runs show in the UI; else a throwaway one). It loads the configured OpenCLIP model or, when its
-weights cannot be had on this machine, the tiny random-weight model, saying so loudly. Then it
+weights cannot be had on this machine, the offline model (a small open_clip model trained on
+framesearch's synthetic shapes world, ``models/framesearch-world``), saying what it knows. Then it
 runs sample text queries against the index (embedded Qdrant Edge under ``var/qdrant/`` unless
 QDRANT_URL is set) and prints the ranked frames.
 """
@@ -24,8 +25,8 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 from assets.videos import frame_embeddings, frame_manifest, index_sync, videos_partitions
 from pipelines.samples import ensure_sample_library
-from resources.clip_loader import TINY_MODEL
-from resources.encoder import offline_weights
+from resources.clip_loader import Provenance, WeightsUnavailableError
+from resources.encoder import offline_config, offline_model_dir
 from resources.encoder_resource import EncoderResource
 from resources.frame_sources import LocalFolderSource
 from resources.index_schema import IndexSchema
@@ -39,6 +40,13 @@ RANDOM_BANNER = (
 )
 
 
+def _weights_line(provenance: Provenance) -> str:
+    """One line naming what the model is and what it knows (random weights get the banner)."""
+    accuracy = provenance.details.get("caption_accuracy")
+    measured = f" (caption accuracy {accuracy:.2f})" if isinstance(accuracy, (int, float)) else ""
+    return f"[main] weights ({provenance.kind}): {provenance.description}{measured}"
+
+
 def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
     events = [e for e in result.get_asset_materialization_events() if e.asset_key.path == [asset]]
     return {k: v.value for k, v in events[-1].materialization.metadata.items()} if events else {}
@@ -49,15 +57,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--var", type=Path, default=Path("var"), help="working folder (default ./var)")
     parser.add_argument("--videos", type=Path, help="folder of video folders (default: the sample library)")
     parser.add_argument("--fps", type=float, default=1.0, help="frame rate for videos without a manifest")
-    parser.add_argument("--offline-model", action="store_true", help="use the tiny random-weight model")
+    parser.add_argument(
+        "--offline-model", action="store_true",
+        help="use the offline model (models/framesearch-world, or $OFFLINE_MODEL_DIR) without trying the configured weights",
+    )
     args = parser.parse_args(argv)
 
     videos = args.videos or ensure_sample_library(args.var / "samples")
-    models = args.var / "models"
     if args.offline_model:
-        encoder = EncoderResource(model=TINY_MODEL, pretrained=str(offline_weights(models)))
+        offline = offline_config(EncoderResource().config(), offline_model_dir())
+        encoder = EncoderResource(model=offline.model, pretrained=offline.pretrained)
     else:
-        encoder = EncoderResource(offline_fallback=True, models_dir=str(models))
+        encoder = EncoderResource(offline_fallback=True)
     index = IndexResource(path=os.environ.get("QDRANT_PATH") or str(args.var / "qdrant"))
     resources = {
         "encoder": encoder,
@@ -65,11 +76,20 @@ def main(argv: list[str] | None = None) -> int:
         "store": CheckpointStoreResource(root=str(args.var / "checkpoints")),
         "index": index,
     }
-    frame_encoder = encoder.encoder  # loaded once here to report it; each run loads its own
+    try:
+        frame_encoder = encoder.encoder  # loaded once here to report it; each run loads its own
+    except WeightsUnavailableError as exc:
+        print(f"[main] no model to run: {exc}")
+        return 2
     info = frame_encoder.info
     print(f"[main] model {info.model_id} on {info.device} ({info.precision}), dim {info.embed_dim}")
+    if encoder.fallback_reason:
+        configured = encoder.config()
+        print(f"[main] configured weights {configured.model}/{configured.pretrained} unavailable here: using the offline model")
     if info.weights_random:
         print(RANDOM_BANNER.format(model_id=info.model_id))
+    else:
+        print(_weights_line(info.provenance))
 
     listings = LocalFolderSource(videos, fps=args.fps).list_videos()
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
@@ -115,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[main] the embedded index is held by another process ({deferred} videos deferred to it); no sample queries")
     if info.weights_random:
         print(RANDOM_BANNER.format(model_id=info.model_id))
+    elif info.provenance.kind == "synthetic-world":  # the rankings above are of a toy model: say so again
+        print(_weights_line(info.provenance))
     return 1 if failures else 0
 
 

@@ -7,8 +7,8 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
-from resources.clip_loader import TINY_MODEL, WeightsUnavailableError, resolve_weights, weights_model_id
-from resources.encoder import EncoderConfig, FrameEncoder, load_encoder_or_offline, offline_weights
+from resources.clip_loader import WeightsUnavailableError, resolve_weights, weights_model_id
+from resources.encoder import EncoderConfig, FrameEncoder, load_encoder_or_offline, offline_config, offline_model_dir
 from resources.settings import encoder_config_from_env
 
 
@@ -16,7 +16,9 @@ class EncoderResource(dg.ConfigurableResource):
     """OpenCLIP frame encoder. Unset fields come from OPENCLIP_* / BATCH_SIZE in the environment.
 
     With ``offline_fallback`` set, a machine that cannot obtain the configured weights runs the
-    tiny random-weight model instead of failing, and says so in every materialization.
+    offline model (trained on the synthetic shapes world; ``offline_model_dir``, default
+    $OFFLINE_MODEL_DIR or the repository's ``models/framesearch-world``) instead of failing, and
+    every materialization says which model it used and what it knows.
     """
 
     model: str | None = None
@@ -25,7 +27,7 @@ class EncoderResource(dg.ConfigurableResource):
     device: str | None = None
     precision: str | None = None
     offline_fallback: bool = False
-    models_dir: str = "var/models"
+    offline_model_dir: str | None = None  # None: $OFFLINE_MODEL_DIR, else <repo>/models/framesearch-world
 
     _encoder: FrameEncoder | None = PrivateAttr(default=None)
     _fallback_reason: str | None = PrivateAttr(default=None)
@@ -40,7 +42,7 @@ class EncoderResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         if self.offline_fallback:
-            self._encoder, self._fallback_reason = load_encoder_or_offline(self.config(), self.models_dir)
+            self._encoder, self._fallback_reason = load_encoder_or_offline(self.config(), self.offline_model_dir)
         else:
             self._encoder = FrameEncoder.load(self.config())
 
@@ -60,8 +62,11 @@ class EncoderResource(dg.ConfigurableResource):
         except WeightsUnavailableError:
             if not self.offline_fallback:
                 return None
-        weights = offline_weights(self.models_dir)
-        return weights_model_id(resolve_weights(TINY_MODEL, str(weights)))
+        offline = offline_config(config, offline_model_dir(self.offline_model_dir))
+        try:
+            return weights_model_id(resolve_weights(offline.model, offline.pretrained))
+        except WeightsUnavailableError:
+            return None  # no offline model either: a run would fail, nothing to compare with
 
     @property
     def fallback_reason(self) -> str | None:

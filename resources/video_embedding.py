@@ -219,6 +219,7 @@ def embed_video(
     metadata = {
         "model_id": info.model_id,
         "weights_random": info.weights_random,
+        "weights_provenance": info.provenance.as_dict(),  # kind, description and what training recorded
         "patch_config": patch_config.fingerprint(),
         "plan": plan,
         "skipped": {str(k): v for k, v in report.skipped.items()},

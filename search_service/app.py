@@ -107,7 +107,7 @@ def create_app(
         if frame_encoder is None:
             config = encoder_config_from_env()
             if settings.offline_fallback:
-                frame_encoder, _ = await run_in_threadpool(load_encoder_or_offline, config, settings.models_dir)
+                frame_encoder, _ = await run_in_threadpool(load_encoder_or_offline, config, settings.offline_model_dir)
             else:
                 frame_encoder = await run_in_threadpool(FrameEncoder.load, config)
         index_settings = index_settings_from_env()

@@ -18,8 +18,8 @@ class ServiceSettings:
     max_download_bytes: int = 20 * 1024 * 1024  # MAX_DOWNLOAD_BYTES: query images fetched by URL
     checkpoint_dir: str = "var/checkpoints"  # CHECKPOINT_DIR: followed by an embedded index owner
     follow_interval_s: float = 2.0  # INDEX_FOLLOW_INTERVAL_S: seconds between checkpoint polls
-    offline_fallback: bool = True  # SEARCH_OFFLINE_FALLBACK: tiny random model if weights are missing
-    models_dir: str = "var/models"
+    offline_fallback: bool = True  # SEARCH_OFFLINE_FALLBACK: the offline (synthetic-world) model if weights are missing
+    offline_model_dir: str | None = None  # OFFLINE_MODEL_DIR: its folder; None = <repo>/models/framesearch-world
     dagster_url: str | None = None  # DAGSTER_URL: the dagster-webserver ingestion runs through
     ingest_wait_s: float = 300.0  # INGEST_WAIT_S: how long /ingest/frame(s) wait for the runs
     frames_root: str = "var/samples/videos"  # FRAMES_ROOT: where ingested frames are recorded
@@ -68,7 +68,7 @@ def service_settings_from_env(env: Mapping[str, str] | None = None) -> ServiceSe
             checkpoint_dir=env.get("CHECKPOINT_DIR") or ServiceSettings.checkpoint_dir,
             follow_interval_s=float(env.get("INDEX_FOLLOW_INTERVAL_S") or ServiceSettings.follow_interval_s),
             offline_fallback=(env.get("SEARCH_OFFLINE_FALLBACK") or "true").lower() in ("1", "true", "yes"),
-            models_dir=env.get("MODELS_DIR") or ServiceSettings.models_dir,
+            offline_model_dir=env.get("OFFLINE_MODEL_DIR") or None,
             dagster_url=env.get("DAGSTER_URL") or None,
             ingest_wait_s=float(env.get("INGEST_WAIT_S") or ServiceSettings.ingest_wait_s),
             frames_root=env.get("FRAMES_ROOT") or ServiceSettings.frames_root,

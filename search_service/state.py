@@ -107,6 +107,8 @@ class ServiceState:
                 "device": info.device,
                 "precision": info.precision,
                 "weights_random": info.weights_random,
+                "weights_kind": info.provenance.kind,  # random | synthetic-world | pretrained
+                "weights_description": info.provenance.description,  # what the model knows
                 "collection": self.index_settings.collection,
                 "patch_config": self.patch_config.fingerprint(),
                 "rerank_pool": self.index_settings.rerank_pool or "max(100, 3 x top_k)",

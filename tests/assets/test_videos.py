@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from assets.videos import frame_embeddings, frame_manifest, index_sync, videos_partitions
-from resources.checkpoint import published_path, vectors
+from resources.checkpoint import published_path, read_metadata, vectors
 from resources.encoder import EncoderConfig
 from resources.encoder_resource import EncoderResource
 from resources.index_schema import IndexSchema, point_id
@@ -30,7 +30,7 @@ from resources.pipeline_resources import (
     s3_resource_from_env,
 )
 from resources.vector_index import VectorIndex
-from tests.conftest import make_frame
+from tests.conftest import WORLD_DESCRIPTION, make_frame
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = [frame_manifest, frame_embeddings, index_sync]
@@ -92,10 +92,32 @@ def test_local_folder_to_index(pipeline) -> None:
     embed = metadata(result, "frame_embeddings")
     assert (embed["frames"], embed["frames_skipped"], embed["chunks"]) == (6, 0, 2)
     assert embed["weights_random"] is True and set(embed["seconds"]) == {"fetch", "decode", "patch_plan", "embed", "write"}
+    assert embed["weights_kind"] == "random"
     assert all(c.passed for c in result.get_asset_check_evaluations())
     assert index_ids(pipeline.root, 7) == {point_id(7, f) for f in range(6)}
     table = pq.read_table(published_path(pipeline.root / "checkpoints", 7))
     assert table.column("timestamp_ms").to_pylist() == [0, 40, 80, 120, 160, 200]  # 25 fps
+
+
+def test_offline_fallback_says_what_the_model_is_in_run_and_checkpoint_metadata(pipeline, world_model_dir: Path) -> None:
+    """Configured weights missing: the resource runs the offline model folder, and both the run's
+    metadata and the checkpoint's footer name it and what it knows."""
+    write_video(pipeline.root / "videos", 4, frames=2)
+    encoder = EncoderResource(
+        model="ViT-B-32", pretrained=str(pipeline.root / "absent.safetensors"), precision="fp32",
+        offline_fallback=True, offline_model_dir=str(world_model_dir),
+    )
+    assert encoder.expected_model_id() is not None and encoder.expected_model_id().startswith("framesearch-world/")
+    pipeline.resources["encoder"] = encoder
+    result = pipeline(4)
+    assert result.success
+    embed = metadata(result, "frame_embeddings")
+    assert embed["model_id"] == encoder.expected_model_id()
+    assert (embed["weights_random"], embed["weights_kind"], embed["weights_description"]) == (False, "synthetic-world", WORLD_DESCRIPTION)
+    footer = read_metadata(published_path(pipeline.root / "checkpoints", 4))
+    assert footer["weights_random"] is False and footer["model_id"] == embed["model_id"]
+    assert footer["weights_provenance"]["kind"] == "synthetic-world" and footer["weights_provenance"]["description"] == WORLD_DESCRIPTION
+    assert footer["weights_provenance"]["caption_accuracy"] == 0.73  # what training recorded travels too
 
 
 def test_frames_are_found_by_their_own_vectors(pipeline) -> None:

@@ -90,7 +90,25 @@ def test_healthz(client: TestClient) -> None:
     body = client.get("/healthz").json()
     assert body["ok"] and body["model_loaded"] and body["qdrant_reachable"] and body["using_multivector"]
     assert body["index_mode"] == "embedded" and body["config"]["weights_random"] is True
+    assert body["config"]["weights_kind"] == "random" and "no meaning" in body["config"]["weights_description"]
     assert body["follower"] == {"applied": 0, "errors": {}}  # checkpoints already in: nothing to apply
+
+
+def test_lifespan_falls_back_to_the_offline_model_and_health_says_what_it_is(
+    tmp_path: Path, world_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No encoder passed in: the lifespan loads OPENCLIP_* from the environment (weights that are
+    not on this machine) and falls back to the offline model folder, like a fresh offline clone."""
+    monkeypatch.setenv("OPENCLIP_MODEL", "ViT-B-32")
+    monkeypatch.setenv("OPENCLIP_PRETRAINED", str(tmp_path / "absent.safetensors"))
+    monkeypatch.setenv("OPENCLIP_PRECISION", "fp32")
+    settings = ServiceSettings(checkpoint_dir=str(tmp_path / "checkpoints"), offline_model_dir=str(world_model_dir))
+    app = create_app(settings, open_index=lambda dim: VectorIndex.open(IndexSchema("frames_offline", dim), path=tmp_path / "qdrant"))
+    with TestClient(app) as test_client:
+        wait_ready(test_client)
+        config = test_client.get("/healthz").json()["config"]
+    assert config["model_id"].startswith("framesearch-world/") and config["weights_random"] is False
+    assert config["weights_kind"] == "synthetic-world" and "knows only the 36 captions" in config["weights_description"]
 
 
 def test_text_search(client: TestClient) -> None:
