@@ -269,13 +269,16 @@ def weights_model_id(weights: ResolvedWeights) -> str:
     """The model id of resolved weights: ``<model>/<tag>``; ``<model>/random-<digest>`` (weights
     from :func:`save_random_weights`); ``<model>/<digest>`` for a file that records its provenance
     (the synthetic-world model: ``framesearch-world/<digest>``); ``<model>/file-<digest>`` for one
-    that does not. A local-dir folder with its own config is named by the folder."""
+    that does not. ``<model>`` is the ``architecture`` the provenance records if it does (so the id
+    does not depend on where the folder lies), else the model name or a local-dir folder's name."""
     if weights.tag is not None:
         return f"{weights.model_name}/{weights.tag}"
     assert weights.weights_file is not None  # resolve_weights sets it whenever there is no tag
     recorded = read_provenance(weights.weights_file)
     prefix = "file-" if recorded is None else "random-" if recorded.random else ""
-    return f"{weights.display_name}/{prefix}{_file_digest(weights.weights_file)}"
+    architecture = recorded.details.get("architecture") if recorded is not None else None
+    name = architecture if isinstance(architecture, str) and architecture else weights.display_name
+    return f"{name}/{prefix}{_file_digest(weights.weights_file)}"
 
 
 def load_clip(model: str, pretrained: str, device: str | torch.device = "cpu") -> LoadedClip:

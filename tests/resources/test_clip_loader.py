@@ -18,6 +18,7 @@ from resources.clip_loader import (
     load_clip,
     main,
     resolve_weights,
+    save_model_dir,
     save_random_weights,
     weights_provenance,
 )
@@ -116,6 +117,18 @@ def test_local_dir_model_id_follows_the_weights(tmp_path: Path) -> None:
     c = save_world_standin(tmp_path / "c" / "framesearch-world", seed=2)
     ids = [load_clip("x", f"local-dir:{folder}").model_id for folder in (a, b, c)]
     assert ids[0] == ids[1] != ids[2]
+
+
+def test_recorded_architecture_names_the_model_wherever_the_folder_lies(world_model_dir: Path, tmp_path: Path) -> None:
+    """The training script records ``architecture``; without it the folder's name is used."""
+    state = load_file(str(world_model_dir / "open_clip_model.safetensors"))
+    config = json.loads((world_model_dir / "open_clip_config.json").read_text())
+    provenance = {"kind": "synthetic-world", "description": WORLD_DESCRIPTION, "architecture": "framesearch-world"}
+    moved = save_model_dir(tmp_path / "offline-v2", config["model_cfg"], state, provenance)
+    assert load_clip("x", f"local-dir:{moved}").model_id.startswith("framesearch-world/")
+    del provenance["architecture"]
+    unnamed = save_model_dir(tmp_path / "offline-v3", config["model_cfg"], state, provenance)
+    assert load_clip("x", f"local-dir:{unnamed}").model_id.startswith("offline-v3/")
 
 
 def test_local_dir_config_without_weights_is_refused(world_model_dir: Path, tmp_path: Path) -> None:
