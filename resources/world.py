@@ -186,7 +186,7 @@ def _shape_polygons(shape: str, cx: float, cy: float, r: float, angle: float) ->
 def _shape_mask(shape: str, r: float, angle: float, supersample: int = 4) -> Image.Image:
     """An antialiased ``L`` mask of the shape in a square of side ``ceil(2r) + 2``."""
     side = int(np.ceil(2 * r)) + 2
-    ss = max(1, min(supersample, 2048 // side))
+    ss = max(1, min(supersample, 1024 // side))  # big shapes need less supersampling
     big = Image.new("L", (side * ss, side * ss), 0)
     draw = ImageDraw.Draw(big)
     c, rr = side * ss / 2, r * ss
@@ -390,8 +390,8 @@ def training_example(size: int, rng: np.random.Generator, kind: ExampleKind | No
         return render_frame(size, size, (obj,), int(rng.integers(2**31))).image, label
     if kind == "frame":
         label = int(rng.integers(len(CLASSES)))
-        w, h = [(2 * size, 2 * size * 9 // 16), (2 * size, 2 * size * 3 // 4), (2 * size, 2 * size)][int(rng.integers(3))]
-        frame = large_object_frame(w, h, rng, target=CLASSES[label])
+        w, h = [(size, size * 9 // 16), (size, size * 3 // 4), (size, size)][int(rng.integers(3))]
+        frame = large_object_frame(w, h, rng, target=CLASSES[label])  # already at the view's scale
         return letterbox(frame.image, size), label
     if kind == "background":
         frame_h = float(rng.choice([720.0, 1080.0]))
