@@ -1,0 +1,66 @@
+"""Retrieval quality in CI: a small needle library of the synthetic shapes world (fixed seeds)
+through the real Dagster assets, the real service under uvicorn and the committed offline model
+(models/framesearch-world, or $OFFLINE_MODEL_DIR). The library, the pipeline runs and the metrics
+are the quality benchmark's own (benchmarks/quality.py); `./dev bench quality` prints the figures
+at scale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.quality import (
+    K, Library, LibrarySpec, build_library, embed_library, exhaustive_rankings, query_service, recall_at, scores, serving,
+)
+from resources.encoder import FrameEncoder, offline_config, offline_model_dir
+from resources.settings import encoder_config_from_env
+
+pytestmark = pytest.mark.slow
+
+# 216 frames of 1280x720 (4 videos): 8 small-object captions and 4 large-object ones, 3 needle
+# frames each. The service's default rerank pool (100) covers under half of the frames.
+SPEC = LibrarySpec(frames=216, frames_per_video=54, small_captions=8, large_captions=4, needles=3, seed=7)
+MARGIN = 0.2  # recall@10 that patch rerank must add to global search on small objects
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Library, FrameEncoder]:
+    folder = offline_model_dir()
+    if not (folder / "open_clip_config.json").is_file():
+        pytest.skip(f"no offline model at {folder} (models/framesearch-world not committed yet, or OFFLINE_MODEL_DIR wrong)")
+    work = tmp_path_factory.mktemp("quality")
+    library = build_library(work / "library", SPEC)
+    encoder = FrameEncoder.load(offline_config(encoder_config_from_env(), folder))
+    report = embed_library(library, work, encoder.config.model, encoder.config.pretrained)
+    assert report.frames == SPEC.frames and report.embedded == SPEC.frames
+    return work, library, encoder
+
+
+def test_library_ground_truth_is_exact(indexed: tuple[Path, Library, FrameEncoder]) -> None:
+    _, library, _ = indexed
+    assert len(library.queries) == 12 and all(len(q.relevant) == SPEC.needles for q in library.queries)
+    relevant = [i for q in library.queries for i in q.relevant]
+    assert len(set(relevant)) == len(relevant)  # no frame is a needle twice
+    assert build_library(library.root, SPEC).queries == library.queries  # reused, not redrawn
+
+
+def test_patch_rerank_beats_global_search_on_small_objects(indexed: tuple[Path, Library, FrameEncoder]) -> None:
+    work, library, encoder = indexed
+    with serving(work, encoder, library.queries) as base:  # the service's default rerank pool
+        runs = query_service(base, library.queries, modes=("global", "rerank"))
+    small = {mode: scores(run.rankings, library.queries, "small")["recall_at_10"] for mode, run in runs.items()}
+    large = {mode: scores(run.rankings, library.queries, "large")["recall_at_10"] for mode, run in runs.items()}
+    assert small["rerank"] >= small["global"] + MARGIN, (small, large)
+
+
+def test_rerank_reaches_the_exhaustive_ceiling_when_its_pool_covers_every_frame(indexed: tuple[Path, Library, FrameEncoder]) -> None:
+    """At alpha 0 the API ranks its pool by MaxSim alone; a pool of every frame makes that the
+    exhaustive patch scoring computed here from the checkpoints."""
+    work, library, encoder = indexed
+    ceiling = exhaustive_rankings(work / "checkpoints", encoder.encode_texts([q.caption for q in library.queries]))
+    with serving(work, encoder, library.queries, rerank_pool=SPEC.frames) as base:
+        [run] = query_service(base, library.queries, modes=("rerank_alpha0",)).values()
+    for q, api, exact in zip(library.queries, run.rankings, ceiling):
+        assert recall_at(api, q.relevant, K) == recall_at(exact, q.relevant, K), (q.caption, api, exact)
+        assert len(set(api) & set(exact)) >= K - 1, (q.caption, api, exact)  # near-equal scores may swap at rank 10
