@@ -6,8 +6,10 @@ embeddings checkpoint, index sync - on a local Dagster instance (``$DAGSTER_HOME
 runs show in the UI; else a throwaway one). It loads the configured OpenCLIP model or, when its
 weights cannot be had on this machine, the offline model (a small open_clip model trained on
 framesearch's synthetic shapes world, ``models/framesearch-world``), saying what it knows. Then it
-runs sample text queries against the index (embedded Qdrant Edge under ``var/qdrant/`` unless
-QDRANT_URL is set) and prints the ranked frames.
+runs the sample queries - captions of the synthetic world - against the index (embedded Qdrant
+Edge under ``var/qdrant/`` unless QDRANT_URL is set): global search and MaxSim rerank side by side,
+each hit judged by the sample library's ground truth, with the reranked hits' best patch boxes
+(``pipelines/sample_queries.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 from assets.videos import frame_embeddings, frame_manifest, index_sync, videos_partitions
-from pipelines.samples import ensure_sample_library
+from pipelines.sample_queries import Tally, run_query, summary
+from pipelines.samples import SAMPLE_QUERIES, ensure_sample_library, load_ground_truth
 from resources.clip_loader import Provenance, WeightsUnavailableError
 from resources.encoder import offline_config, offline_model_dir
 from resources.encoder_resource import EncoderResource
@@ -33,7 +36,8 @@ from resources.index_schema import IndexSchema
 from resources.pipeline_resources import CheckpointStoreResource, FrameSourceResource, IndexResource, s3_resource_from_env
 from resources.vector_index import IndexBusyError, VectorIndex
 
-SAMPLE_QUERIES = ("a small red ball on a street", "the planet earth seen from space")
+TOP_K = 3
+RERANK_ALPHA = 0.5  # the search service's default rerank_alpha (search_service/schemas.py)
 RANDOM_BANNER = (
     "!! RANDOM WEIGHTS: the offline model {model_id} is untrained; its vectors and any search "
     "results built on them carry no meaning. Set OPENCLIP_PRETRAINED to real weights for real use."
@@ -61,7 +65,17 @@ def main(argv: list[str] | None = None) -> int:
         "--offline-model", action="store_true",
         help="use the offline model (models/framesearch-world, or $OFFLINE_MODEL_DIR) without trying the configured weights",
     )
+    parser.add_argument(
+        "--query", action="append", metavar="TEXT",
+        help="a text query to run instead of the sample captions (repeatable)",
+    )
+    parser.add_argument(
+        "--alpha", type=float, default=RERANK_ALPHA,
+        help=f"rerank weight of the global score, 0 to 1 (default {RERANK_ALPHA}, the service's; 0 = patches only)",
+    )
     args = parser.parse_args(argv)
+    if not 0.0 <= args.alpha <= 1.0:
+        parser.error(f"--alpha must be between 0 and 1, got {args.alpha}")
 
     videos = args.videos or ensure_sample_library(args.var / "samples")
     if args.offline_model:
@@ -126,11 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with VectorIndex.open(IndexSchema(settings.collection, info.embed_dim), url=settings.url, path=settings.path, api_key=settings.api_key) as opened:
             print(f"[main] index ({opened.mode}, collection {settings.collection}): {opened.count()} frames")
-            for text in SAMPLE_QUERIES:
+            truth = load_ground_truth(videos)
+            print(
+                f"[main] sample queries: top {TOP_K} by global search | by MaxSim rerank of the global candidates; "
+                "✓/✗ the frame holds the object or not (ground truth)"
+            )
+            tally = Tally()
+            for text in args.query or SAMPLE_QUERIES:
                 vector = frame_encoder.encode_texts([text])[0]
-                hits = opened.search(vector, top_k=3, patch_queries=vector[None], alpha=0.5)
-                ranked = ", ".join(f"{h.payload['image_id']} ({h.score:.3f})" for h in hits)
-                print(f"[main] search {text!r} (rerank on): {ranked}")
+                for line in run_query(opened, vector, text, truth, top_k=TOP_K, alpha=args.alpha, tally=tally):
+                    print(line)
+            if tally.possible:
+                print(summary(tally, TOP_K))
     except IndexBusyError:
         print(f"[main] the embedded index is held by another process ({deferred} videos deferred to it); no sample queries")
     if info.weights_random:
