@@ -5,6 +5,7 @@ models/framesearch-world, named by OFFLINE_MODEL_DIR)."""
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,8 @@ from PIL import Image
 
 from pipelines.main import main
 from resources.frame_sources import frame_id_from_name
-from pipelines.samples import ensure_sample_library
+from pipelines.sample_queries import box_overlap
+from pipelines.samples import SAMPLE_QUERIES, ensure_sample_library, load_ground_truth
 from resources.checkpoint import read_metadata, vectors
 from tests.conftest import WORLD_DESCRIPTION
 
@@ -32,34 +34,89 @@ def test_frame_id_from_name() -> None:
         frame_id_from_name("cover.jpg")
 
 
-def test_sample_library_is_made_from_installed_media(tmp_path: Path) -> None:
+def test_sample_library_is_made_from_installed_media_and_the_world(tmp_path: Path) -> None:
     videos = ensure_sample_library(tmp_path)
     globe = sorted((videos / "1").glob("*.jpg"))
     assert len(globe) == 10 and Image.open(globe[0]).size == (240, 240)
     assert (videos / "1" / "manifest.csv").read_text().splitlines()[2] == "60,1000,frame_000060.jpg"  # 60 fps
     pixels = np.asarray(Image.open(globe[0]))
     assert pixels.std() > 10  # a real picture, not a blank frame
-    assert len(list((videos / "2").glob("*.png"))) == 6
+    for video_id in (2, 3):
+        frames = sorted((videos / str(video_id)).glob("*.jpg"))
+        assert len(frames) == 12 and Image.open(frames[0]).size == (1280, 720)
+        assert (videos / str(video_id) / "manifest.csv").read_text().splitlines()[2] == "1,500,frame_000001.jpg"  # 2 fps
+    truth = load_ground_truth(videos)
+    assert len(truth) == 34 and truth["1:60"] == []  # the globe holds no world object
+    for text in SAMPLE_QUERIES:
+        holding = [image_id for image_id, objects in truth.items() if any(c == text for c, _ in objects)]
+        assert 3 <= len(holding) <= 4 and all(not i.startswith("1:") for i in holding)
+        sizes = sorted(box[2] for objects in truth.values() for c, box in objects if c == text)
+        assert sizes[0] <= 90  # small (radius 30-45 px) in three frames; some also large in one
+    for objects in truth.values():  # at most one query object per frame: "holds" is exact
+        assert sum(c in SAMPLE_QUERIES for c, _ in objects) <= 1
+        for _, (x, y, w, h) in objects:
+            assert 0 <= x and 0 <= y and x + w <= 1280 and y + h <= 720
+    # The same seeds draw the same pixels; a library of another version is redrawn.
+    again = ensure_sample_library(tmp_path / "again")
+    assert (again / "2" / "frame_000003.jpg").read_bytes() == (videos / "2" / "frame_000003.jpg").read_bytes()
+    (videos / "2" / "ground_truth.json").write_text('{"library": "street-v0", "frames": {}}')
+    (videos / "2" / "frame_000099.png").write_bytes(b"old")
+    ensure_sample_library(tmp_path)
+    assert not (videos / "2" / "frame_000099.png").exists() and load_ground_truth(videos) == truth
+
+
+def test_box_overlap_is_over_the_smaller_box() -> None:
+    assert box_overlap([0, 0, 224, 224], [100, 100, 60, 60]) == 1.0  # a small object inside the window
+    assert box_overlap([100, 100, 224, 224], [0, 0, 500, 500]) == 1.0  # the window inside a large object
+    assert box_overlap([0, 0, 224, 224], [194, 0, 60, 60]) == 0.5
+    assert box_overlap([0, 0, 224, 224], [224, 0, 60, 60]) == 0.0
 
 
 def test_main_job_writes_checkpoints_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     assert main(["--var", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "RANDOM" not in out and "video 1: 10 frames" in out and "video 2: 6 frames" in out
+    assert "RANDOM" not in out and "video 1: 10 frames" in out and "video 2: 12 frames" in out and "video 3: 12 frames" in out
     assert "[main] model framesearch-world/" in out and "unavailable here: using the offline model" in out
     assert out.count(f"[main] weights (synthetic-world): {WORLD_DESCRIPTION} (caption accuracy 0.73)") == 2
     table = pq.read_table(tmp_path / "checkpoints" / "video_2.parquet")
-    assert table.num_rows == 6 and set(table.column("video_id").to_pylist()) == {2}
-    assert table.column("timestamp_ms").to_pylist() == [0, 500, 1000, 1500, 2000, 2500]  # 2 fps
+    assert table.num_rows == 12 and set(table.column("video_id").to_pylist()) == {2}
+    assert table.column("timestamp_ms").to_pylist() == [500 * i for i in range(12)]  # 2 fps
     assert all(len(p) == 66 for p in table.column("patch_vectors").to_pylist())  # 1280x720 frames
     globals_ = vectors(table.column("global_vector"), 64)
     np.testing.assert_allclose(np.linalg.norm(globals_, axis=1), 1.0, atol=1e-5)
     footer = read_metadata(tmp_path / "checkpoints" / "video_2.parquet")
     assert footer["weights_random"] is False and footer["weights_provenance"]["kind"] == "synthetic-world"
-    assert "index (embedded, collection frames_v1): 16 frames" in out
-    assert out.count("(rerank on): 2:") + out.count("(rerank on): 1:") == 2  # ranked results printed
+    assert "index (embedded, collection frames_v1): 34 frames" in out
     assert "index: 10 upserted, 0 deleted" in out
+    # Each sample caption: a side-by-side table of 3 rows, judged by ground truth (a stand-in with
+    # random weights: marks and hit counts are whatever they are; the structure is checked).
+    truth = load_ground_truth(tmp_path / "samples" / "videos")
+    row = re.compile(r"^ +(\d) +([✓✗]) (\d+:\d+) +(-?\d\.\d{3}) +([✓✗]) (\d+:\d+) +(-?\d\.\d{3}) +\[(\d+), (\d+), (\d+), (\d+)\]( on the object ✓| off the object ✗)?$")
+    for text in SAMPLE_QUERIES:
+        block = out[out.index(f"[main] {text!r} in "):].splitlines()
+        assert "global" in block[1] and "rerank (alpha 0.5)" in block[1]
+        rows = [row.match(line) for line in block[2:5]]
+        assert all(rows), block[2:5]
+        for rank, match in enumerate(rows, 1):
+            assert int(match[1]) == rank
+            for mark, image_id in ((match[2], match[3]), (match[5], match[6])):
+                assert (mark == "✓") == any(c == text for c, _ in truth[image_id])  # marks are the ground truth
+            assert (match[12] is not None) == (match[5] == "✓")  # a reranked hit that holds it: box judged
+        assert re.match(rf"\[main\] {re.escape(repr(text))}: hits@3 global \d/[34], rerank \d/[34]; best patch on the object \d of \d$", block[5])
+    assert re.search(r"^\[main\] sample queries \(4\): hits@3 global \d+/12, rerank \d+/12; best patch on the object \d+ of \d+$", out, re.M)
+
+
+def test_main_job_runs_given_queries_and_alpha_without_ground_truth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    video = tmp_path / "videos" / "4"
+    video.mkdir(parents=True)
+    Image.new("RGB", (320, 240), (10, 120, 200)).save(video / "frame_1.png")
+    args = ["--var", str(tmp_path), "--videos", str(tmp_path / "videos"), "--offline-model", "--query", "a blue square", "--alpha", "0"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "[main] 'a blue square' (no ground truth):" in out and "rerank (alpha 0)" in out
+    assert re.search(r"^ +1  \? 4:1 +-?\d\.\d{3} +\? 4:1 +-?\d\.\d{3} +\[\d+, \d+, \d+, \d+\]$", out, re.M)
+    assert "hits@3" not in out
 
 
 def test_main_job_twice_leaves_the_index_unchanged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -67,7 +124,7 @@ def test_main_job_twice_leaves_the_index_unchanged(tmp_path: Path, capsys: pytes
     capsys.readouterr()
     assert main(["--var", str(tmp_path), "--offline-model"]) == 0
     out = capsys.readouterr().out
-    assert out.count("index: unchanged") == 2 and "16 frames" in out
+    assert out.count("index: unchanged") == 3 and "34 frames" in out
 
 
 def test_main_job_skips_bad_frames_and_reports_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
