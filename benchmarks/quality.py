@@ -160,7 +160,8 @@ def build_library(root: Path, spec: LibrarySpec, workers: int = 1) -> Library:
     truth_path = root / "ground_truth.json"
     if truth_path.is_file():
         truth = json.loads(truth_path.read_text())
-        if truth.get("spec") == asdict(spec):
+        drawn = sum(1 for _ in (root / "videos").glob(f"*/frame_*.{spec.image_format}"))
+        if truth.get("spec") == asdict(spec) and drawn == spec.frames:
             return Library(root, spec, tuple(Query(**{**q, "relevant": tuple(q["relevant"])}) for q in truth["queries"]))
     started = time.perf_counter()
     small, large, kinds = _plan(spec)
