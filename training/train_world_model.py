@@ -42,7 +42,7 @@ import torch.nn.functional as F
 import resources.clip_loader  # noqa: F401  (registers resources/model_configs with open_clip)
 from resources.crops import global_view, iter_patch_crops
 from resources.patches import PatchConfig, plan_patches
-from resources.world import CAPTIONS, CLASSES, WorldFrame, class_index, random_frame, training_example
+from resources.world import CAPTIONS, CLASSES, EXAMPLE_KINDS, WorldFrame, class_index, random_frame, training_example
 
 PROVENANCE_KEY = "framesearch.provenance"
 WEIGHTS_FILE = "open_clip_model.safetensors"
@@ -55,13 +55,19 @@ class TrainConfig:
     """Training settings; every field is also a command-line flag (``--batch-size 32``)."""
 
     model: str = "framesearch-world"  # open_clip architecture (a registered JSON config)
-    steps: int = 1500  # optimizer steps
+    steps: int = 2800  # optimizer steps
     batch_size: int = 64  # images per step
     lr: float = 1e-3  # peak AdamW learning rate
     warmup_steps: int = 100  # linear warm-up, then cosine decay to lr * min_lr_frac
     min_lr_frac: float = 0.05  # final learning rate as a fraction of lr
     weight_decay: float = 0.05  # AdamW decay on matrices only (not norms, biases, logit scale)
+    mix: str = "0.6,0.15,0.15,0.1"  # shares of the example kinds crop, single, frame, background
+    warm_mix: str = "0.2,0.5,0.2,0.1"  # the shares for the first warm_frac of the steps: shapes are
+    #   learned from big objects first (on small crops alone the ViT learned colour, never shape)
+    warm_frac: float = 0.4  # share of the steps that use warm_mix
     blur_prob: float = 0.3  # chance an image is softened (like the encoder's antialiased resize)
+    aux_weight: float = 0.0  # weight of an auxiliary 36-way linear head on the image vectors (0: off;
+    #   the head is thrown away after training)
     seed: int = 0  # seeds torch and the world's generator: the run is reproducible
     threads: int = 2  # torch CPU threads
     log_every: int = 25  # steps between log lines (and loss-curve points)
@@ -98,12 +104,25 @@ def soften(batch: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tens
     return batch
 
 
-def make_batch(size: int, count: int, rng: np.random.Generator) -> tuple[np.ndarray, torch.Tensor]:
-    """``count`` training examples: images ``(count, size, size, 3)`` uint8 and labels ``(count,)``."""
-    pairs = [training_example(size, rng) for _ in range(count)]
+def make_batch(
+    size: int, count: int, rng: np.random.Generator, mix: tuple[float, ...] = (0.6, 0.15, 0.15, 0.1)
+) -> tuple[np.ndarray, torch.Tensor]:
+    """``count`` training examples: images ``(count, size, size, 3)`` uint8 and labels ``(count,)``;
+    ``mix`` gives the shares of the kinds in ``EXAMPLE_KINDS`` (crop, single, frame, background)."""
+    p = np.asarray(mix, dtype=np.float64) / sum(mix)
+    kinds = [EXAMPLE_KINDS[int(k)] for k in rng.choice(len(EXAMPLE_KINDS), size=count, p=p)]
+    pairs = [training_example(size, rng, kind=kind) for kind in kinds]  # type: ignore[arg-type]
     images = np.stack([image for image, _ in pairs])  # (count, size, size, 3)
     labels = torch.tensor([label for _, label in pairs], dtype=torch.long)  # (count,) -1 = no object
     return images, labels
+
+
+def parse_mix(text: str) -> tuple[float, ...]:
+    """``"0.6,0.15,0.15,0.1"`` -> shares of ``EXAMPLE_KINDS``."""
+    mix = tuple(float(x) for x in text.split(","))
+    if len(mix) != len(EXAMPLE_KINDS) or min(mix) < 0 or sum(mix) <= 0:
+        raise ValueError(f"a mix gives {len(EXAMPLE_KINDS)} non-negative shares ({', '.join(EXAMPLE_KINDS)}), got {text!r}")
+    return mix
 
 
 class WorldBatches(torch.utils.data.IterableDataset):
@@ -114,20 +133,25 @@ class WorldBatches(torch.utils.data.IterableDataset):
     for the cores), so it is only worth it with cores to spare.
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int) -> None:
-        self.size, self.batch_size, self.seed = size, batch_size, seed
+    def __init__(self, size: int, config: TrainConfig) -> None:
+        self.size, self.config = size, config
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         torch.set_num_threads(1)
-        rng = np.random.default_rng(self.seed)
+        config = self.config
+        rng = np.random.default_rng(config.seed)
+        warm_steps = round(config.warm_frac * config.steps)
+        warm_mix, mix = parse_mix(config.warm_mix), parse_mix(config.mix)
+        step = 0
         while True:
-            images, labels = make_batch(self.size, self.batch_size, rng)
+            images, labels = make_batch(self.size, config.batch_size, rng, warm_mix if step < warm_steps else mix)
+            step += 1
             yield torch.from_numpy(images), labels
 
 
 def batch_stream(config: TrainConfig, size: int):  # type: ignore[no-untyped-def]
     """The training batches, made in a worker process when ``config.data_workers`` is 1."""
-    dataset = WorldBatches(size, config.batch_size, config.seed)
+    dataset = WorldBatches(size, config)
     if config.data_workers == 0:
         return iter(dataset)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=1, prefetch_factor=4)
@@ -314,13 +338,13 @@ def _curve_png(history: list[dict[str, float]], path: Path, width: int = 640, he
 
 
 def _examples_png(path: Path, seed: int, size: int = 96) -> None:
-    """An 8x4 grid of training images (rendered at 224, shown at ``size``), one kind per row."""
+    """An 8x4 grid of training images (shown at ``size``), one kind per row."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     rows = []
     for kind in ("crop", "crop", "single", "frame"):
-        row = [Image.fromarray(training_example(224, rng, kind=kind)[0]).resize((size, size), Image.BICUBIC) for _ in range(8)]
+        row = [Image.fromarray(training_example(size, rng, kind=kind)[0]) for _ in range(8)]
         rows.append(np.concatenate([np.asarray(im) for im in row], axis=1))
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)
 
@@ -333,7 +357,7 @@ def write_card(result: dict[str, object], config: TrainConfig) -> Path:
     cfg = open_clip.get_model_config(config.model)
     vis, txt = cfg["vision_cfg"], cfg["text_cfg"]
     _curve_png(result["history"], out / "training_curve.png")  # type: ignore[arg-type]
-    _examples_png(out / "examples.png", config.seed + 7)
+    _examples_png(out / "examples.png", config.seed + 7, vis["image_size"])
     text = f"""# {config.model}: a CLIP trained on framesearch's synthetic shapes world
 
 **What it is.** A small open_clip model trained from scratch, on CPU, on images of
@@ -354,16 +378,18 @@ stored in fp16 and loaded into an fp32 model). The safetensors header holds its 
 ## Data
 
 Generated on the fly, a fresh image every time (no image is seen twice), from a seeded generator
-(`training_example` in `resources/world.py`), at 224 x 224:
+(`training_example` in `resources/world.py`), at the model's {vis["image_size"]} x {vis["image_size"]} input.
+The first {config.warm_frac:.0%} of the steps use the shares `{config.warm_mix}` (crop, single, frame,
+background: big objects first, so that shapes are learned, not colour alone), the rest these:
 
 | share | kind | what |
 |---|---|---|
-| 60% | crop | what a patch crop looks like: one whole object, radius 6-22% of the crop (a 30-45 px radius object in the 291 px padded window is 10-15%), background sized as a 720p/1080p frame's, and in half of them parts of 1-2 other objects cut by the edge |
-| 15% | single | one object, radius 15-40%, on a background (the recipe of issue 10) |
-| 15% | frame | a 16:9, 4:3 or square frame with one object of radius 20-40% of its height, letterboxed with open_clip's mean colour like the encoder's global view |
-| 10% | background | no object: a negative for every caption |
+| {parse_mix(config.mix)[0] / sum(parse_mix(config.mix)):.0%} | crop | what a patch crop looks like: one whole object, radius 6-22% of the crop (a 30-45 px radius object in the 291 px padded window is 10-15%), background sized as a 720p/1080p frame's, and in half of them parts of 1-2 other objects cut by the edge |
+| {parse_mix(config.mix)[1] / sum(parse_mix(config.mix)):.0%} | single | one object, radius 15-40%, on a background (the recipe of issue 10) |
+| {parse_mix(config.mix)[2] / sum(parse_mix(config.mix)):.0%} | frame | a 16:9, 4:3 or square frame with one object of radius 20-40% of its height, letterboxed with open_clip's mean colour like the encoder's global view |
+| {parse_mix(config.mix)[3] / sum(parse_mix(config.mix)):.0%} | background | no object: a negative for every caption |
 
-30% of the images are softened with a 3x3 blur (the encoder's antialiased resize softens crops).
+{config.blur_prob:.0%} of the images are softened with a 3x3 blur (the encoder's antialiased resize softens crops).
 
 ## Architecture and training
 
@@ -397,7 +423,7 @@ Caption top-1 over the 36 captions:
 | patch-like crops ({config.eval_examples}) | {ev["acc_crop"]:.3f} |
 | large objects, letterboxed frames ({config.eval_examples}) | {ev["acc_frame"]:.3f} |
 | small targets (radius 30-45 px) in {config.eval_frame_size[0]}x{config.eval_frame_size[1]} world frames among 4 distractors, the encoder's patch crop holding the target ({config.eval_frames}) | {ev["acc_world_patch"]:.3f} |
-| the same frames' letterboxed global views (the target is ~6 px wide there) | {ev["acc_world_global"]:.3f} |
+| the same frames' letterboxed global views (the target is 3-6 px wide there) | {ev["acc_world_global"]:.3f} |
 
 `caption_accuracy` in the provenance ({prov["caption_accuracy"]}) is the mean of the first three rows.
 
@@ -452,7 +478,10 @@ def train(config: TrainConfig, log=print) -> dict[str, object]:  # type: ignore[
 
     if config.freeze_token_embedding:
         model.token_embedding.weight.requires_grad_(False)
+    aux_head = torch.nn.Linear(model.text_projection.shape[1], len(CLASSES))  # (D -> 36), training only
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if config.aux_weight > 0:
+        trainable += [(f"aux_head.{n}", p) for n, p in aux_head.named_parameters()]
     decay = [p for n, p in trainable if p.ndim >= 2 and "logit_scale" not in n]
     no_decay = [p for n, p in trainable if p.ndim < 2 or "logit_scale" in n]
     optimizer = torch.optim.AdamW(
@@ -471,10 +500,14 @@ def train(config: TrainConfig, log=print) -> dict[str, object]:  # type: ignore[
         t1 = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
-        image_vecs = model.encode_image(inputs, normalize=True)  # (B, D)
+        image_feats = model.encode_image(inputs)  # (B, D)
+        image_vecs = F.normalize(image_feats, dim=-1)
         text_vecs = model.encode_text(tokens, normalize=True)  # (36, D)
         scale = model.logit_scale.exp().clamp(max=100.0)
         loss = caption_contrastive_loss(image_vecs, text_vecs, labels, scale)
+        if config.aux_weight > 0:
+            has = labels >= 0
+            loss = loss + config.aux_weight * F.cross_entropy(aux_head(image_feats[has]), labels[has])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -31,7 +31,7 @@ from training.train_world_model import (
 def tiny_config(out: Path, **overrides: object) -> TrainConfig:
     settings: dict[str, object] = dict(
         model="framesearch-tiny", steps=3, batch_size=8, warmup_steps=1, log_every=1,
-        eval_examples=8, eval_frames=2, eval_frame_size=(320, 180), out=str(out),
+        eval_examples=8, eval_frames=2, eval_frame_size=(320, 180), out=str(out), warm_frac=0.5,
     )
     settings.update(overrides)
     return TrainConfig(**settings)  # type: ignore[arg-type]
