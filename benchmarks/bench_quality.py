@@ -36,6 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no weights are fetched here: con
 from benchmarks.common import write_results  # noqa: E402
 from benchmarks.quality import (  # noqa: E402
     K, MODES, LibrarySpec, build_library, embed_library, exhaustive_rankings, latency, query_service, scores, serving,
+    text_vectors,
 )
 from resources.encoder import load_encoder_or_offline, offline_config  # noqa: E402
 from resources.settings import encoder_config_from_env, index_settings_from_env  # noqa: E402
@@ -85,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
           + (f" at {rate:.2f} frames/s end to end" if rate else " (checkpoints up to date)"), flush=True)
 
     started = time.perf_counter()
-    text_vectors = encoder.encode_texts([q.caption for q in library.queries])  # (queries, dim)
-    ceiling = exhaustive_rankings(work / "checkpoints", text_vectors)
+    ceiling = exhaustive_rankings(work / "checkpoints", text_vectors(encoder, [q.caption for q in library.queries]))
     exhaustive_s = time.perf_counter() - started
 
     pool = index_settings_from_env().rerank_pool

@@ -373,12 +373,18 @@ def query_service(base: str, queries: Sequence[Query], modes: Sequence[str] = tu
 # -- the exhaustive ceiling ----------------------------------------------------------------------
 
 
-def exhaustive_rankings(checkpoints: Path, text_vectors: np.ndarray, top_k: int = K) -> list[list[str]]:
+def text_vectors(encoder, captions: Sequence[str]) -> np.ndarray:  # noqa: ANN001 - a FrameEncoder
+    """``(captions, dim)`` text vectors, one caption per call as the service encodes a query: a
+    batch of several computes in bf16 with other roundings, enough to swap near-equal frames."""
+    return np.stack([encoder.encode_texts([text])[0] for text in captions])
+
+
+def exhaustive_rankings(checkpoints: Path, query_vectors: np.ndarray, top_k: int = K) -> list[list[str]]:
     """Per query, the ``top_k`` frames by max cosine between its text vector and the frame's
     stored patch vectors, over every frame of every checkpoint in ``checkpoints``."""
     from resources.checkpoint import vectors
 
-    dim = text_vectors.shape[1]
+    dim = query_vectors.shape[1]
     ids: list[str] = []
     scores: list[np.ndarray] = []
     for path in sorted(checkpoints.glob("video_*.parquet")):
@@ -387,12 +393,12 @@ def exhaustive_rankings(checkpoints: Path, text_vectors: np.ndarray, top_k: int 
         flat = vectors(patches.flatten(), dim)  # (patches, dim)
         lengths = np.asarray(patches.value_lengths())  # (frames,)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        sims = flat @ text_vectors.T  # (patches, queries)
+        sims = flat @ query_vectors.T  # (patches, queries)
         scores.append(np.maximum.reduceat(sims, starts, axis=0))  # (frames, queries): best patch per frame
         ids += [f"{v}:{f}" for v, f in zip(table.column("video_id").to_pylist(), table.column("frame_id").to_pylist())]
     table_scores = np.concatenate(scores)  # (frames, queries)
     order = np.argsort(-table_scores, axis=0, kind="stable")[:top_k]  # (top_k, queries)
-    return [[ids[i] for i in order[:, q]] for q in range(text_vectors.shape[0])]
+    return [[ids[i] for i in order[:, q]] for q in range(query_vectors.shape[0])]
 
 
 # -- metrics -------------------------------------------------------------------------------------
