@@ -70,11 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a text query to run instead of the sample captions (repeatable)",
     )
     parser.add_argument(
-        "--alpha", type=float, default=RERANK_ALPHA,
-        help=f"rerank weight of the global score, 0 to 1 (default {RERANK_ALPHA}, the service's; 0 = patches only)",
+        "--alpha", type=float, action="append",
+        help=f"rerank weight of the global score, 0 to 1; repeatable, one column each "
+        f"(default {RERANK_ALPHA}, the service's, and 0: patches only)",
     )
     args = parser.parse_args(argv)
-    if not 0.0 <= args.alpha <= 1.0:
+    alphas = tuple(dict.fromkeys(args.alpha or (RERANK_ALPHA, 0.0)))
+    if not all(0.0 <= a <= 1.0 for a in alphas):
         parser.error(f"--alpha must be between 0 and 1, got {args.alpha}")
 
     videos = args.videos or ensure_sample_library(args.var / "samples")
@@ -142,13 +144,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[main] index ({opened.mode}, collection {settings.collection}): {opened.count()} frames")
             truth = load_ground_truth(videos)
             print(
-                f"[main] sample queries: top {TOP_K} by global search | by MaxSim rerank of the global candidates; "
-                "✓/✗ the frame holds the object or not (ground truth)"
+                f"[main] sample queries: top {TOP_K} by global search and by MaxSim rerank of the global candidates "
+                f"(score = alpha * global + (1 - alpha) * best patch); ✓/✗ the frame holds the object or not (ground truth)"
             )
             tally = Tally()
             for text in args.query or SAMPLE_QUERIES:
                 vector = frame_encoder.encode_texts([text])[0]
-                for line in run_query(opened, vector, text, truth, top_k=TOP_K, alpha=args.alpha, tally=tally):
+                for line in run_query(opened, vector, text, truth, top_k=TOP_K, alphas=alphas, tally=tally):
                     print(line)
             if tally.possible:
                 print(summary(tally, TOP_K))

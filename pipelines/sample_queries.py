@@ -1,5 +1,6 @@
-"""The main job's sample queries: each caption searched twice - global search and global + MaxSim
-rerank - with the top hits side by side, judged by the sample library's ground truth.
+"""The main job's sample queries: each caption searched by global search and by global search +
+MaxSim rerank (at one or more alphas), the top hits side by side, judged by the sample library's
+ground truth.
 
 A hit *holds* the object if a world object with the query's caption is drawn on that frame. A
 reranked hit's best patch box (``SearchHit.best_patch_box``, ``[x, y, w, h]``) is *on* the
@@ -52,13 +53,14 @@ def judge(hit: SearchHit, text: str, truth: Truth) -> Judged:
 
 @dataclass
 class Tally:
-    """Counts over queries: hits holding the object among the top k (out of the most possible)."""
+    """Counts over queries: hits holding the object among the top k of each column (out of the
+    most possible), and best patches on the object in the last column."""
 
-    global_hits: int = 0
-    rerank_hits: int = 0
+    hits: dict[str, int] = field(default_factory=dict)  # column label -> hits
     possible: int = 0
     boxes_on: int = 0
-    queries: list[str] = field(default_factory=list)
+    boxes_judged: int = 0
+    queries: int = 0
 
 
 def _mark(value: bool | None) -> str:
@@ -72,43 +74,47 @@ def _cell(hit: Judged | None) -> str:
 def _box(hit: Judged | None) -> str:
     if hit is None or hit.box is None:
         return ""
-    on = "" if hit.on_object is None else (" on the object ✓" if hit.on_object else " off the object ✗")
-    return f"{hit.box}{on}"
+    return f"{hit.box} {_mark(hit.on_object)}" if hit.on_object is not None else str(hit.box)
 
 
-def run_query(index: VectorIndex, vector: np.ndarray, text: str, truth: Truth, *, top_k: int, alpha: float, tally: Tally) -> list[str]:
-    """Search ``text`` (its text ``vector``) both ways; return the lines to print, counting into ``tally``."""
-    plain = [judge(h, text, truth) for h in index.search(vector, top_k=top_k)]
-    reranked = [judge(h, text, truth) for h in index.search(vector, top_k=top_k, patch_queries=vector[None], alpha=alpha)]
+def run_query(
+    index: VectorIndex, vector: np.ndarray, text: str, truth: Truth, *, top_k: int, alphas: tuple[float, ...], tally: Tally
+) -> list[str]:
+    """Search ``text`` (its text ``vector``) by global search and by MaxSim rerank at each of
+    ``alphas``; return the lines to print (one column per search, the last column's best patch
+    boxes), counting into ``tally``."""
+    columns = {"global": [judge(h, text, truth) for h in index.search(vector, top_k=top_k)]}
+    for alpha in alphas:
+        hits = index.search(vector, top_k=top_k, patch_queries=vector[None], alpha=alpha)
+        columns[f"rerank alpha {alpha:g}"] = [judge(h, text, truth) for h in hits]
+    last = list(columns.values())[-1]
     frames = sorted((i for i, objects in truth.items() if any(c == text for c, _ in objects)), key=_image_order)
     where = f"in {len(frames)} of {len(truth)} frames ({', '.join(frames)})" if truth else "(no ground truth)"
-    rerank = f"rerank (alpha {alpha:g})"
-    lines = [f"[main] {text!r} {where}:", f"    #  {'global':<16}  {rerank:<18}  best patch [x, y, w, h]"]
-    for rank in range(max(len(plain), len(reranked))):
-        left = plain[rank] if rank < len(plain) else None
-        right = reranked[rank] if rank < len(reranked) else None
-        lines.append(f"  {rank + 1:>3}  {_cell(left)}  {_cell(right):<18}  {_box(right)}".rstrip())
+    header = "  ".join(f"{label:<16}" for label in columns)
+    lines = [f"[main] {text!r} {where}:", f"    #  {header}  its best patch [x, y, w, h], on the object"]
+    for rank in range(max(len(hits) for hits in columns.values())):
+        cells = "  ".join(_cell(hits[rank] if rank < len(hits) else None) for hits in columns.values())
+        lines.append(f"  {rank + 1:>3}  {cells}  {_box(last[rank] if rank < len(last) else None)}".rstrip())
     if truth:
         possible = min(top_k, len(frames))
-        found_plain = sum(bool(h.holds) for h in plain)
-        found_rerank = sum(bool(h.holds) for h in reranked)
-        on = sum(bool(h.on_object) for h in reranked)
-        lines.append(
-            f"[main] {text!r}: hits@{top_k} global {found_plain}/{possible}, rerank {found_rerank}/{possible}; "
-            f"best patch on the object {on} of {found_rerank}"
-        )
-        tally.global_hits += found_plain
-        tally.rerank_hits += found_rerank
+        found = {label: sum(bool(h.holds) for h in hits) for label, hits in columns.items()}
+        on, judged = sum(bool(h.on_object) for h in last), sum(h.on_object is not None for h in last)
+        counts = ", ".join(f"{label} {n}/{possible}" for label, n in found.items())
+        lines.append(f"[main] {text!r}: hits@{top_k} {counts}; {list(columns)[-1]}: best patch on the object {on} of {judged}")
+        for label, n in found.items():
+            tally.hits[label] = tally.hits.get(label, 0) + n
         tally.possible += possible
         tally.boxes_on += on
-    tally.queries.append(text)
+        tally.boxes_judged += judged
+    tally.queries += 1
     return lines
 
 
 def summary(tally: Tally, top_k: int) -> str:
+    counts = ", ".join(f"{label} {n}/{tally.possible}" for label, n in tally.hits.items())
     return (
-        f"[main] sample queries ({len(tally.queries)}): hits@{top_k} global {tally.global_hits}/{tally.possible}, "
-        f"rerank {tally.rerank_hits}/{tally.possible}; best patch on the object {tally.boxes_on} of {tally.rerank_hits}"
+        f"[main] sample queries ({tally.queries}): hits@{top_k} {counts}; "
+        f"{list(tally.hits)[-1]}: best patch on the object {tally.boxes_on} of {tally.boxes_judged}"
     )
 
 

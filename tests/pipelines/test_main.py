@@ -89,22 +89,28 @@ def test_main_job_writes_checkpoints_offline(tmp_path: Path, capsys: pytest.Capt
     assert footer["weights_random"] is False and footer["weights_provenance"]["kind"] == "synthetic-world"
     assert "index (embedded, collection frames_v1): 34 frames" in out
     assert "index: 10 upserted, 0 deleted" in out
-    # Each sample caption: a side-by-side table of 3 rows, judged by ground truth (a stand-in with
-    # random weights: marks and hit counts are whatever they are; the structure is checked).
+    # Each sample caption: a side-by-side table of 3 rows (global, rerank at alpha 0.5 and 0), judged
+    # by the ground truth (a stand-in with random weights: marks and counts are whatever they are;
+    # the structure is checked, and that every mark is the ground truth's).
     truth = load_ground_truth(tmp_path / "samples" / "videos")
-    row = re.compile(r"^ +(\d) +([✓✗]) (\d+:\d+) +(-?\d\.\d{3}) +([✓✗]) (\d+:\d+) +(-?\d\.\d{3}) +\[(\d+), (\d+), (\d+), (\d+)\]( on the object ✓| off the object ✗)?$")
+    hit = r"([✓✗]) (\d+:\d+) +(-?\d\.\d{3})"
+    row = re.compile(rf"^ +(\d) +{hit} +{hit} +{hit} +\[(\d+), (\d+), (\d+), (\d+)\]( [✓✗])?$")
     for text in SAMPLE_QUERIES:
         block = out[out.index(f"[main] {text!r} in "):].splitlines()
-        assert "global" in block[1] and "rerank (alpha 0.5)" in block[1]
+        assert re.match(r" +# +global +rerank alpha 0\.5 +rerank alpha 0 +its best patch", block[1])
         rows = [row.match(line) for line in block[2:5]]
         assert all(rows), block[2:5]
         for rank, match in enumerate(rows, 1):
             assert int(match[1]) == rank
-            for mark, image_id in ((match[2], match[3]), (match[5], match[6])):
+            for mark, image_id in ((match[2], match[3]), (match[5], match[6]), (match[8], match[9])):
                 assert (mark == "✓") == any(c == text for c, _ in truth[image_id])  # marks are the ground truth
-            assert (match[12] is not None) == (match[5] == "✓")  # a reranked hit that holds it: box judged
-        assert re.match(rf"\[main\] {re.escape(repr(text))}: hits@3 global \d/[34], rerank \d/[34]; best patch on the object \d of \d$", block[5])
-    assert re.search(r"^\[main\] sample queries \(4\): hits@3 global \d+/12, rerank \d+/12; best patch on the object \d+ of \d+$", out, re.M)
+            box = [int(match[i]) for i in range(11, 15)]
+            assert box[2] >= 224 and box[3] >= 224 and box[0] + box[2] <= 1280 and box[1] + box[3] <= 720
+            assert (match[15] is not None) == (match[8] == "✓")  # the last column's hit holds it: box judged
+        counts = r"global \d/[34], rerank alpha 0\.5 \d/[34], rerank alpha 0 \d/[34]"
+        assert re.match(rf"\[main\] {re.escape(repr(text))}: hits@3 {counts}; rerank alpha 0: best patch on the object \d of \d$", block[5])
+    totals = r"global \d+/12, rerank alpha 0\.5 \d+/12, rerank alpha 0 \d+/12"
+    assert re.search(rf"^\[main\] sample queries \(4\): hits@3 {totals}; rerank alpha 0: best patch on the object \d+ of \d+$", out, re.M)
 
 
 def test_main_job_runs_given_queries_and_alpha_without_ground_truth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -114,7 +120,7 @@ def test_main_job_runs_given_queries_and_alpha_without_ground_truth(tmp_path: Pa
     args = ["--var", str(tmp_path), "--videos", str(tmp_path / "videos"), "--offline-model", "--query", "a blue square", "--alpha", "0"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "[main] 'a blue square' (no ground truth):" in out and "rerank (alpha 0)" in out
+    assert "[main] 'a blue square' (no ground truth):" in out and "rerank alpha 0 " in out and "alpha 0.5" not in out
     assert re.search(r"^ +1  \? 4:1 +-?\d\.\d{3} +\? 4:1 +-?\d\.\d{3} +\[\d+, \d+, \d+, \d+\]$", out, re.M)
     assert "hits@3" not in out
 
