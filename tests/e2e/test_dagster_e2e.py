@@ -70,6 +70,7 @@ def stack(tmp_path: Path, s3_client, moto_s3_endpoint: str, tiny_weights: Path, 
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http_ok(f"{base}/server_info", 120, alive=lambda: all(p.poll() is None for p in processes))
+        wait_location_loaded(base, 180)
         yield {"base": base, "logs": logs, "tmp": tmp_path}
     finally:
         for process in processes:
@@ -79,6 +80,23 @@ def stack(tmp_path: Path, s3_client, moto_s3_endpoint: str, tiny_weights: Path, 
                 process.wait(20)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+
+
+def wait_location_loaded(base: str, timeout_s: float) -> None:
+    """The webserver answers before its code location has loaded (a subprocess importing torch:
+    slow on a busy machine); queries about the location's sensors fail until it has."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        entries = graphql(base, LOCATIONS)["workspaceOrError"]["locationEntries"]
+        entry = next((e for e in entries if e["name"] == "pipelines.definitions"), None)
+        if entry and entry["loadStatus"] == "LOADED":
+            assert entry["locationOrLoadError"]["__typename"] == "RepositoryLocation", entry
+            return
+        assert time.monotonic() < deadline, f"code location not loaded within {timeout_s} s: {entries}"
+        time.sleep(0.5)
 
 
 START_SENSOR = """
