@@ -35,7 +35,7 @@ from resources.frame_sources import FrameSourceError
 from search_service.config import ServiceSettings, service_settings_from_env
 from search_service.dagster_api import DagsterApi, DagsterUnavailable
 from search_service.ingest import get_job, ingest_frame, ingest_frames, ingest_frames_async, list_jobs
-from search_service.limits import RequestGuard
+from search_service.limits import RequestGuard, request_limits_from_env
 from search_service.openapi import openapi_document
 from search_service.query_images import QueryImageError, QueryImageFetcher
 from search_service.routes import HTTPProblem, healthz, search_hybrid, search_image, search_image_upload, search_text
@@ -100,6 +100,9 @@ def create_app(
     """The service. Tests pass a ready ``encoder`` and an ``open_index(dim)``; by default both
     come from the environment when the app starts."""
     settings = settings or service_settings_from_env()
+    # Read once: the guard bounds bodies with them, the searches bound query images (a bad value
+    # stops the service before it serves).
+    limits = request_limits_from_env()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, ServiceState]]:
@@ -133,6 +136,7 @@ def create_app(
             open_index=(lambda: open_index(dim)) if open_index else default_open,
             dagster=DagsterApi(settings.dagster_url),
             s3=s3,
+            limits=limits,
         )
         state.start()
         try:
@@ -155,7 +159,7 @@ def create_app(
             Route("/openapi.json", _openapi, methods=["GET"]),
         ],
         # The guard first: body limits and JSON 500s cover every route, the API-key check included.
-        middleware=[Middleware(RequestGuard, max_upload_bytes=settings.max_upload_bytes), Middleware(APIKeyMiddleware, api_key=settings.api_key)],
+        middleware=[Middleware(RequestGuard, max_upload_bytes=settings.max_upload_bytes, limits=limits), Middleware(APIKeyMiddleware, api_key=settings.api_key)],
         exception_handlers={
             HTTPProblem: _problem,
             ImageDecodeError: _bad_image,

@@ -40,7 +40,6 @@ MULTIPART_OVERHEAD = 64 * 1024
 UPLOAD_PATHS = ("/search/image/upload",)
 
 # The key under which routes find the limits in ``request.state``.
-STATE_KEY = "request_limits"
 
 
 @dataclass(frozen=True)
@@ -114,8 +113,8 @@ class RequestGuard:
     """Pure ASGI middleware: body size and time limits, and JSON 500s that keep the connection.
 
     ``max_upload_bytes`` is the upload route's file limit (MAX_UPLOAD_BYTES); the other limits
-    come from ``limits`` (default: the environment). Routes find ``limits`` in
-    ``request.state.request_limits``.
+    come from ``limits`` (default: the environment); the app hands the same ``limits`` to its
+    searches for the query-image bounds.
     """
 
     def __init__(
@@ -143,7 +142,6 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        scope.setdefault("state", {})[STATE_KEY] = self.limits
         limit, setting = self.body_limit(scope["path"])
         declared = _content_length(scope)
         if declared is not None and declared > limit:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -15,8 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from search_service.schemas import HybridSearch, ImageSearch, SearchResponse, TextSearch, UploadSearch
-from search_service.limits import STATE_KEY, RequestLimits
-from search_service.search import Searcher, hybrid_search, image_search, text_search, to_results
+from search_service.search import hybrid_search, image_search, text_search, to_results
 from search_service.state import ServiceState
 
 
@@ -72,19 +70,11 @@ def _respond(state: ServiceState, started: float, hits: list, stages: dict[str, 
     return JSONResponse(body.model_dump())
 
 
-def _searcher(request: Request) -> Searcher:
-    """The state's searcher with this service's query-image bounds (MAX_QUERY_PIXELS/PATCHES)."""
-    limits: RequestLimits = getattr(request.state, STATE_KEY)
-    return replace(
-        _state(request).searcher(), max_query_pixels=limits.max_query_pixels, max_query_patches=limits.max_query_patches
-    )
-
-
 async def search_text(request: Request) -> JSONResponse:
     started = time.perf_counter()
     state = _state(request)
     body: TextSearch = await _json_body(request, TextSearch)
-    hits, stages = await run_in_threadpool(text_search, _searcher(request), body.query, body)
+    hits, stages = await run_in_threadpool(text_search, state.searcher(), body.query, body)
     return _respond(state, started, hits, stages, "text", body.rerank)
 
 
@@ -99,7 +89,7 @@ async def search_image(request: Request) -> JSONResponse:
     started = time.perf_counter()
     state = _state(request)
     body: ImageSearch = await _json_body(request, ImageSearch)
-    searcher = _searcher(request)
+    searcher = state.searcher()
     data, fetch_ms = await _fetch(state, body.s3_url)
     hits, stages = await run_in_threadpool(image_search, searcher, data, body)
     return _respond(state, started, hits, {**fetch_ms, **stages}, "image", body.rerank)
@@ -111,7 +101,7 @@ async def search_image_upload(request: Request) -> JSONResponse:
     limit = state.settings.max_upload_bytes
     # The RequestGuard has refused bodies over the limit plus the form's overhead, declared or
     # streamed; a file between the two is caught below.
-    searcher = _searcher(request)
+    searcher = state.searcher()
     async with request.form(max_files=1, max_fields=32, max_part_size=limit) as form:
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
@@ -133,7 +123,7 @@ async def search_hybrid(request: Request) -> JSONResponse:
     started = time.perf_counter()
     state = _state(request)
     body: HybridSearch = await _json_body(request, HybridSearch)
-    searcher = _searcher(request)
+    searcher = state.searcher()
     data, fetch_ms = await _fetch(state, body.image_s3_url)
     hits, stages = await run_in_threadpool(
         hybrid_search, searcher, body.text_query, data, body.text_weight, body.image_weight, body

@@ -23,6 +23,7 @@ from resources.settings import IndexSettings
 from resources.vector_index import IndexBusyError, IndexUnavailableError, VectorIndex
 from search_service.config import ServiceSettings
 from search_service.dagster_api import DagsterApi
+from search_service.limits import RequestLimits
 from search_service.query_images import QueryImageFetcher
 from search_service.search import Searcher
 
@@ -44,6 +45,7 @@ class ServiceState:
     open_index: Callable[[], VectorIndex]
     dagster: DagsterApi
     s3: S3Settings
+    limits: RequestLimits = field(default_factory=RequestLimits)  # MAX_QUERY_PIXELS/PATCHES for searches
     index: VectorIndex | None = None
     index_error: str | None = "opening the index"
     follower: CheckpointFollower | None = None
@@ -94,7 +96,10 @@ class ServiceState:
     def searcher(self) -> Searcher:
         if self.index is None:
             raise IndexNotReady(self.index_error or "the index is not open")
-        return Searcher(self.encoder, self.index, self.patch_config, self.max_pixels, self.index_settings.rerank_pool)
+        return Searcher(
+            self.encoder, self.index, self.patch_config, self.max_pixels, self.index_settings.rerank_pool,
+            max_query_pixels=self.limits.max_query_pixels, max_query_patches=self.limits.max_query_patches,
+        )
 
     def health(self) -> dict[str, object]:
         info = self.encoder.info
