@@ -165,13 +165,15 @@ def embed_video(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     chunk_frames: int = DEFAULT_CHUNK_FRAMES,
     on_chunk: Callable[[int, int], None] | None = None,
+    validate: Callable[[pa.Table], None] | None = None,
 ) -> EmbedReport:
     """Embed ``frames`` of ``video_id`` into the store's published checkpoint; resumable.
 
     Bad frames (missing, unreadable, not an image, too large) are skipped and reported; a video
     with no usable frame raises :class:`NoUsableFrameError`. A transient read failure raises
     :class:`SourceUnavailableError` at once, keeping the finished chunks for a re-run. ``on_chunk(done, total)`` is called
-    after each chunk, for progress logs.
+    after each chunk, for progress logs. ``validate(table)`` sees the finished checkpoint before it
+    is published; if it raises, nothing is published (a follower never indexes a video that failed).
     """
     if chunk_frames < 1:
         raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
@@ -225,6 +227,8 @@ def embed_video(
         "skipped": {str(k): v for k, v in report.skipped.items()},
     }
     final = combined.replace_schema_metadata({META_KEY: json.dumps(metadata, sort_keys=True).encode()})
+    if validate is not None:
+        validate(final)
     report.version = write_table_atomic(final, published)
     report.seconds["write"] += time.perf_counter() - started
     shutil.rmtree(work, ignore_errors=True)
