@@ -87,11 +87,20 @@ class CheckpointFollower:
     _seen: dict[int, tuple[int, int]] = field(default_factory=dict)  # video_id -> (mtime_ns, size)
     applied: int = 0  # checkpoints synced (not counting no-ops) since start
     reconciled: bool = False  # the start-up reconcile has run (it is retried until it has)
+    started_at: float = field(default_factory=time.time)
+    caught_up_at: float | None = None  # wall time of the last poll that left nothing unapplied
     _warned_empty: bool = False
+
+    def lag_seconds(self, now: float | None = None) -> float:
+        """Seconds since the index was last known equal to the published checkpoints (since
+        start while it never was): grows while polls fail or checkpoints cannot be applied."""
+        now = time.time() if now is None else now
+        return max(0.0, now - (self.caught_up_at if self.caught_up_at is not None else self.started_at))
 
     def poll(self) -> list[SyncResult]:
         """Apply what changed under ``root`` since the last poll (the first poll reconciles)."""
         results = []
+        listed_at = time.time()  # everything published before this is applied when the poll ends well
         current = published_checkpoints(self.root)
         if not self.reconciled:
             try:
@@ -126,6 +135,8 @@ class CheckpointFollower:
                 log.info("video %s: checkpoint removed, points deleted", video_id)
         if any(not r.skipped for r in results):
             self.index.optimize()
+        if self.reconciled and not self.errors:
+            self.caught_up_at = listed_at
         return results
 
     def reconcile(self, listed: dict[int, Path]) -> list[int]:

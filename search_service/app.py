@@ -31,17 +31,21 @@ from resources.settings import (
     patch_config_from_env,
 )
 from resources.vector_index import IndexBusyError, IndexUnavailableError, VectorIndex
-from resources.frame_sources import FrameSourceError
+from resources.frame_sources import DEFAULT_MAX_BYTES as FRAME_MAX_BYTES, FrameSourceError
 from search_service.config import ServiceSettings, service_settings_from_env
 from search_service.dagster_api import DagsterApi, DagsterUnavailable
+from search_service.frames import FrameNotIndexed, FrameReader, FrameUnavailable, get_frame
 from search_service.ingest import get_job, ingest_frame, ingest_frames, ingest_frames_async, list_jobs
 from search_service.limits import RequestGuard, request_limits_from_env
+from search_service.metrics import MetricsMiddleware, ServiceMetrics, metrics_endpoint
 from search_service.openapi import openapi_document
+from search_service.page import page_routes
 from search_service.query_images import QueryImageError, QueryImageFetcher
-from search_service.routes import HTTPProblem, healthz, search_hybrid, search_image, search_image_upload, search_text
+from search_service.routes import HTTPProblem, healthz, search_hybrid, search_hybrid_upload, search_image, search_image_upload, search_text
 from search_service.state import IndexNotReady, ServiceState
 
-OPEN_PATHS = ("/healthz", "/openapi.json")  # answered without the API key
+OPEN_PATHS = ("/healthz", "/openapi.json", "/", "/docs")  # answered without the API key
+OPEN_PREFIXES = ("/static/",)  # the page's own files: it asks for the key once it has loaded
 
 
 class APIKeyMiddleware:
@@ -54,7 +58,8 @@ class APIKeyMiddleware:
         self._expected = api_key.encode("utf-8") if api_key else b""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.api_key and scope["path"] not in OPEN_PATHS:
+        path = scope["path"] if scope["type"] == "http" else ""
+        if scope["type"] == "http" and self.api_key and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
             sent = dict(scope["headers"]).get(b"x-api-key", b"")
             if not hmac.compare_digest(sent, self._expected):
                 response = JSONResponse({"detail": "missing or wrong X-API-Key header"}, status_code=401)
@@ -87,6 +92,15 @@ async def _dagster_down(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=503)
 
 
+async def _no_frame(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=404)
+
+
+async def _frame_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, FrameUnavailable)
+    return JSONResponse({"detail": exc.reason}, status_code=exc.status)
+
+
 async def _openapi(request: Request) -> JSONResponse:
     return JSONResponse(openapi_document())
 
@@ -103,6 +117,9 @@ def create_app(
     # Read once: the guard bounds bodies with them, the searches bound query images (a bad value
     # stops the service before it serves).
     limits = request_limits_from_env()
+    metrics = ServiceMetrics()  # this app's own registry: GET /metrics
+    running: dict[str, ServiceState] = {}  # the lifespan's state, for the scrape-time gauges
+    metrics.watch(lambda: running.get("service"))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, ServiceState]]:
@@ -137,11 +154,16 @@ def create_app(
             dagster=DagsterApi(settings.dagster_url),
             s3=s3,
             limits=limits,
+            frame_reader=FrameReader(
+                lambda: make_s3_client(s3), endpoint_url=s3.endpoint_url, max_bytes=FRAME_MAX_BYTES, max_pixels=max_image_pixels_from_env()
+            ),
         )
         state.start()
+        running["service"] = state
         try:
             yield {"service": state}
         finally:
+            running.pop("service", None)
             await run_in_threadpool(state.stop)
 
     return Starlette(
@@ -151,15 +173,20 @@ def create_app(
             Route("/search/image", search_image, methods=["POST"]),
             Route("/search/image/upload", search_image_upload, methods=["POST"]),
             Route("/search/hybrid", search_hybrid, methods=["POST"]),
+            Route("/search/hybrid/upload", search_hybrid_upload, methods=["POST"]),
+            Route("/frames/{image_id}", get_frame, methods=["GET"]),
             Route("/ingest/frame", ingest_frame, methods=["POST"]),
             Route("/ingest/frames", ingest_frames, methods=["POST"]),
             Route("/ingest/frames/async", ingest_frames_async, methods=["POST"]),
             Route("/jobs", list_jobs, methods=["GET"]),
             Route("/jobs/{job_id}", get_job, methods=["GET"]),
             Route("/openapi.json", _openapi, methods=["GET"]),
+            *page_routes(),
+            Route("/metrics", metrics_endpoint(metrics), methods=["GET"]),
         ],
         # The guard first: body limits and JSON 500s cover every route, the API-key check included.
-        middleware=[Middleware(RequestGuard, max_upload_bytes=settings.max_upload_bytes, limits=limits), Middleware(APIKeyMiddleware, api_key=settings.api_key)],
+        # Metrics outermost: requests the guard or the key check refuse are counted too.
+        middleware=[Middleware(MetricsMiddleware, metrics=metrics), Middleware(RequestGuard, max_upload_bytes=settings.max_upload_bytes, limits=limits), Middleware(APIKeyMiddleware, api_key=settings.api_key)],
         exception_handlers={
             HTTPProblem: _problem,
             ImageDecodeError: _bad_image,
@@ -169,6 +196,8 @@ def create_app(
             IndexUnavailableError: _index_down,
             DagsterUnavailable: _dagster_down,
             FrameSourceError: _dagster_down,
+            FrameNotIndexed: _no_frame,
+            FrameUnavailable: _frame_unavailable,
         },
         lifespan=lifespan,
     )

@@ -13,8 +13,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from search_service.schemas import HybridSearch, ImageSearch, SearchResponse, TextSearch, UploadSearch
-from search_service.search import hybrid_search, image_search, text_search, to_results
+from search_service.metrics import record_stages
+from search_service.moments import group_moments
+from search_service.schemas import HybridSearch, HybridUpload, ImageSearch, RankFields, SearchResponse, TextSearch, UploadSearch
+from search_service.search import IndexedFrame, hybrid_search, image_search, similar_search, text_search, to_results
 from search_service.state import ServiceState
 
 
@@ -61,11 +63,27 @@ async def _json_body(request: Request, model: type[BaseModel]) -> Any:
     return _validate(model, data)
 
 
-def _respond(state: ServiceState, started: float, hits: list, stages: dict[str, float], query_type: str, rerank: bool) -> JSONResponse:
-    results = to_results(hits)
+MOMENT_POOL_MIN, MOMENT_POOL_MAX = 100, 1_000  # frames searched to form moments (the index serves at most 1,000)
+
+
+def _pooled(body: Any) -> Any:
+    """The request as searched: with group_by=moments, more frames than top_k, so that moments
+    gather their neighbouring hits (results are still cut to top_k)."""
+    if body.group_by != "moments":
+        return body
+    return body.model_copy(update={"top_k": min(MOMENT_POOL_MAX, max(MOMENT_POOL_MIN, 10 * body.top_k))})
+
+
+def _respond(state: ServiceState, started: float, hits: list, stages: dict[str, float], query_type: str, rerank: bool, request: RankFields | None = None) -> JSONResponse:
+    top_k = request.top_k if request is not None else len(hits)
+    pooled = to_results(hits)
+    results = pooled[:top_k]
+    moments = None
+    if request is not None and request.group_by == "moments":
+        moments = group_moments(pooled, request.moment_gap_ms, request.moments_per_video, limit=top_k)
     body = SearchResponse(
         results=results, total=len(results), query_type=query_type, rerank_enabled=rerank,  # type: ignore[arg-type]
-        duration_ms=round((time.perf_counter() - started) * 1000, 3), durations_ms=stages,
+        duration_ms=round((time.perf_counter() - started) * 1000, 3), durations_ms=stages, moments=moments,
     )
     return JSONResponse(body.model_dump())
 
@@ -74,8 +92,9 @@ async def search_text(request: Request) -> JSONResponse:
     started = time.perf_counter()
     state = _state(request)
     body: TextSearch = await _json_body(request, TextSearch)
-    hits, stages = await run_in_threadpool(text_search, state.searcher(), body.query, body)
-    return _respond(state, started, hits, stages, "text", body.rerank)
+    hits, stages = await run_in_threadpool(text_search, state.searcher(), body.query, _pooled(body))
+    record_stages(request, stages)
+    return _respond(state, started, hits, stages, "text", body.rerank, body)
 
 
 async def _fetch(state: ServiceState, url: str) -> tuple[bytes, dict[str, float]]:
@@ -90,18 +109,21 @@ async def search_image(request: Request) -> JSONResponse:
     state = _state(request)
     body: ImageSearch = await _json_body(request, ImageSearch)
     searcher = state.searcher()
+    if body.image_id is not None:  # "more like this": an indexed frame's own vectors
+        hits, stages = await run_in_threadpool(similar_search, searcher, IndexedFrame(body.image_id), _pooled(body))
+        record_stages(request, stages)
+        return _respond(state, started, hits, stages, "image", body.rerank, body)
     data, fetch_ms = await _fetch(state, body.s3_url)
-    hits, stages = await run_in_threadpool(image_search, searcher, data, body)
-    return _respond(state, started, hits, {**fetch_ms, **stages}, "image", body.rerank)
+    hits, stages = await run_in_threadpool(image_search, searcher, data, _pooled(body))
+    record_stages(request, {**fetch_ms, **stages})
+    return _respond(state, started, hits, {**fetch_ms, **stages}, "image", body.rerank, body)
 
 
-async def search_image_upload(request: Request) -> JSONResponse:
-    started = time.perf_counter()
-    state = _state(request)
+async def _upload(request: Request, state: ServiceState) -> tuple[bytes, dict[str, Any]]:
+    """The uploaded file's bytes and the other parameters (form fields over the query string)."""
     limit = state.settings.max_upload_bytes
     # The RequestGuard has refused bodies over the limit plus the form's overhead, declared or
     # streamed; a file between the two is caught below.
-    searcher = state.searcher()
     async with request.form(max_files=1, max_fields=32, max_part_size=limit) as form:
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
@@ -114,9 +136,32 @@ async def search_image_upload(request: Request) -> JSONResponse:
     if "video_ids" in params:  # a form or query string carries lists as "1,2" or repeated keys
         ids = request.query_params.getlist("video_ids") or [params["video_ids"]]
         params["video_ids"] = [part.strip() for item in ids for part in str(item).split(",") if part.strip()]
+    return data, params
+
+
+async def search_image_upload(request: Request) -> JSONResponse:
+    started = time.perf_counter()
+    state = _state(request)
+    searcher = state.searcher()
+    data, params = await _upload(request, state)
     body: UploadSearch = _validate(UploadSearch, params)
-    hits, stages = await run_in_threadpool(image_search, searcher, data, body)
-    return _respond(state, started, hits, stages, "image", body.rerank)
+    hits, stages = await run_in_threadpool(image_search, searcher, data, _pooled(body))
+    record_stages(request, stages)
+    return _respond(state, started, hits, stages, "image", body.rerank, body)
+
+
+async def search_hybrid_upload(request: Request) -> JSONResponse:
+    """Text and an uploaded image fused, as ``/search/hybrid`` fuses text and an S3 image."""
+    started = time.perf_counter()
+    state = _state(request)
+    searcher = state.searcher()
+    data, params = await _upload(request, state)
+    body: HybridUpload = _validate(HybridUpload, params)
+    hits, stages = await run_in_threadpool(
+        hybrid_search, searcher, body.text_query, data, body.text_weight, body.image_weight, _pooled(body)
+    )
+    record_stages(request, stages)
+    return _respond(state, started, hits, stages, "hybrid", body.rerank, body)
 
 
 async def search_hybrid(request: Request) -> JSONResponse:
@@ -124,11 +169,16 @@ async def search_hybrid(request: Request) -> JSONResponse:
     state = _state(request)
     body: HybridSearch = await _json_body(request, HybridSearch)
     searcher = state.searcher()
-    data, fetch_ms = await _fetch(state, body.image_s3_url)
+    image: bytes | IndexedFrame
+    if body.image_id is not None:
+        image, fetch_ms = IndexedFrame(body.image_id), {}
+    else:
+        image, fetch_ms = await _fetch(state, body.image_s3_url)
     hits, stages = await run_in_threadpool(
-        hybrid_search, searcher, body.text_query, data, body.text_weight, body.image_weight, body
+        hybrid_search, searcher, body.text_query, image, body.text_weight, body.image_weight, _pooled(body)
     )
-    return _respond(state, started, hits, {**fetch_ms, **stages}, "hybrid", body.rerank)
+    record_stages(request, {**fetch_ms, **stages})
+    return _respond(state, started, hits, {**fetch_ms, **stages}, "hybrid", body.rerank, body)
 
 
 async def healthz(request: Request) -> JSONResponse:

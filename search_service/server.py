@@ -28,6 +28,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from resources.settings import SettingsError
+from search_service.logs import json_log_config
 
 _TIMEOUT_BODY = b"request headers did not arrive in time (HEADER_TIMEOUT_S)"
 _TIMEOUT_RESPONSE = (
@@ -47,6 +48,7 @@ class ServerSettings:
     limit_concurrency: int = 100  # LIMIT_CONCURRENCY: connections + tasks at once; more get 503
     max_header_bytes: int = 16 * 1024  # MAX_HEADER_BYTES: request line and headers (h11's incomplete-event limit)
     graceful_shutdown_s: int = 30  # GRACEFUL_SHUTDOWN_S: running requests get this long to finish on shutdown
+    log_format: str = "text"  # LOG_FORMAT: text (uvicorn's) or json (one object a line, search_service.logs)
 
     def __post_init__(self) -> None:
         for name, value in (
@@ -56,11 +58,13 @@ class ServerSettings:
         ):
             if not value > 0:
                 raise SettingsError(f"{name} must be positive, got {value}")
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"LOG_FORMAT must be text or json, got {self.log_format!r}")
 
 
 def server_settings_from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> ServerSettings:
     """Settings from HOST, PORT, HEADER_TIMEOUT_S, TIMEOUT_KEEP_ALIVE_S, LIMIT_CONCURRENCY,
-    MAX_HEADER_BYTES and GRACEFUL_SHUTDOWN_S; ``overrides`` that are not None win."""
+    MAX_HEADER_BYTES, GRACEFUL_SHUTDOWN_S and LOG_FORMAT; ``overrides`` that are not None win."""
     env = os.environ if env is None else env
     defaults = ServerSettings()
     values: dict[str, Any] = {}
@@ -68,6 +72,7 @@ def server_settings_from_env(env: Mapping[str, str] | None = None, **overrides: 
         ("HOST", "host"), ("PORT", "port"), ("HEADER_TIMEOUT_S", "header_timeout_s"),
         ("TIMEOUT_KEEP_ALIVE_S", "timeout_keep_alive_s"), ("LIMIT_CONCURRENCY", "limit_concurrency"),
         ("MAX_HEADER_BYTES", "max_header_bytes"), ("GRACEFUL_SHUTDOWN_S", "graceful_shutdown_s"),
+        ("LOG_FORMAT", "log_format"),
     ):
         default = getattr(defaults, field)
         raw = env.get(name, "").strip()
@@ -120,6 +125,8 @@ class HeaderTimeoutH11Protocol(H11Protocol):
 def server_config(app: Any, settings: ServerSettings | None = None, **uvicorn_options: Any) -> uvicorn.Config:
     """A uvicorn config for ``app`` with the bounds of ``settings`` (default: the environment)."""
     settings = settings or server_settings_from_env()
+    if settings.log_format == "json":
+        uvicorn_options.setdefault("log_config", json_log_config(str(uvicorn_options.get("log_level") or "info").upper()))
     protocol = type("BoundedH11Protocol", (HeaderTimeoutH11Protocol,), {"header_timeout_s": settings.header_timeout_s})
     return uvicorn.Config(
         app,
