@@ -19,7 +19,21 @@ integer video_id; other names are ignored:
         manifest.jsonl                     {"frame_id": 1, "timestamp_ms": 0, "url": "f_1.jpg"} per line
         ingest/                            batches of FrameSource.record_frames, one immutable file each:
           <time ns>-<random>.jsonl           applied in name order over the files or manifest above
+      4/                                   video 4: ONE video file (no manifest) is the video
+        clip.mp4                             frames picked by the sampling policy (VIDEO_SAMPLING)
       archive/                             not an integer: ignored
+
+Video files (:data:`VIDEO_SUFFIXES`: mp4, m4v, mov, mkv, webm, avi - whatever PyAV opens) are
+decoded by :mod:`.video`: a folder with one video file and no manifest has the frames that the
+sampling policy picks (``fps:<rate>`` (default ``fps:1``), ``every:<seconds>``,
+``scene:<threshold>`` or ``keyframes``; other files beside it, such as a poster image, are
+ignored; two video files in one folder are an error). Each frame's url is
+``<video file url>#frame=<frame_id>&t=<seconds>``, e.g. ``s3://b/videos/4/clip.mp4#frame=120&t=2.000``:
+frame_id is its index in the stream (presentation order), timestamp_ms its presentation time from
+the stream's start. :func:`read_frame_image` returns any stored frame url's image (a video frame
+by seeking, not decoding the whole file); ``read`` of a video frame url returns it as PNG bytes.
+Video files on S3 are read by ranged GETs (:mod:`.s3_ranged`), never held whole in memory. A
+video's signature covers the video file (size and mtime, or ETag) and the sampling policy.
 
 Video and frame ids (and timestamps) must lie in 0..2**63-1, the range of Qdrant point ids and
 pyarrow int64 columns; anything larger is refused with a :class:`FrameSourceError`.
@@ -44,11 +58,15 @@ The package holds one module per idea around the small interface in :mod:`.base`
 :mod:`.base` (FrameRef, VideoListing, errors, the FrameSource ABC with ``record_frames``),
 :mod:`.manifests` (manifest and file-name parsing, ingest batches, video ids, signatures),
 :mod:`.reading` (byte-limited reads, the HTTP fetcher for pre-signed URLs, error classification),
-:mod:`.local` and :mod:`.s3` (the two source kinds). A new kind implements ``list_videos``,
-``manifest``, ``read`` and ``describe`` (and ``_write_batch``/``_check_url`` to accept ingests).
+:mod:`.local` and :mod:`.s3` (the two source kinds), :mod:`.video` (sampling, frame urls and
+streaming decode of video files), :mod:`.s3_ranged` (a seekable file over an S3 object),
+:mod:`.frames` (decoded frames of any kind: :func:`read_frame_image`, :func:`iter_frames`).
+A new kind implements ``list_videos``, ``manifest``, ``read`` and ``describe`` (``open_file``
+to hold video files, ``_write_batch``/``_check_url`` to accept ingests).
 """
 
 from resources.frame_sources.base import FrameReadError, FrameRef, FrameSource, FrameSourceError, VideoListing, VideoNotFound, _redact, _scheme
+from resources.frame_sources.frames import DecodedFrame, iter_frames, read_frame_image
 from resources.frame_sources.local import LocalFolderSource
 from resources.frame_sources.manifests import IMAGE_SUFFIXES, MANIFEST_CSV, MANIFEST_JSONL, frame_id_from_name
 from resources.frame_sources.reading import (
@@ -61,11 +79,30 @@ from resources.frame_sources.reading import (
     _too_large,
 )
 from resources.frame_sources.s3 import S3FrameSource
+from resources.frame_sources.video import (
+    VIDEO_SUFFIXES,
+    SamplingPolicy,
+    VideoFrameUrl,
+    is_video_frame_url,
+    parse_video_frame_url,
+    sampling_from_env,
+    video_frame_url,
+)
 
 # The private helpers are re-exported because search_service/query_images.py reads query images
 # with the same limits and S3 error handling.
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "VIDEO_SUFFIXES",
+    "DecodedFrame",
+    "SamplingPolicy",
+    "VideoFrameUrl",
+    "is_video_frame_url",
+    "iter_frames",
+    "parse_video_frame_url",
+    "read_frame_image",
+    "sampling_from_env",
+    "video_frame_url",
     "IMAGE_SUFFIXES",
     "MANIFEST_CSV",
     "MANIFEST_JSONL",

@@ -9,6 +9,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import IO
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
@@ -97,6 +98,11 @@ class FrameSource(ABC):
     @abstractmethod
     def describe(self) -> str:
         """A one-line description for logs and run metadata (no credentials)."""
+
+    def open_file(self, url: str) -> IO[bytes]:
+        """A seekable binary file of a video file url (no fragment), read without loading it whole;
+        :class:`FrameReadError` when it cannot be opened. Sources that hold video files implement it."""
+        raise FrameReadError(url, f"{type(self).__name__} does not read video files")
 
     def video_ids(self) -> list[int]:
         """The video_ids under the root, sorted; cheaper than :meth:`list_videos` where it can be."""

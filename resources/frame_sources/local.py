@@ -6,6 +6,7 @@ import functools
 import json
 import os
 from pathlib import Path
+from typing import IO
 
 from resources.frame_sources.base import (
     INGEST_DIR,
@@ -29,12 +30,17 @@ from resources.frame_sources.manifests import (
     _relative_path,
     _unique_ids,
 )
+from resources.frame_sources.frames import png_bytes, read_frame_image
 from resources.frame_sources.reading import DEFAULT_MAX_BYTES, _check_limits, _file_url_path, _HttpFetcher, _read_file, _transient_os_error
+from resources.frame_sources.video import SamplingPolicy, is_video_file, parse_video_frame_url, sampling_from_env, scan_video
 from resources.s3_urls import is_presigned, is_s3_host
 
 
 class LocalFolderSource(FrameSource):
-    """Videos in a local folder (see the module docstring for the layout)."""
+    """Videos in a local folder (see the package docstring for the layout).
+
+    ``sampling`` picks the frames of video files (default: VIDEO_SAMPLING, see :mod:`.video`).
+    """
 
     def __init__(
         self,
@@ -43,11 +49,13 @@ class LocalFolderSource(FrameSource):
         max_bytes: int = DEFAULT_MAX_BYTES,
         *,
         http_timeout_s: float = 30.0,
+        sampling: SamplingPolicy | None = None,
     ) -> None:
         _check_limits(fps, max_bytes, http_timeout_s)
         self.root = Path(root)
         self.fps = fps
         self.max_bytes = max_bytes
+        self.sampling = sampling if sampling is not None else sampling_from_env()
         self._http = _HttpFetcher(http_timeout_s, max_bytes)
 
     def describe(self) -> str:
@@ -57,7 +65,7 @@ class LocalFolderSource(FrameSource):
         return sorted(self._folders())
 
     def list_videos(self) -> list[VideoListing]:
-        return [VideoListing(video_id, _local_signature(folder)) for video_id, folder in sorted(self._folders().items())]
+        return [VideoListing(video_id, _local_signature(folder, self.sampling)) for video_id, folder in sorted(self._folders().items())]
 
     def manifest(self, video_id: int) -> list[FrameRef]:
         folder = self._folder(video_id)
@@ -69,7 +77,12 @@ class LocalFolderSource(FrameSource):
         manifest_name = _manifest_name(files, str(folder))
         base = folder.resolve()
         resolve = functools.partial(self._resolve, base)
-        if manifest_name is None:
+        videos = [name for name in files if is_video_file(name)]
+        if manifest_name is None and len(videos) > 1:
+            raise FrameSourceError(f"{folder} holds {len(videos)} video files ({', '.join(videos[:3])}): keep one per video folder")
+        if manifest_name is None and videos:
+            frames = scan_video(self.open_file, (base / videos[0]).as_uri(), self.sampling)
+        elif manifest_name is None:
             frames = _frames_from_names(((name, (base / name).as_uri()) for name in files), self.fps, str(folder))
         else:
             path = folder / manifest_name
@@ -92,6 +105,8 @@ class LocalFolderSource(FrameSource):
             raise FrameSourceError(f"cannot read manifest {path}: {exc.reason}", transient=exc.transient) from exc
 
     def read(self, url: str) -> bytes:
+        if parse_video_frame_url(url) is not None:  # one frame of a video file, as PNG
+            return png_bytes(read_frame_image(self, url))
         scheme = _scheme(url)
         if scheme == "file":
             try:
@@ -102,6 +117,22 @@ class LocalFolderSource(FrameSource):
         if scheme in ("http", "https") and is_presigned(url) and is_s3_host(url):
             return self._http.fetch(url)
         raise FrameReadError(url, "a local folder source reads file:// urls and pre-signed https urls of AWS S3 hosts")
+
+    def open_file(self, url: str) -> IO[bytes]:
+        try:
+            path = _file_url_path(url) if _scheme(url) == "file" else None
+        except ValueError as exc:
+            raise FrameReadError(url, str(exc)) from None
+        if path is None:
+            raise FrameReadError(url, "a local folder source opens file:// urls")
+        try:
+            return path.open("rb")
+        except (FileNotFoundError, NotADirectoryError):
+            raise FrameReadError(url, f"no such file {path}", missing=True) from None
+        except IsADirectoryError:
+            raise FrameReadError(url, f"{path} is a folder, not a file") from None
+        except OSError as exc:
+            raise FrameReadError(url, f"cannot open {path}: {exc}", transient=_transient_os_error(exc)) from exc
 
     def _folders(self) -> dict[int, Path]:
         try:
@@ -155,7 +186,7 @@ class LocalFolderSource(FrameSource):
         )
 
 
-def _local_signature(folder: Path) -> str:
+def _local_signature(folder: Path, sampling: SamplingPolicy) -> str:
     lines = []
     for directory, _, files in os.walk(folder):
         for name in files:
@@ -165,5 +196,7 @@ def _local_signature(folder: Path) -> str:
             except FileNotFoundError:
                 continue  # removed while listing: it is not part of the video any more
             lines.append(json.dumps([path.relative_to(folder).as_posix(), stat.st_size, stat.st_mtime_ns]))
+            if directory == str(folder) and is_video_file(name):
+                lines.append(f"sampling {sampling.fingerprint()}")  # another policy lists other frames
     return _digest(lines)
 

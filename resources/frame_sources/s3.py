@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -41,6 +41,9 @@ from resources.frame_sources.reading import (
     _read_limited,
     _too_large,
 )
+from resources.frame_sources.frames import png_bytes, read_frame_image
+from resources.frame_sources.s3_ranged import open_s3_object
+from resources.frame_sources.video import SamplingPolicy, is_video_file, parse_video_frame_url, sampling_from_env, scan_video
 from resources.s3_urls import S3Location, S3UrlError, is_presigned, is_s3_host, parse_s3_url
 
 
@@ -50,6 +53,8 @@ class S3FrameSource(FrameSource):
     ``endpoint_url`` names a MinIO/LocalStack/moto endpoint, so that URLs on it parse path-style and
     count as S3 hosts; the client itself must already be configured for it. ``http_timeout_s``
     applies to pre-signed URLs, which are fetched with httpx; the client keeps its own timeouts.
+    ``sampling`` picks the frames of video files (default: VIDEO_SAMPLING, see :mod:`.video`);
+    video files are read by ranged GETs, a few MiB at a time.
     """
 
     def __init__(
@@ -60,6 +65,7 @@ class S3FrameSource(FrameSource):
         max_bytes: int = DEFAULT_MAX_BYTES,
         endpoint_url: str | None = None,
         http_timeout_s: float = 30.0,
+        sampling: SamplingPolicy | None = None,
     ) -> None:
         _check_limits(fps, max_bytes, http_timeout_s)
         try:
@@ -71,6 +77,7 @@ class S3FrameSource(FrameSource):
         self.fps = fps
         self.max_bytes = max_bytes
         self.endpoint_url = endpoint_url
+        self.sampling = sampling if sampling is not None else sampling_from_env()
         self._client = client
         self._http = _HttpFetcher(http_timeout_s, max_bytes)
 
@@ -105,6 +112,8 @@ class S3FrameSource(FrameSource):
                     raise FrameSourceError(f"video {video_id} has two prefixes under {self._root_uri()}: {names[video_id]!r} and {name!r}")
                 names[video_id], current, lines = name, name, []
             lines.append(json.dumps([inner, obj.get("Size"), obj.get("ETag")]))
+            if "/" not in inner and is_video_file(inner):
+                lines.append(f"sampling {self.sampling.fingerprint()}")  # another policy lists other frames
         if current is not None:
             listings.append(VideoListing(int(current), _digest(lines)))
         return sorted(listings)
@@ -114,7 +123,12 @@ class S3FrameSource(FrameSource):
         where = S3Location(self.bucket, video_prefix).uri
         resolve = functools.partial(self._resolve, video_prefix)
         manifest_name = _manifest_name(files, where)
-        if manifest_name is None:
+        videos = [name for name in files if is_video_file(name)]
+        if manifest_name is None and len(videos) > 1:
+            raise FrameSourceError(f"{where} holds {len(videos)} video files ({', '.join(videos[:3])}): keep one per video folder")
+        if manifest_name is None and videos:
+            base = scan_video(self.open_file, S3Location(self.bucket, video_prefix + videos[0]).uri, self.sampling)
+        elif manifest_name is None:
             refs = ((file, S3Location(self.bucket, video_prefix + file).uri) for file in files)
             base = _frames_from_names(refs, self.fps, where)
         else:
@@ -139,6 +153,8 @@ class S3FrameSource(FrameSource):
             raise FrameSourceError(f"cannot read manifest {location.uri}: {exc.reason}", transient=exc.transient) from exc
 
     def read(self, url: str) -> bytes:
+        if parse_video_frame_url(url) is not None:  # one frame of a video file, as PNG
+            return png_bytes(read_frame_image(self, url))
         scheme = _scheme(url)
         if scheme in ("http", "https"):
             if not is_s3_host(url, self.endpoint_url):
@@ -152,6 +168,15 @@ class S3FrameSource(FrameSource):
         except S3UrlError as exc:
             raise FrameReadError(url, str(exc)) from None
         return self._get_object(location, url)
+
+    def open_file(self, url: str) -> IO[bytes]:
+        if _scheme(url) != "s3":
+            raise FrameReadError(url, "an S3 frame source opens video files by s3:// urls")
+        try:
+            location = parse_s3_url(url, self.endpoint_url)
+        except S3UrlError as exc:
+            raise FrameReadError(url, str(exc)) from None
+        return open_s3_object(self._client, location.bucket, location.key, url)
 
     def _root_uri(self) -> str:
         return S3Location(self.bucket, self.prefix).uri
