@@ -68,8 +68,18 @@ class FilterFields(BaseModel):
         )
 
 
-class RankFields(FilterFields):
-    top_k: int = Field(10, ge=1, le=100, description="number of results")
+class MomentFields(BaseModel):
+    """Grouping of hits into moments (see ``search_service.moments``); off unless ``group_by`` is "moments"."""
+
+    group_by: Literal["frames", "moments"] = Field(
+        "frames", description='"moments": also merge each video\'s adjacent hits into time segments (response field "moments")'
+    )
+    moment_gap_ms: int = Field(2_000, ge=0, le=3_600_000, description="hits of a video at most this far apart in time form one moment")
+    moments_per_video: int = Field(3, ge=1, le=100, description="at most this many moments per video (its best ones)")
+
+
+class RankFields(FilterFields, MomentFields):
+    top_k: int = Field(10, ge=1, le=100, description="number of results (and of moments, with group_by=moments)")
     rerank: bool = Field(False, description="patch-level MaxSim rerank of the global candidates")
     rerank_alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of the global score; 1 = global only")
 
@@ -84,23 +94,49 @@ class TextSearch(RankFields):
         return self
 
 
+ImageId = Annotated[str, Field(min_length=3, max_length=40, pattern=r"^\d{1,19}:\d{1,19}$", description='an indexed frame, "<video_id>:<frame_id>"')]
+
+
 class ImageSearch(RankFields):
-    s3_url: Url = Field(..., description="s3:// or https S3 URL (pre-signed allowed)")
+    s3_url: Url | None = Field(None, description="s3:// or https S3 URL (pre-signed allowed)")
+    image_id: ImageId | None = Field(None, description='"more like this": an indexed frame as the query (left out of the results); instead of s3_url')
+
+    @model_validator(mode="after")
+    def _one_query(self) -> ImageSearch:
+        if (self.s3_url is None) == (self.image_id is None):
+            raise ValueError("give exactly one of s3_url and image_id")
+        return self
 
 
-class HybridSearch(RankFields):
+class HybridFields(RankFields):
     text_query: str = Field(..., min_length=1, max_length=2_000)
-    image_s3_url: Url
     text_weight: float = Field(0.5, ge=0.0, le=1.0)
     image_weight: float = Field(0.5, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
-    def _some_weight(self) -> HybridSearch:
+    def _some_weight(self) -> HybridFields:
         if not self.text_query.strip():
             raise ValueError("text_query is blank")
         if self.text_weight + self.image_weight == 0:
             raise ValueError("text_weight and image_weight are both 0")
         return self
+
+
+class HybridSearch(HybridFields):
+    image_s3_url: Url | None = Field(None, description="the image part: s3:// or https S3 URL (pre-signed allowed)")
+    image_id: ImageId | None = Field(None, description="the image part as an indexed frame; instead of image_s3_url")
+
+    @model_validator(mode="after")
+    def _one_image(self) -> HybridSearch:
+        if (self.image_s3_url is None) == (self.image_id is None):
+            raise ValueError("give exactly one of image_s3_url and image_id")
+        return self
+
+
+class HybridUpload(HybridFields):
+    """Parameters of ``/search/hybrid/upload`` (form fields or query string, parsed from text)."""
+
+    model_config = ConfigDict(strict=False)
 
 
 class UploadSearch(RankFields):
@@ -122,6 +158,26 @@ class SearchResult(BaseModel):
     height: int
     timestamp_ms: int | None = None
     best_patch_box: list[int] | None = Field(None, description="x, y, w, h of the frame's best-matching patch (reranked results)")
+    thumbnail_url: str | None = Field(None, description="relative URL of the frame's picture (GET /frames/{image_id}); add &box=x,y,w,h to draw a box")
+
+
+class MomentFrame(BaseModel):
+    image_id: str
+    frame_id: int
+    timestamp_ms: int | None
+    score: float
+
+
+class Moment(BaseModel):
+    """A video's adjacent hits merged into one time segment (``search_service.moments``)."""
+
+    video_id: int
+    start_ms: int | None = Field(description="timestamp of the moment's first hit (None: the frame has no timestamp)")
+    end_ms: int | None = Field(description="timestamp of its last hit, or the end of the span that hit stands for")
+    score: float = Field(description="the best frame's score")
+    best_image_id: str
+    best: SearchResult = Field(description="the moment's best frame, as in results")
+    frames: list[MomentFrame] = Field(description="every hit inside the moment, in time order")
 
 
 class SearchResponse(BaseModel):
@@ -131,6 +187,7 @@ class SearchResponse(BaseModel):
     rerank_enabled: bool
     duration_ms: float
     durations_ms: dict[str, float] = Field(default_factory=dict, description="encode, fetch, search")
+    moments: list[Moment] | None = Field(None, description="with group_by=moments: the best moments, at most top_k")
 
 
 class IngestItem(BaseModel):

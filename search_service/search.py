@@ -16,10 +16,11 @@ from PIL import Image
 
 from resources.encoder import FrameEncoder
 from resources.images import decode_image, image_to_tensor
-from resources.index_schema import SearchFilters, SearchHit
+from resources.index_schema import SearchFilters, SearchHit, point_id
 from resources.patches import PatchConfig, plan_patches
 from resources.s3_urls import public_url
 from resources.vector_index import VectorIndex
+from search_service.frames import FrameNotIndexed, parse_image_id, thumbnail_url
 from search_service.limits import RequestLimits
 from search_service.schemas import RankFields, SearchResult
 
@@ -62,6 +63,7 @@ def to_results(hits: Sequence[SearchHit]) -> list[SearchResult]:
                 s3_url=public_url(str(p.get("url", ""))), width=int(p.get("width", 0)), height=int(p.get("height", 0)),
                 timestamp_ms=p.get("timestamp_ms"),
                 best_patch_box=hit.best_patch_box,
+                thumbnail_url=thumbnail_url(p) if "image_id" in p else None,
             )
         )
     return results
@@ -106,6 +108,35 @@ def query_image_vectors(searcher: Searcher, data: bytes, timer: Timer, with_patc
     return global_vector, patches
 
 
+@dataclass(frozen=True)
+class IndexedFrame:
+    """An indexed frame used as a query ("more like this"): its stored vectors, no image to decode."""
+
+    image_id: str
+
+
+def frame_query_vectors(searcher: Searcher, frame: IndexedFrame, timer: Timer, with_patches: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """The frame's stored global vector ``(dim,)`` and, for rerank, its patch vectors ``(patches, dim)``,
+    evenly thinned to at most ``max_query_patches`` rows; :class:`FrameNotIndexed` if it is not indexed."""
+    pid = point_id(*parse_image_id(frame.image_id))
+    found = timer.run("lookup", searcher.index.frame_vectors, pid)
+    if found is None:
+        raise FrameNotIndexed(f"frame {frame.image_id} is not in the index")
+    global_vector, patches = found
+    if not with_patches:
+        return global_vector, None
+    if len(patches) > searcher.max_query_patches:
+        patches = patches[np.linspace(0, len(patches) - 1, searcher.max_query_patches).round().astype(int)]
+    return global_vector, patches
+
+
+def any_query_vectors(searcher: Searcher, image: bytes | IndexedFrame, timer: Timer, with_patches: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Vectors of a query image given as bytes (decoded and encoded) or as an indexed frame (read)."""
+    if isinstance(image, IndexedFrame):
+        return frame_query_vectors(searcher, image, timer, with_patches)
+    return query_image_vectors(searcher, image, timer, with_patches)
+
+
 def _search(searcher: Searcher, timer: Timer, vector: np.ndarray, patches: np.ndarray | None, request: RankFields, top_k: int, filters: SearchFilters) -> list[SearchHit]:
     return timer.run(
         "search", searcher.index.search, vector, top_k=top_k, filters=filters,
@@ -130,14 +161,22 @@ def image_search(searcher: Searcher, data: bytes, request: RankFields) -> tuple[
     return hits, timer.ms
 
 
+def similar_search(searcher: Searcher, frame: IndexedFrame, request: RankFields) -> tuple[list[SearchHit], dict[str, float]]:
+    """"More like this": the frame's own stored vectors as the query; the frame itself is left out."""
+    timer = Timer()
+    vector, patches = frame_query_vectors(searcher, frame, timer, request.rerank)
+    hits = _search(searcher, timer, vector, patches, request, request.top_k + 1, request.filters())
+    return [h for h in hits if h.payload.get("image_id") != frame.image_id][: request.top_k], timer.ms
+
+
 def hybrid_search(
-    searcher: Searcher, text: str, image: bytes, text_weight: float, image_weight: float, request: RankFields
+    searcher: Searcher, text: str, image: bytes | IndexedFrame, text_weight: float, image_weight: float, request: RankFields
 ) -> tuple[list[SearchHit], dict[str, float]]:
     """``fused = text_weight * text_score + image_weight * image_score`` over the union of each
     modality's candidates; a candidate one modality did not return is scored for it exactly."""
     timer = Timer()
     text_vector = timer.run("encode", searcher.encoder.encode_texts, [text])[0]
-    image_vector, patches = query_image_vectors(searcher, image, timer, request.rerank)
+    image_vector, patches = any_query_vectors(searcher, image, timer, request.rerank)
     pool = max(request.top_k, 50)
     filters = request.filters()
     by_text = {h.point_id: h for h in _search(searcher, timer, text_vector, text_vector[None], request, pool, filters)}

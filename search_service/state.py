@@ -23,6 +23,7 @@ from resources.settings import IndexSettings
 from resources.vector_index import IndexBusyError, IndexUnavailableError, VectorIndex
 from search_service.config import ServiceSettings
 from search_service.dagster_api import DagsterApi
+from search_service.frames import FrameReader
 from search_service.limits import RequestLimits
 from search_service.query_images import QueryImageFetcher
 from search_service.search import Searcher
@@ -46,6 +47,7 @@ class ServiceState:
     dagster: DagsterApi
     s3: S3Settings
     limits: RequestLimits = field(default_factory=RequestLimits)  # MAX_QUERY_PIXELS/PATCHES for searches
+    frame_reader: FrameReader | None = None  # GET /frames: reads indexed frames' pictures
     index: VectorIndex | None = None
     index_error: str | None = "opening the index"
     follower: CheckpointFollower | None = None
@@ -101,6 +103,15 @@ class ServiceState:
             max_query_pixels=self.limits.max_query_pixels, max_query_patches=self.limits.max_query_patches,
         )
 
+    @staticmethod
+    def _count(index: VectorIndex | None) -> int | None:
+        if index is None:
+            return None
+        try:
+            return index.count()
+        except (IndexUnavailableError, IndexBusyError):
+            return None
+
     def health(self) -> dict[str, object]:
         info = self.encoder.info
         index = self.index
@@ -123,5 +134,6 @@ class ServiceState:
             "using_multivector": True,
             "index_mode": index.mode if index is not None else None,
             "index_error": self.index_error,
+            "frames_indexed": self._count(index),  # the page's empty state
             "follower": None if self.follower is None else {"applied": self.follower.applied, "errors": self.follower.errors},
         }

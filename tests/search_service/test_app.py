@@ -83,7 +83,7 @@ def client(library: dict, tiny_encoder: FrameEncoder):
         yield test_client
 
 
-RESULT_FIELDS = {"image_id", "video_id", "frame_id", "score", "global_score", "maxsim_score", "s3_url", "width", "height", "timestamp_ms", "best_patch_box"}
+RESULT_FIELDS = {"image_id", "video_id", "frame_id", "score", "global_score", "maxsim_score", "s3_url", "width", "height", "timestamp_ms", "best_patch_box", "thumbnail_url"}
 
 
 def test_healthz(client: TestClient) -> None:
@@ -255,8 +255,8 @@ def test_api_key(library: dict, tiny_encoder: FrameEncoder) -> None:
 def test_openapi_describes_every_endpoint(client: TestClient) -> None:
     doc = client.get("/openapi.json").json()
     assert set(doc["paths"]) == {
-        "/healthz", "/search/text", "/search/image", "/search/image/upload", "/search/hybrid",
-        "/ingest/frame", "/ingest/frames", "/ingest/frames/async", "/jobs", "/jobs/{job_id}",
+        "/healthz", "/search/text", "/search/image", "/search/image/upload", "/search/hybrid", "/search/hybrid/upload",
+        "/frames/{image_id}", "/ingest/frame", "/ingest/frames", "/ingest/frames/async", "/jobs", "/jobs/{job_id}",
     }
     assert {"TextSearch", "ImageSearch", "HybridSearch", "SearchResponse", "SearchResult"} <= set(doc["components"]["schemas"])
 

@@ -1,0 +1,203 @@
+"""``GET /frames/{image_id}``: the picture of an indexed frame, as a JPEG.
+
+Only frames in the index can be read: the client names an ``image_id`` (``"<video_id>:<frame_id>"``),
+the service looks up the point's stored ``url`` and reads it with the pipeline's own frame-source
+readers (local file, S3 object, pre-signed S3 URL; video frames decoded at their timestamp). No path
+or URL from the client is ever opened.
+
+Query parameters:
+    size=N       scale down (aspect kept) so the longer side is at most N pixels (16..4096)
+    box=x,y,w,h  draw this rectangle (frame pixels, e.g. a result's ``best_patch_box``)
+    v=VERSION    the checkpoint version the URL was made for (results' ``thumbnail_url`` carry it)
+
+Caching: the ETag is a digest of the frame's checkpoint version, url and the rendering options.
+A URL whose ``v`` is the frame's current version is ``immutable`` (a re-indexed frame gets a new
+version and so a new URL); any other answer must be revalidated, and ``If-None-Match`` gets a 304.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from PIL import Image, ImageDraw
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from resources.frame_sources import FrameReadError, LocalFolderSource, S3FrameSource, _scheme
+from resources.images import decode_image
+from resources.index_schema import MAX_ID, point_id
+from resources.vector_index import VectorIndex
+
+MIN_SIZE, MAX_SIZE = 16, 4096
+THUMBNAIL_SIZE = 320  # px, the longer side of results' thumbnails
+JPEG_QUALITY = 85
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts")
+_IMAGE_ID = re.compile(r"^(\d{1,19}):(\d{1,19})$")
+
+
+class FrameNotIndexed(LookupError):
+    """The image_id is malformed or names no frame in the index (404)."""
+
+
+class FrameUnavailable(Exception):
+    """The frame is indexed but its picture cannot be served; ``status`` and ``reason`` say why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def parse_image_id(image_id: str) -> tuple[int, int]:
+    """``(video_id, frame_id)`` of ``"<video_id>:<frame_id>"``; :class:`FrameNotIndexed` otherwise."""
+    match = _IMAGE_ID.match(image_id)
+    if not match or int(match.group(1)) > MAX_ID or int(match.group(2)) > MAX_ID:
+        raise FrameNotIndexed(f"{image_id[:64]!r} is not an image id (expected '<video_id>:<frame_id>')")
+    return int(match.group(1)), int(match.group(2))
+
+
+def indexed_payload(index: VectorIndex, image_id: str) -> tuple[str, dict[str, Any]]:
+    """The point id and stored payload of an indexed frame; :class:`FrameNotIndexed` if none."""
+    pid = point_id(*parse_image_id(image_id))
+    payload = index.payloads([pid]).get(pid)
+    if payload is None:
+        raise FrameNotIndexed(f"frame {image_id} is not in the index")
+    return pid, payload
+
+
+def thumbnail_url(payload: dict[str, Any], size: int = THUMBNAIL_SIZE) -> str:
+    """The relative URL of a result's thumbnail: immutable while the frame's checkpoint stands."""
+    params = {"size": size, "v": str(payload.get("checkpoint_version") or "")[:16]}
+    return f"/frames/{payload['image_id']}?{urlencode(params)}"
+
+
+# A video reader: (video url, frame_id, timestamp_ms) -> the decoded frame. None until the video
+# frame source provides one (see _load_video_reader).
+VideoFrameReader = Callable[[str, int, "int | None"], Image.Image]
+
+
+def _load_video_reader() -> VideoFrameReader | None:
+    """The video frame source's decoder for one frame, if this build has one."""
+    try:
+        from resources.frame_sources.video import read_video_frame  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return read_video_frame
+
+
+class FrameReader:
+    """Reads indexed frames' pictures from the URLs the pipeline stored, with the frame sources'
+    own readers: ``file://`` through :class:`LocalFolderSource`, ``s3://`` and S3 http(s) URLs
+    through :class:`S3FrameSource` (one per bucket, sharing one boto3 client)."""
+
+    def __init__(self, client_factory: Callable[[], Any], *, endpoint_url: str | None, max_bytes: int, max_pixels: int) -> None:
+        self._client_factory = client_factory
+        self._client: Any = None
+        self.endpoint_url, self.max_bytes, self.max_pixels = endpoint_url, max_bytes, max_pixels
+        # Reading a file:// URL does not depend on the source's root.
+        self._local = LocalFolderSource(Path("/"), max_bytes=max_bytes)
+        self._s3: dict[str, S3FrameSource] = {}
+        self._video = _load_video_reader()
+
+    def image(self, payload: dict[str, Any]) -> Image.Image:
+        """The frame as an RGB image; :class:`FrameUnavailable` when it cannot be read."""
+        url = str(payload.get("url", ""))
+        path = url.split("?", 1)[0].split("#", 1)[0].lower()
+        if path.endswith(VIDEO_SUFFIXES):
+            if self._video is None:
+                # TODO(issue 13 item 1): frames stored as a video URL are decoded by the video frame
+                # source's reader once this build has one (resources.frame_sources.video).
+                raise FrameUnavailable(501, "this frame lies in a video file and this build cannot decode video frames yet")
+            return self._video(url, int(payload["frame_id"]), payload.get("timestamp_ms"))
+        try:
+            data = self._source(url).read(url)
+        except FrameReadError as exc:
+            status = 404 if exc.missing else 503 if exc.transient else 502
+            raise FrameUnavailable(status, f"frame {payload.get('image_id')}: {exc.reason}") from exc
+        return decode_image(data, max_pixels=self.max_pixels)
+
+    def _source(self, url: str) -> LocalFolderSource | S3FrameSource:
+        scheme = _scheme(url)
+        if scheme == "file":
+            return self._local
+        if scheme not in ("s3", "http", "https"):
+            raise FrameUnavailable(502, f"stored frame URL has an unsupported scheme {scheme!r}")
+        from resources.s3_urls import S3UrlError, parse_s3_url
+
+        try:
+            bucket = parse_s3_url(url, self.endpoint_url).bucket
+        except S3UrlError as exc:
+            raise FrameUnavailable(502, f"stored frame URL is not an S3 URL: {exc}") from None
+        if bucket not in self._s3:
+            if self._client is None:
+                self._client = self._client_factory()
+            self._s3[bucket] = S3FrameSource(self._client, f"s3://{bucket}/", max_bytes=self.max_bytes, endpoint_url=self.endpoint_url)
+        return self._s3[bucket]
+
+
+def parse_box(text: str | None) -> tuple[int, int, int, int] | None:
+    """``x,y,w,h`` as four non-negative ints with w, h > 0; ValueError naming the problem."""
+    if text is None or text == "":
+        return None
+    parts = text.split(",")
+    if len(parts) != 4 or not all(p.strip().isdigit() and len(p.strip()) <= 6 for p in parts):
+        raise ValueError(f"box must be x,y,w,h (four non-negative integers), got {text[:40]!r}")
+    x, y, w, h = (int(p) for p in parts)
+    if w == 0 or h == 0:
+        raise ValueError("box width and height must be positive")
+    return x, y, w, h
+
+
+def render_jpeg(image: Image.Image, size: int | None, box: tuple[int, int, int, int] | None) -> bytes:
+    """``image`` scaled to ``size`` (longer side) with ``box`` (frame pixels) drawn, as JPEG bytes."""
+    scale = 1.0
+    if size is not None and max(image.size) > size:
+        scale = size / max(image.size)
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    if box is not None:
+        x, y, w, h = (v * scale for v in box)
+        width = max(2, round(max(image.size) / 160))
+        draw = ImageDraw.Draw(image)
+        draw.rectangle((x, y, x + w - 1, y + h - 1), outline=(255, 196, 0), width=width)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def _etag(payload: dict[str, Any], size: int | None, box: tuple[int, int, int, int] | None) -> str:
+    key = f"{payload.get('checkpoint_version')}|{payload.get('url')}|{size}|{box}"
+    return '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
+
+
+async def get_frame(request: Request) -> Response:
+    """The handler of ``GET /frames/{image_id}`` (see the module docstring)."""
+    from search_service.routes import HTTPProblem  # routes imports this module's helpers
+
+    state = request.state.service
+    searcher = state.searcher()  # 503 while the index is not open
+    params = request.query_params
+    try:
+        size = int(params["size"]) if params.get("size") else None
+        if size is not None and not MIN_SIZE <= size <= MAX_SIZE:
+            raise ValueError(f"size must be between {MIN_SIZE} and {MAX_SIZE}")
+        box = parse_box(params.get("box"))
+    except ValueError as exc:
+        raise HTTPProblem(422, [{"loc": ["query"], "msg": str(exc), "type": "value_error"}]) from None
+    _, payload = await run_in_threadpool(indexed_payload, searcher.index, request.path_params["image_id"])
+    etag = _etag(payload, size, box)
+    current = params.get("v") == str(payload.get("checkpoint_version") or "")[:16]
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable" if current else "private, no-cache"}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    reader: FrameReader = state.frame_reader
+
+    def render() -> bytes:
+        return render_jpeg(reader.image(payload), size, box)
+
+    return Response(await run_in_threadpool(render), media_type="image/jpeg", headers=headers)
