@@ -1,7 +1,8 @@
 """Keep the index equal to the published checkpoints: the index is a materialized view of them.
 
-A checkpoint folder holds one ``video_<id>.parquet`` per video, each carrying its content version
-in the footer. Whoever holds the index applies what changed:
+A checkpoint store (a folder or ``s3://bucket/prefix``, see ``resources.checkpoint_store``) holds
+one ``video_<id>.parquet`` per video, each carrying its content version in the footer. Whoever
+holds the index applies what changed:
 
 * in server mode (QDRANT_URL) the pipeline syncs each video right after writing its checkpoint;
 * in embedded mode only one process can hold the Qdrant Edge shard. The pipeline syncs when it
@@ -21,42 +22,37 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import json
+
 import pyarrow.parquet as pq
 
-from resources.checkpoint import content_version, published_path, read_metadata
+from resources.checkpoint import META_KEY, content_version, read_metadata
+from resources.checkpoint_store import CheckpointStore, published_key
 from resources.index_schema import IndexSchema, points_from_checkpoint
 from resources.vector_index import IndexBusyError, SyncResult, VectorIndex
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_NAME = re.compile(r"^video_(\d+)\.parquet$")
-
-
-def published_checkpoints(root: str | Path) -> dict[int, Path]:
-    """``{video_id: path}`` of every published checkpoint under ``root`` (temp files excluded)."""
-    root = Path(root)
-    if not root.is_dir():
-        return {}
-    found = {}
-    for entry in root.iterdir():
-        match = CHECKPOINT_NAME.match(entry.name)
-        if match:
-            found[int(match.group(1))] = entry
-    return found
-
 
 def sync_checkpoint(index: VectorIndex, video_id: int, path: Path) -> SyncResult:
     """Sync one video's points to the checkpoint at ``path`` (a no-op if that version is in)."""
     version = str(read_metadata(path).get("version") or "")
     table = pq.read_table(path)
     version = version or content_version(table)  # checkpoints written before versions existed
+    return index.sync_video(video_id, points_from_checkpoint(table, index.schema.dim, version), version)
+
+
+def sync_from_store(index: VectorIndex, store: CheckpointStore, video_id: int) -> SyncResult:
+    """Sync one video to its published checkpoint in ``store`` (a folder or S3), read in one go."""
+    table = store.read_table(published_key(video_id))
+    meta = (table.schema.metadata or {}).get(META_KEY)
+    version = str(json.loads(meta).get("version") or "") if meta else ""
+    version = version or content_version(table)
     return index.sync_video(video_id, points_from_checkpoint(table, index.schema.dim, version), version)
 
 
@@ -79,10 +75,10 @@ class CheckpointFollower:
     """Applies new and changed checkpoints under ``root`` to ``index`` and removes videos whose
     checkpoint is gone: at its first poll every video the index holds without a checkpoint
     (:meth:`reconcile`), afterwards those it saw vanish. Failures are logged and retried on the
-    next poll."""
+    next poll. ``root`` is a folder, an ``s3://bucket/prefix`` URI or a :class:`CheckpointStore`."""
 
     index: VectorIndex
-    root: Path
+    root: Path | str | CheckpointStore
     errors: dict[int, str] = field(default_factory=dict)  # video_id -> last error, for health
     _seen: dict[int, tuple[int, int]] = field(default_factory=dict)  # video_id -> (mtime_ns, size)
     applied: int = 0  # checkpoints synced (not counting no-ops) since start
@@ -90,6 +86,9 @@ class CheckpointFollower:
     started_at: float = field(default_factory=time.time)
     caught_up_at: float | None = None  # wall time of the last poll that left nothing unapplied
     _warned_empty: bool = False
+
+    def __post_init__(self) -> None:
+        self.store = self.root if isinstance(self.root, CheckpointStore) else CheckpointStore(self.root)
 
     def lag_seconds(self, now: float | None = None) -> float:
         """Seconds since the index was last known equal to the published checkpoints (since
@@ -101,24 +100,23 @@ class CheckpointFollower:
         """Apply what changed under ``root`` since the last poll (the first poll reconciles)."""
         results = []
         listed_at = time.time()  # everything published before this is applied when the poll ends well
-        current = published_checkpoints(self.root)
+        current = self.store.published()
         if not self.reconciled:
             try:
                 self.reconcile(current)
             except Exception:  # noqa: BLE001 - syncing must go on; retried on the next poll
                 log.exception("reconciling the index with %s failed; retrying on the next poll", self.root)
-        for video_id, path in sorted(current.items()):
+        for video_id, listed in sorted(current.items()):
             try:
-                stat = path.stat()
-                key = (stat.st_mtime_ns, stat.st_size)
+                key = (listed.mtime_ns, listed.size)  # from the listing: no request per unchanged video
                 if self._seen.get(video_id) == key:
                     continue
-                result = sync_checkpoint(self.index, video_id, path)
+                result = sync_from_store(self.index, self.store, video_id)
             except FileNotFoundError:
                 continue  # replaced between listing and reading: the next poll sees the new one
             except Exception as exc:  # noqa: BLE001 - one bad checkpoint must not stop the others
                 self.errors[video_id] = f"{type(exc).__name__}: {exc}"
-                log.error("video %s: checkpoint %s not applied: %s", video_id, path, exc)
+                log.error("video %s: checkpoint %s not applied: %s", video_id, self.store.uri(listed.key), exc)
                 continue
             self._seen[video_id] = key
             self.errors.pop(video_id, None)
@@ -139,7 +137,7 @@ class CheckpointFollower:
             self.caught_up_at = listed_at
         return results
 
-    def reconcile(self, listed: dict[int, Path]) -> list[int]:
+    def reconcile(self, listed: dict[int, object]) -> list[int]:
         """Delete the videos the index holds that have no checkpoint in ``listed`` (a listing of
         ``root`` taken just before): those removed while no follower ran. Returns them. Deletes
         nothing (and stays pending) while the folder looks unmounted."""
@@ -151,7 +149,7 @@ class CheckpointFollower:
             return []
         # The pipeline publishes a checkpoint before it syncs the video, so a video that reached
         # the index after ``listed`` was taken has a checkpoint in this second listing.
-        stale = sorted(indexed - set(listed) - set(published_checkpoints(self.root)))
+        stale = sorted(indexed - set(listed) - set(self.store.published()))
         for video_id in stale:
             self.index.delete_video(video_id)
             # Not in _seen: a checkpoint published between that listing and this delete is
@@ -161,7 +159,7 @@ class CheckpointFollower:
         self.reconciled = True
         return stale
 
-    def _looks_mounted(self, listed: dict[int, Path]) -> bool:
+    def _looks_mounted(self, listed: dict[int, object]) -> bool:
         """Whether deleting is safe: False for a missing folder or one that lists no checkpoint
         (asked only when the index holds videos): an unmounted volume looks like that, and it must
         never empty the index."""
@@ -189,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     from resources.settings import index_settings_from_env
 
     parser = argparse.ArgumentParser(prog="python -m resources.index_follower", description=main.__doc__)
-    parser.add_argument("--checkpoints", type=Path, default=Path("var/checkpoints"))
+    parser.add_argument("--checkpoints", default="var/checkpoints", help="folder or s3://bucket/prefix (CHECKPOINT_DIR)")
     parser.add_argument("--dim", type=int, required=True, help="vector dimension of the checkpoints")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
     args = parser.parse_args(argv)

@@ -11,6 +11,12 @@ plan (frames added, model changed) discards the old chunks instead of mixing the
 interrupted and an uninterrupted run cut the same chunks and the encoder batches within a chunk,
 both produce the same vectors bit for bit.
 
+Frames of video files are decoded in one streaming pass per chunk (:func:`iter_frames`), and
+near-duplicates among them are dropped before the encoder (:mod:`resources.dedup`, DEDUP_THRESHOLD;
+the check starts afresh in every chunk, so a resumed run drops exactly what an uninterrupted one
+does). Dropped frames are no rows: the checkpoint's footer lists them (``dropped``: frame_id ->
+the kept frame_id) with the span each kept frame now stands for (``span_end_ms``).
+
 Only permanent read failures (missing object, refused URL, over the byte limit, not an image) are
 recorded as skipped frames. A transient one (connection refused, timeout, 5xx, throttling, local
 I/O error) that survived the client's own retries stops the run at once with
@@ -22,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,12 +35,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from resources.checkpoint import META_KEY, FrameRecord, published_path, read_metadata, records_to_table, write_table_atomic
+from resources.checkpoint import META_KEY, FrameRecord, records_to_table
+from resources.checkpoint_store import CheckpointStore, published_key
 from resources.encoder import FrameEncoder
-from resources.frame_sources import FrameReadError, FrameRef, FrameSource
-from resources.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, image_to_tensor
+from resources.dedup import DedupConfig, NearDuplicateFilter, credit_spans, dedup_config_from_env
+from resources.frame_sources import DecodedFrame, FrameReadError, FrameRef, FrameSource, is_video_frame_url, iter_frames
+from resources.images import DEFAULT_MAX_PIXELS
 from resources.patches import PatchConfig, plan_patches
 
 DEFAULT_CHUNK_FRAMES = 64
@@ -61,10 +67,12 @@ class EmbedReport:
     frames: int = 0  # rows in the checkpoint
     patches: int = 0
     skipped: dict[int, str] = field(default_factory=dict)  # frame_id -> reason
+    dropped: dict[int, int] = field(default_factory=dict)  # near-duplicate frame_id -> the kept frame_id it was dropped for
+    span_end_ms: dict[int, int] = field(default_factory=dict)  # kept frame_id -> end of its span, when it absorbed dropped frames
     chunks_total: int = 0
     chunks_resumed: int = 0  # chunks found on disk from an earlier, interrupted run
     images_encoded: int = 0  # model inputs this run (global views + patch crops)
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("fetch", "decode", "patch_plan", "embed", "write"), 0.0))
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("fetch", "decode", "dedup", "patch_plan", "embed", "write"), 0.0))
     checkpoint: str = ""
     version: str = ""
     model_id: str = ""
@@ -74,26 +82,35 @@ class EmbedReport:
         return asdict(self)
 
 
-def plan_digest(frames: Sequence[FrameRef], model_id: str, patch_config: PatchConfig, chunk_frames: int) -> str:
-    """Identity of a chunking plan: chunks from another plan are never reused."""
-    digest = hashlib.sha256(f"{model_id}|{patch_config.fingerprint()}|{chunk_frames}".encode())
+def plan_digest(
+    frames: Sequence[FrameRef], model_id: str, patch_config: PatchConfig, chunk_frames: int, dedup: DedupConfig | None = None
+) -> str:
+    """Identity of a chunking plan: chunks from another plan are never reused.
+
+    ``dedup`` (default: from the environment) counts only where it can drop frames, so plans of
+    image-file videos stay what they were.
+    """
+    dedup = dedup if dedup is not None else dedup_config_from_env()
+    head = f"{model_id}|{patch_config.fingerprint()}|{chunk_frames}"
+    if dedup.enabled and (dedup.all_frames or any(is_video_frame_url(ref.url) for ref in frames)):
+        head += f"|{dedup.fingerprint()}"
+    digest = hashlib.sha256(head.encode())
     for ref in frames:
         digest.update(f"\n{ref.frame_id},{ref.timestamp_ms},{ref.url}".encode())
     return digest.hexdigest()[:16]
 
 
-def _work_dir(store: Path, video_id: int) -> Path:
-    return store / "_work" / f"video_{video_id}"
+def _work_dir(video_id: int) -> str:
+    return f"_work/video_{video_id}"
 
 
-def _prepare_work_dir(work: Path, plan: str) -> None:
+def _prepare_work_dir(store: CheckpointStore, work: str, plan: str) -> None:
     """Keep ``work`` only if it holds chunks of this plan; otherwise start it afresh."""
-    marker = work / "plan.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("plan") == plan:
+    marker = store.read_json(f"{work}/plan.json")
+    if marker is not None and marker.get("plan") == plan:
         return
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    marker.write_text(json.dumps({"plan": plan}))
+    store.delete_prefix(work)
+    store.write_json(f"{work}/plan.json", {"plan": plan})
 
 
 def _embed_chunk(
@@ -104,31 +121,32 @@ def _embed_chunk(
     patch_config: PatchConfig,
     max_pixels: int,
     report: EmbedReport,
-) -> tuple[list[FrameRecord], dict[int, str]]:
-    images, kept, skipped = [], [], {}
-    for ref in refs:
-        started = time.perf_counter()
-        try:
-            data = source.read(ref.url)
-        except FrameReadError as exc:
-            if exc.transient:
-                raise  # not proof the frame is bad: embed_video stops the run
-            skipped[ref.frame_id] = f"{'missing' if exc.missing else 'unreadable'}: {exc.reason}"
+    dedup: DedupConfig,
+    end_ms: int | None,
+) -> tuple[list[FrameRecord], dict[int, str], dict[int, int], dict[int, int]]:
+    """The chunk's records, skipped frames (frame_id -> reason), dropped near-duplicates (frame_id
+    -> kept frame_id) and credited spans (kept frame_id -> end ms); ``end_ms`` is the next chunk's start."""
+    images, kept, skipped, dropped = [], [], {}, {}
+    check = NearDuplicateFilter(dedup.threshold) if dedup.enabled else None
+    # A transient FrameReadError leaves iter_frames: not proof the frame is bad, embed_video stops the run.
+    for item in iter_frames(source, refs, max_pixels=max_pixels, thumbs=check is not None, seconds=report.seconds):
+        if not isinstance(item, DecodedFrame):
+            skipped[item[0].frame_id] = item[1]
             continue
-        finally:
-            report.seconds["fetch"] += time.perf_counter() - started
-        started = time.perf_counter()
-        try:
-            image = decode_image(data, max_pixels=max_pixels)
-            images.append(image_to_tensor(image))  # (3, H, W) uint8, converted once
-        except ImageDecodeError as exc:
-            skipped[ref.frame_id] = exc.reason
-            continue
-        finally:
-            report.seconds["decode"] += time.perf_counter() - started
-        kept.append(ref)
+        if check is not None and item.thumb is not None and kept and (dedup.all_frames or is_video_frame_url(item.ref.url)):
+            started = time.perf_counter()
+            keep = check.keep(item.thumb)
+            report.seconds["dedup"] += time.perf_counter() - started
+            if not keep:
+                dropped[item.ref.frame_id] = kept[-1].frame_id
+                continue
+        elif check is not None and item.thumb is not None:
+            check.keep(item.thumb)  # the first frame of a chunk is always kept: it starts the comparison
+        images.append(item.pixels)  # (3, H, W) uint8
+        kept.append(item.ref)
+    spans = credit_spans([(ref.frame_id, ref.timestamp_ms) for ref in refs], dropped, end_ms)
     if not images:
-        return [], skipped
+        return [], skipped, dropped, spans
     started = time.perf_counter()
     plans = [plan_patches(frame.shape[2], frame.shape[1], patch_config) for frame in images]
     report.seconds["patch_plan"] += time.perf_counter() - started
@@ -141,17 +159,18 @@ def _embed_chunk(
         FrameRecord(video_id, ref.frame_id, ref.timestamp_ms, ref.url, frame.shape[2], frame.shape[1], embedding)
         for ref, frame, embedding in zip(kept, images, embeddings)
     ]
-    return records, skipped
+    return records, skipped, dropped, spans
 
 
-def _report_from_checkpoint(report: EmbedReport, path: Path) -> EmbedReport:
+def _report_from_checkpoint(report: EmbedReport, store: CheckpointStore, key: str, meta: dict) -> EmbedReport:
     """Fill ``report`` from an up-to-date published checkpoint; nothing is re-embedded."""
-    meta = read_metadata(path)
-    lengths = pq.read_table(path, columns=["patch_vectors"]).column("patch_vectors")
+    lengths = store.read_table(key, columns=["patch_vectors"]).column("patch_vectors")
     report.frames = len(lengths)
     report.patches = int(pc.sum(pc.list_value_length(lengths)).as_py() or 0)
     report.skipped = {int(k): v for k, v in dict(meta.get("skipped") or {}).items()}
-    report.version, report.checkpoint, report.up_to_date = str(meta["version"]), str(path), True
+    report.dropped = {int(k): int(v) for k, v in dict(meta.get("dropped") or {}).items()}
+    report.span_end_ms = {int(k): int(v) for k, v in dict(meta.get("span_end_ms") or {}).items()}
+    report.version, report.checkpoint, report.up_to_date = str(meta["version"]), store.uri(key), True
     return report
 
 
@@ -160,12 +179,13 @@ def embed_video(
     frames: Sequence[FrameRef],
     source: FrameSource,
     encoder: FrameEncoder,
-    store: str | Path,
+    store: str | Path | CheckpointStore,
     patch_config: PatchConfig = PatchConfig(),
     max_pixels: int = DEFAULT_MAX_PIXELS,
     chunk_frames: int = DEFAULT_CHUNK_FRAMES,
     on_chunk: Callable[[int, int], None] | None = None,
     validate: Callable[[pa.Table], None] | None = None,
+    dedup: DedupConfig | None = None,
 ) -> EmbedReport:
     """Embed ``frames`` of ``video_id`` into the store's published checkpoint; resumable.
 
@@ -174,41 +194,56 @@ def embed_video(
     :class:`SourceUnavailableError` at once, keeping the finished chunks for a re-run. ``on_chunk(done, total)`` is called
     after each chunk, for progress logs. ``validate(table)`` sees the finished checkpoint before it
     is published; if it raises, nothing is published (a follower never indexes a video that failed).
+    ``dedup`` (default: DEDUP_THRESHOLD/DEDUP_ALL_FRAMES) drops near-duplicate frames, listed in
+    ``report.dropped`` and the checkpoint footer; they are neither rows nor skips.
     """
     if chunk_frames < 1:
         raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
-    store = Path(store)
+    store = store if isinstance(store, CheckpointStore) else CheckpointStore(store)  # a folder or s3://
     info = encoder.info
     report = EmbedReport(video_id, model_id=info.model_id)
-    plan = plan_digest(frames, info.model_id, patch_config, chunk_frames)
-    published = published_path(store, video_id)
-    if published.is_file() and read_metadata(published).get("plan") == plan:
-        return _report_from_checkpoint(report, published)  # same frames, same settings: done
-    work = _work_dir(store, video_id)
-    _prepare_work_dir(work, plan)
+    dedup = dedup if dedup is not None else dedup_config_from_env()
+    plan = plan_digest(frames, info.model_id, patch_config, chunk_frames, dedup)
+    published = published_key(video_id)
+    if store.exists(published):
+        meta = store.read_metadata(published)
+        if meta.get("plan") == plan:
+            return _report_from_checkpoint(report, store, published, meta)  # same frames, same settings: done
+    work = _work_dir(video_id)
+    _prepare_work_dir(store, work, plan)
     chunks = [frames[i : i + chunk_frames] for i in range(0, len(frames), chunk_frames)]
     report.chunks_total = len(chunks)
     tables = []
     for number, refs in enumerate(chunks):
-        path = work / f"chunk_{number:05d}.parquet"
-        if path.is_file():
-            table = pq.read_table(path)
+        path = f"{work}/chunk_{number:05d}.parquet"
+        if store.exists(path):
+            table = store.read_table(path)
             report.chunks_resumed += 1
         else:
             try:
-                records, skipped = _embed_chunk(video_id, refs, source, encoder, patch_config, max_pixels, report)
+                following = (number + 1) * chunk_frames
+                end_ms = frames[following].timestamp_ms if following < len(frames) else None
+                records, skipped, dropped, spans = _embed_chunk(
+                    video_id, refs, source, encoder, patch_config, max_pixels, report, dedup, end_ms
+                )
             except FrameReadError as exc:  # only transient ones leave _embed_chunk
                 raise SourceUnavailableError(
                     f"video {video_id}: stopped at chunk {number + 1}/{len(chunks)}, the frame source failed "
                     f"in a way that may pass ({exc}); finished chunks are kept, re-run to resume"
                 ) from exc
             started = time.perf_counter()
-            meta = {"skipped": {str(k): v for k, v in skipped.items()}}
+            meta = {
+                "skipped": {str(k): v for k, v in skipped.items()},
+                "dropped": {str(k): v for k, v in dropped.items()},
+                "span_end_ms": {str(k): v for k, v in spans.items()},
+            }
             table = records_to_table(records, info.model_id, info.embed_dim, meta)
-            write_table_atomic(table, path)
+            store.write_table(path, table)
             report.seconds["write"] += time.perf_counter() - started
         chunk_meta = json.loads((table.schema.metadata or {}).get(META_KEY, b"{}"))
         report.skipped.update({int(k): v for k, v in chunk_meta.get("skipped", {}).items()})
+        report.dropped.update({int(k): int(v) for k, v in chunk_meta.get("dropped", {}).items()})
+        report.span_end_ms.update({int(k): int(v) for k, v in chunk_meta.get("span_end_ms", {}).items()})
         tables.append(table.replace_schema_metadata(None))
         if on_chunk:
             on_chunk(number + 1, len(chunks))
@@ -225,14 +260,16 @@ def embed_video(
         "patch_config": patch_config.fingerprint(),
         "plan": plan,
         "skipped": {str(k): v for k, v in report.skipped.items()},
+        "dropped": {str(k): v for k, v in report.dropped.items()},  # near-duplicates: no rows, not skips
+        "span_end_ms": {str(k): v for k, v in report.span_end_ms.items()},
     }
     final = combined.replace_schema_metadata({META_KEY: json.dumps(metadata, sort_keys=True).encode()})
     if validate is not None:
         validate(final)
-    report.version = write_table_atomic(final, published)
+    report.version = store.write_table(published, final)
     report.seconds["write"] += time.perf_counter() - started
-    shutil.rmtree(work, ignore_errors=True)
+    store.delete_prefix(work)
     report.frames = final.num_rows
     report.patches = int(pc.sum(pc.list_value_length(final.column("patch_vectors"))).as_py())
-    report.checkpoint = str(published)
+    report.checkpoint = store.uri(published)
     return report
