@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from resources.frame_sources import FrameReadError, LocalFolderSource, S3FrameSource, _scheme
-from resources.images import decode_image
+from resources.images import ImageDecodeError, decode_image
 from resources.index_schema import MAX_ID, point_id
 from resources.vector_index import VectorIndex
 
@@ -77,18 +77,14 @@ def thumbnail_url(payload: dict[str, Any], size: int = THUMBNAIL_SIZE) -> str:
     return f"/frames/{payload['image_id']}?{urlencode(params)}"
 
 
-# A video reader: (video url, frame_id, timestamp_ms) -> the decoded frame. None until the video
-# frame source provides one (see _load_video_reader).
-VideoFrameReader = Callable[[str, int, "int | None"], Image.Image]
-
-
-def _load_video_reader() -> VideoFrameReader | None:
-    """The video frame source's decoder for one frame, if this build has one."""
+def _frame_image_reader() -> Callable[..., Image.Image] | None:
+    """The frame sources' reader of one stored frame url as an image (image files and video
+    frames alike), where this build has it; None: image files only, read here."""
     try:
-        from resources.frame_sources.video import read_video_frame  # type: ignore[attr-defined]
+        from resources.frame_sources import read_frame_image  # type: ignore[attr-defined]
     except ImportError:
         return None
-    return read_video_frame
+    return read_frame_image
 
 
 class FrameReader:
@@ -103,24 +99,23 @@ class FrameReader:
         # Reading a file:// URL does not depend on the source's root.
         self._local = LocalFolderSource(Path("/"), max_bytes=max_bytes)
         self._s3: dict[str, S3FrameSource] = {}
-        self._video = _load_video_reader()
+        self._read_image = _frame_image_reader()
 
     def image(self, payload: dict[str, Any]) -> Image.Image:
         """The frame as an RGB image; :class:`FrameUnavailable` when it cannot be read."""
         url = str(payload.get("url", ""))
-        path = url.split("?", 1)[0].split("#", 1)[0].lower()
-        if path.endswith(VIDEO_SUFFIXES):
-            if self._video is None:
-                # TODO(issue 13 item 1): frames stored as a video URL are decoded by the video frame
-                # source's reader once this build has one (resources.frame_sources.video).
-                raise FrameUnavailable(501, "this frame lies in a video file and this build cannot decode video frames yet")
-            return self._video(url, int(payload["frame_id"]), payload.get("timestamp_ms"))
         try:
-            data = self._source(url).read(url)
+            source = self._source(url)
+            if self._read_image is not None:
+                return self._read_image(source, url, max_pixels=self.max_pixels)
+            if url.split("?", 1)[0].split("#", 1)[0].lower().endswith(VIDEO_SUFFIXES):
+                raise FrameUnavailable(501, "this frame lies in a video file and this build cannot decode video frames")
+            return decode_image(source.read(url), max_pixels=self.max_pixels)
         except FrameReadError as exc:
             status = 404 if exc.missing else 503 if exc.transient else 502
             raise FrameUnavailable(status, f"frame {payload.get('image_id')}: {exc.reason}") from exc
-        return decode_image(data, max_pixels=self.max_pixels)
+        except ImageDecodeError as exc:
+            raise FrameUnavailable(502, f"frame {payload.get('image_id')}: {exc.reason}") from exc
 
     def _source(self, url: str) -> LocalFolderSource | S3FrameSource:
         scheme = _scheme(url)

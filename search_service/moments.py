@@ -23,10 +23,9 @@ DEFAULT_GAP_MS = 2_000
 
 
 def _span_end(hit: SearchResult) -> int | None:
-    end = getattr(hit, "span_end_ms", None)
     if hit.timestamp_ms is None:
         return None
-    return max(hit.timestamp_ms, end) if isinstance(end, int) else hit.timestamp_ms
+    return max(hit.timestamp_ms, hit.span_end_ms) if hit.span_end_ms is not None else hit.timestamp_ms
 
 
 def _moment(video_id: int, hits: list[SearchResult]) -> Moment:

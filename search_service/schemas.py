@@ -158,6 +158,7 @@ class SearchResult(BaseModel):
     height: int
     timestamp_ms: int | None = None
     best_patch_box: list[int] | None = Field(None, description="x, y, w, h of the frame's best-matching patch (reranked results)")
+    span_end_ms: int | None = Field(None, description="end of the time this frame stands for (near-duplicates dropped after it), where the index records it; moments run to it")
     thumbnail_url: str | None = Field(None, description="relative URL of the frame's picture (GET /frames/{image_id}); add &box=x,y,w,h to draw a box")
 
 

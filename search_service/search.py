@@ -63,6 +63,7 @@ def to_results(hits: Sequence[SearchHit]) -> list[SearchResult]:
                 s3_url=public_url(str(p.get("url", ""))), width=int(p.get("width", 0)), height=int(p.get("height", 0)),
                 timestamp_ms=p.get("timestamp_ms"),
                 best_patch_box=hit.best_patch_box,
+                span_end_ms=p.get("span_end_ms"),
                 thumbnail_url=thumbnail_url(p) if "image_id" in p else None,
             )
         )

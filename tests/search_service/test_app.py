@@ -83,7 +83,7 @@ def client(library: dict, tiny_encoder: FrameEncoder):
         yield test_client
 
 
-RESULT_FIELDS = {"image_id", "video_id", "frame_id", "score", "global_score", "maxsim_score", "s3_url", "width", "height", "timestamp_ms", "best_patch_box", "thumbnail_url"}
+RESULT_FIELDS = {"image_id", "video_id", "frame_id", "score", "global_score", "maxsim_score", "s3_url", "width", "height", "timestamp_ms", "best_patch_box", "span_end_ms", "thumbnail_url"}
 
 
 def test_healthz(client: TestClient) -> None:
