@@ -1,6 +1,6 @@
 """Near-duplicate frames, dropped before they reach the encoder.
 
-The signal is cheap: each decoded frame is also scaled to a 32x32 grey thumbnail, and a frame whose
+The signal is cheap: each decoded frame is also scaled to a 32x32 RGB thumbnail, and a frame whose
 thumbnail differs from the last *kept* frame's by a mean absolute difference (0..1) at or below
 the threshold is dropped. Comparing with the last kept frame, not the previous frame, means a
 slow pan is not dropped frame by frame forever: once it has drifted past the threshold, a frame
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_THRESHOLD = 0.02  # ~5 grey levels on average: encoder noise of a still scene, not a moving object
+DEFAULT_THRESHOLD = 0.02  # ~5 of 255 levels on average: encoder noise of a still scene, not a moving object
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ class DecodedFrame:
 
     ref: FrameRef
     pixels: torch.Tensor  # (3, H, W) uint8
-    thumb: np.ndarray | None  # (THUMB, THUMB) uint8 grey, for near-duplicate checks; None when not asked for
+    thumb: np.ndarray | None  # (THUMB, THUMB, 3) uint8 RGB, for near-duplicate checks; None when not asked for
 
 
 def read_frame_image(source: FrameSource, url: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -96,7 +96,7 @@ def _image_frame(source: FrameSource, ref: FrameRef, max_pixels: int, thumbs: bo
     started = time.perf_counter()
     try:
         image = decode_image(data, max_pixels=max_pixels)
-        thumb = np.asarray(image.convert("L").resize((THUMB, THUMB), Image.Resampling.BOX)) if thumbs else None
+        thumb = np.asarray(image.resize((THUMB, THUMB), Image.Resampling.BOX)) if thumbs else None
         return DecodedFrame(ref, image_to_tensor(image), thumb)
     except ImageDecodeError as exc:
         return ref, exc.reason

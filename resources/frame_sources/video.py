@@ -8,7 +8,7 @@ relative to the stream's start, in milliseconds (``timestamp_ms``). Frames are f
 time: :func:`decode_frames` seeks to the keyframe before the first wanted frame and decodes forward.
 
 Scanning for the ``fps`` and ``keyframes`` policies only demultiplexes (reads packets' timestamps,
-decodes nothing); ``scene`` decodes every frame once, at 32x32 grey. A stream that ends before the
+decodes nothing); ``scene`` decodes every frame once (compared at 32x32 RGB). A stream that ends before the
 duration its container declares (a cut-off download) keeps its frames, and one placeholder frame
 stands for the missing rest, so embedding reports it as skipped with the reason.
 """
@@ -33,7 +33,7 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
 
 # Targets further apart than this are reached by a new seek rather than by decoding through the gap.
 SEEK_GAP_MS = 20_000
-THUMB = 32  # side of the grey thumbnails that scene detection and near-duplicate checks compare
+THUMB = 32  # side of the RGB thumbnails that scene detection and near-duplicate checks compare
 
 _FRAGMENT = re.compile(r"#frame=([0-9]{1,19})&t=([0-9]{1,16})\.([0-9]{3})$")
 
@@ -80,7 +80,7 @@ class SamplingPolicy:
     """Which frames of a video file are indexed.
 
     ``fps``: the first frame at or after every 1/value seconds (value 1 = one frame a second;
-    ``every:N`` is fps 1/N); ``scene``: the first frame, then every frame whose 32x32 grey
+    ``every:N`` is fps 1/N); ``scene``: the first frame, then every frame whose 32x32 RGB
     picture differs from the frame before it by more than ``value`` (mean absolute difference,
     0..1): cuts, not motion; ``keyframes``: the stream's keyframes (what the encoder chose).
     """
@@ -165,7 +165,8 @@ def _pick(times: Sequence[int], keys: Sequence[bool], policy: SamplingPolicy) ->
     """Indexes of the frames ``policy`` picks among frames at ``times`` (ms, ascending)."""
     if policy.kind == "keyframes":
         return [i for i, key in enumerate(keys) if key]
-    picked, step, k = [], Fraction(1000) / Fraction(policy.value), 0
+    # The step in ms as a small fraction: "every:1.5" is fps 0.666..., whose float reciprocal is not 1500.
+    picked, step, k = [], Fraction(1000 / policy.value).limit_denominator(1000), 0
     for i, ms in enumerate(times):
         if ms >= k * step:
             picked.append(i)
@@ -196,7 +197,7 @@ def scan_video(opener: Opener, video_url: str, policy: SamplingPolicy) -> list[F
                 for frame in container.decode(stream):
                     if frame.pts is None:
                         continue
-                    thumb = frame.reformat(width=THUMB, height=THUMB, format="gray").to_ndarray().astype(np.int16)
+                    thumb = frame_thumbnail(frame).astype(np.int16)
                     scores[frame.pts] = 1.0 if previous is None else float(np.abs(thumb - previous).mean()) / 255
                     previous = thumb
                     frames.append((frame.pts, frame.key_frame))
@@ -277,5 +278,8 @@ def _decode_run(container: Any, stream: Any, clock: _Clock, pending: deque[Frame
 
 
 def frame_thumbnail(frame: av.VideoFrame) -> np.ndarray:
-    """The frame as a ``(THUMB, THUMB)`` uint8 grey picture, scaled by the decoder's own scaler."""
-    return frame.reformat(width=THUMB, height=THUMB, format="gray").to_ndarray()
+    """The frame as a ``(THUMB, THUMB, 3)`` uint8 RGB picture, scaled by the decoder's own scaler.
+
+    Colour, not grey: a cut from a red to a blue scene of equal brightness is a change.
+    """
+    return frame.reformat(width=THUMB, height=THUMB, format="rgb24").to_ndarray()
