@@ -11,11 +11,12 @@ The guarantees are the local folder's:
 * **atomic publication** - locally a temporary file renamed into place; on S3 one object upload,
   which S3 makes visible whole or not at all (a multipart upload only on completion), and a killed
   writer leaves no object behind;
-* **consistent reads** - a published checkpoint can be replaced while it is read. Locally an open
-  file keeps its old inode; on S3 a Parquet reader's several range requests could straddle two
-  versions, so :meth:`CheckpointStore.read_table` fetches the object in one GET and parses it in
-  memory. Footer-only reads (:meth:`CheckpointStore.read_metadata`, for staleness checks) fetch
-  the tail in one request too;
+* **consistent reads** - a published checkpoint can be replaced while it is read. Locally the file
+  is opened once (an open file keeps its old inode; a path opened twice may not); on S3 a Parquet reader's several range requests could straddle two
+  versions, so :meth:`CheckpointStore.read_table` fetches the whole object, parses it in memory,
+  checks that its rows hash to the content version in its footer and reads again if they do not
+  (a torn read). Footer-only reads (:meth:`CheckpointStore.read_metadata`, for staleness checks)
+  fetch the tail in one request and are retried when it does not parse;
 * **versioned content** - the content version sits in the footer (``resources.checkpoint``).
 
 Why pyarrow's S3 filesystem rather than fsspec/s3fs: pyarrow is already the checkpoint format's
@@ -30,8 +31,11 @@ import io
 import json
 import os
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -40,6 +44,7 @@ import pyarrow.parquet as pq
 
 from resources.checkpoint import META_KEY, content_version, write_table_atomic
 
+T = TypeVar("T")
 PUBLISHED_NAME = re.compile(r"^video_(\d+)\.parquet$")
 FOOTER_TAIL_BYTES = 256 * 1024  # one request holds any footer we write (metadata is small JSON)
 
@@ -56,6 +61,34 @@ class StoredObject:
 def _framesearch_meta(schema: pa.Schema) -> dict[str, object]:
     raw = (schema.metadata or {}).get(META_KEY)
     return json.loads(raw) if raw else {}
+
+
+class TornReadError(OSError):
+    """An S3 read returned bytes of no single version of the object (it was replaced meanwhile)."""
+
+
+def _retry_torn(read: Callable[[], T], attempts: int = 5) -> T:
+    """``read()``, again while it returns a torn object. pyarrow takes an object's size from a HEAD
+    and its bytes in ranged GETs: an object replaced in between reads as bytes of neither version
+    whole. Parquet refuses most such bytes; the rest fail the content-version check."""
+    for attempt in range(attempts):
+        try:
+            return read()
+        except FileNotFoundError:
+            raise  # deleted: not a torn read
+        except (OSError, pa.ArrowInvalid):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _verified(table: pa.Table) -> pa.Table:
+    """``table`` if its rows hash to the version in its footer (or it has none), else TornReadError."""
+    version = _framesearch_meta(table.schema).get("version")
+    if version is not None and content_version(table) != version:
+        raise TornReadError(f"rows do not hash to the footer's version {version}")
+    return table
 
 
 def published_key(video_id: int) -> str:
@@ -176,13 +209,23 @@ class CheckpointStore:
     def read_table(self, key: str, columns: list[str] | None = None) -> pa.Table:
         """A checkpoint table, read from one consistent snapshot of the object."""
         if not self.is_s3:
-            return pq.read_table(self.local_path(key), columns=columns)
-        return pq.read_table(pa.BufferReader(self.read_bytes(key)), columns=columns)
+            # One open file: pq.read_table(path) opens the path more than once (schema, then data),
+            # and a checkpoint renamed into place in between reads as "corrupt file" or mixes two
+            # versions. An open descriptor keeps reading the inode it opened.
+            with pa.OSFile(str(self.local_path(key))) as handle:
+                return pq.read_table(handle, columns=columns)
+        # Whole tables are checked against their content version; a column subset cannot be.
+        parse = (lambda: _verified(pq.read_table(pa.BufferReader(self.read_bytes(key))))) if columns is None else (
+            lambda: pq.read_table(pa.BufferReader(self.read_bytes(key)), columns=columns))
+        return _retry_torn(parse)
 
     def read_metadata(self, key: str) -> dict[str, object]:
         """The framesearch footer metadata of a checkpoint (model, patch settings, plan, version)."""
         if not self.is_s3:
             return _framesearch_meta(pq.read_schema(self.local_path(key)))
+        return _retry_torn(lambda: self._s3_footer_metadata(key))
+
+    def _s3_footer_metadata(self, key: str) -> dict[str, object]:
         with self.fs.open_input_file(self.path(key)) as handle:
             size = handle.size()
             start = max(0, size - FOOTER_TAIL_BYTES)

@@ -21,6 +21,7 @@ index on purpose, delete the collection).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import threading
@@ -28,32 +29,35 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import json
-
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from resources.checkpoint import META_KEY, content_version, read_metadata
+from resources.checkpoint import META_KEY, content_version
 from resources.checkpoint_store import CheckpointStore, published_key
 from resources.index_schema import IndexSchema, points_from_checkpoint
 from resources.vector_index import IndexBusyError, SyncResult, VectorIndex
 
 log = logging.getLogger(__name__)
 
-def sync_checkpoint(index: VectorIndex, video_id: int, path: Path) -> SyncResult:
-    """Sync one video's points to the checkpoint at ``path`` (a no-op if that version is in)."""
-    version = str(read_metadata(path).get("version") or "")
-    table = pq.read_table(path)
+def _sync_table(index: VectorIndex, video_id: int, table: pa.Table) -> SyncResult:
+    meta = (table.schema.metadata or {}).get(META_KEY)
+    version = str(json.loads(meta).get("version") or "") if meta else ""
     version = version or content_version(table)  # checkpoints written before versions existed
     return index.sync_video(video_id, points_from_checkpoint(table, index.schema.dim, version), version)
 
 
+def sync_checkpoint(index: VectorIndex, video_id: int, path: Path) -> SyncResult:
+    """Sync one video's points to the checkpoint at ``path`` (a no-op if that version is in).
+
+    The file is opened once and its version taken from the table read: opening the path twice
+    (footer, then rows) could pair one version's number with another's rows if it is replaced."""
+    with pa.OSFile(str(path)) as handle:
+        return _sync_table(index, video_id, pq.read_table(handle))
+
+
 def sync_from_store(index: VectorIndex, store: CheckpointStore, video_id: int) -> SyncResult:
-    """Sync one video to its published checkpoint in ``store`` (a folder or S3), read in one go."""
-    table = store.read_table(published_key(video_id))
-    meta = (table.schema.metadata or {}).get(META_KEY)
-    version = str(json.loads(meta).get("version") or "") if meta else ""
-    version = version or content_version(table)
-    return index.sync_video(video_id, points_from_checkpoint(table, index.schema.dim, version), version)
+    """Sync one video to its published checkpoint in ``store`` (a folder or S3), read consistently."""
+    return _sync_table(index, video_id, store.read_table(published_key(video_id)))
 
 
 def sync_or_defer(open_index, video_id: int, path: Path) -> SyncResult | None:

@@ -80,7 +80,7 @@ class ServiceState:
             log.info("index open (%s, collection %s)", index.mode, index.schema.collection)
             if index.mode == "embedded":
                 # We own the shard: what the pipeline publishes reaches the index through us.
-                self.follower = CheckpointFollower(index, Path(self.settings.checkpoint_dir))
+                self.follower = CheckpointFollower(index, self.settings.checkpoint_dir)  # a folder or s3://
                 self.follower.run(self._stop, self.settings.follow_interval_s)
             return
 
