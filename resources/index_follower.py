@@ -60,16 +60,20 @@ def sync_from_store(index: VectorIndex, store: CheckpointStore, video_id: int) -
     return _sync_table(index, video_id, store.read_table(published_key(video_id)))
 
 
-def sync_or_defer(open_index, video_id: int, path: Path) -> SyncResult | None:
+def sync_or_defer(open_index, video_id: int, path: Path | CheckpointStore) -> SyncResult | None:
     """Sync now if the index can be opened; ``None`` if another process holds the embedded shard
-    (its follower applies the checkpoint instead). ``open_index`` opens a :class:`VectorIndex`."""
+    (its follower applies the checkpoint instead). ``open_index`` opens a :class:`VectorIndex`;
+    ``path`` is the checkpoint file, or the store whose published checkpoint of the video counts."""
     try:
         index = open_index()
     except IndexBusyError:
         log.info("index held by another process: video %s will be applied by its follower", video_id)
         return None
     with index:
-        result = sync_checkpoint(index, video_id, path)
+        if isinstance(path, CheckpointStore):
+            result = sync_from_store(index, path, video_id)
+        else:
+            result = sync_checkpoint(index, video_id, path)
         index.optimize()
         return result
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
+from resources.checkpoint_store import CheckpointStore
 from resources.frame_sources import FrameSource, LocalFolderSource, S3FrameSource
 from resources.index_follower import sync_or_defer
 from resources.index_schema import IndexSchema
@@ -66,10 +67,17 @@ class FrameSourceResource(dg.ConfigurableResource):
 
 
 class CheckpointStoreResource(dg.ConfigurableResource):
-    """The folder of published checkpoints (``video_<id>.parquet``), manifests and work chunks."""
+    """The folder of published checkpoints (``video_<id>.parquet``), manifests and work chunks.
+
+    ``root`` may be ``s3://bucket/prefix``: then use :meth:`store` (``path`` is for local folders).
+    """
 
     root: str = "var/checkpoints"
     chunk_frames: int = DEFAULT_CHUNK_FRAMES  # frames per resumable chunk
+
+    def store(self) -> CheckpointStore:
+        """The store at ``root``: a local folder, or S3 through S3_ENDPOINT_URL and the AWS chain."""
+        return CheckpointStore(self.root)
 
     @property
     def path(self) -> Path:
@@ -105,5 +113,5 @@ class IndexResource(dg.ConfigurableResource):
             IndexSchema(settings.collection, dim), url=settings.url, path=settings.path, api_key=settings.api_key
         )
 
-    def sync_or_defer(self, dim: int, video_id: int, checkpoint: Path) -> SyncResult | None:
+    def sync_or_defer(self, dim: int, video_id: int, checkpoint: Path | CheckpointStore) -> SyncResult | None:
         return sync_or_defer(lambda: self.open(dim), video_id, checkpoint)

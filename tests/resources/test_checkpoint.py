@@ -21,7 +21,7 @@ from resources.checkpoint import META_KEY, FrameRecord, content_version, read_me
 from resources.checkpoint_store import CheckpointStore, published_key
 from resources.encoder import EncoderConfig, FrameEmbedding, FrameEncoder
 from resources.frame_sources import LocalFolderSource
-from resources.index_follower import CheckpointFollower
+from resources.index_follower import CheckpointFollower, sync_or_defer
 from resources.index_schema import IndexSchema
 from resources.patches import PatchConfig, plan_patches
 from resources.vector_index import VectorIndex
@@ -210,3 +210,7 @@ def test_the_follower_reads_the_store(store: CheckpointStore, tmp_path: Path) ->
         store.fs.delete_file(store.path(published_key(2)))
         follower.poll()
         assert index.count(2) == 0 and index.count(1) == 2
+    # The pipeline's path (index_sync): sync one video straight from the store when it can open the index.
+    v3 = store.write_table(published_key(3), random_table(3, 4, seed=4))
+    result = sync_or_defer(lambda: VectorIndex.open(IndexSchema("frames_store", DIM), path=tmp_path / "qdrant"), 3, store)
+    assert result is not None and (result.video_id, result.points, result.version) == (3, 4, v3)
