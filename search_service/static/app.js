@@ -140,6 +140,7 @@ async function search(event) {
     return;
   }
   status("Searching…");
+  delete $("results").dataset.paintMs;
   $("results").setAttribute("aria-busy", "true");
   let body;
   try {
