@@ -8,6 +8,9 @@ repository and nothing is downloaded.
   query captions (:data:`SAMPLE_QUERIES`) is a *small* object (radius 30-45 px) among four
   distractors in three frames, and two of them are also one *large* object in a frame of their
   own; the other frames hold other classes only (small or large) or nothing.
+- Video 4: that same h264 clip as a video *file* (``4/globe.mp4``): the frame source samples and
+  decodes it (VIDEO_SAMPLING, default one frame a second: 10 frames), so the main job indexes a
+  real video file end to end. Its ground truth lists the frames the default sampling picks.
 
 Every video folder gets a ``ground_truth.json`` beside its frames: for each frame id, the world
 objects drawn on it (caption and box ``[x, y, w, h]`` in pixels; the globe's frames hold none), so
@@ -26,9 +29,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from resources.frame_sources import LocalFolderSource, SamplingPolicy
 from resources.world import CAPTIONS, CLASSES, WorldFrame, background_frame, large_object_frame, random_frame
 
 GLOBE_VIDEO_ID = 1
+CLIP_VIDEO_ID = 4  # the globe clip as a video file, decoded by the frame source
 GLOBE_FPS = 60
 WORLD_FPS = 2
 WORLD_SIZE = (1280, 720)
@@ -146,6 +151,14 @@ def ensure_sample_library(root: str | Path) -> Path:
             _write_world_video(folder, video)
     for video_id, fps in SAMPLE_FPS.items():
         _write_manifest(videos / str(video_id), fps)
+    clip = videos / str(CLIP_VIDEO_ID)
+    if not _is_current(clip):
+        shutil.rmtree(clip, ignore_errors=True)
+        clip.mkdir(parents=True)
+        shutil.copyfile(dagster_world_clip(), clip / "globe.mp4")
+        # The frames the default sampling picks (0, 60, ..., 540): no world object on any of them.
+        picked = LocalFolderSource(videos, sampling=SamplingPolicy()).manifest(CLIP_VIDEO_ID)
+        _write_ground_truth(clip, {str(ref.frame_id): [] for ref in picked})
     return videos
 
 
