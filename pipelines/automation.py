@@ -20,7 +20,8 @@ import zlib
 
 import dagster as dg
 
-from assets.videos import SIGNATURE_TAG, frame_embeddings, frame_manifest, index_sync, stored_manifest, videos_partitions
+from assets.video_steps import stored_manifest
+from assets.videos import ASSETS, SIGNATURE_TAG, videos_partitions
 from resources.checkpoint import published_path, read_metadata
 from resources.encoder_resource import EncoderResource
 from resources.pipeline_resources import CheckpointStoreResource, FrameSourceResource
@@ -30,7 +31,8 @@ from resources.video_embedding import plan_digest
 
 video_pipeline = dg.define_asset_job(
     "video_pipeline",
-    selection=dg.AssetSelection.assets(frame_manifest, frame_embeddings, index_sync),
+    selection=dg.AssetSelection.assets(*ASSETS),
+    executor_def=dg.in_process_executor,
     description="Manifest, embeddings checkpoint and index sync of the selected videos.",
 )
 

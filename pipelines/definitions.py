@@ -10,14 +10,15 @@ import os
 
 import dagster as dg
 
-from assets.videos import frame_embeddings, frame_manifest, index_sync
+from assets.videos import ASSETS
 from pipelines.automation import reconcile_schedule, video_pipeline, video_sensor
 from resources.encoder_resource import EncoderResource
 from resources.pipeline_resources import CheckpointStoreResource, FrameSourceResource, IndexResource, s3_resource_from_env
 from resources.video_embedding import DEFAULT_CHUNK_FRAMES
 
 defs = dg.Definitions(
-    assets=[frame_manifest, frame_embeddings, index_sync],
+    assets=ASSETS,
+    executor=dg.in_process_executor,
     jobs=[video_pipeline],
     sensors=[video_sensor],
     schedules=[reconcile_schedule],

@@ -15,6 +15,7 @@ each hit judged by the sample library's ground truth, with the reranked hits' be
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import warnings
@@ -25,7 +26,8 @@ import dagster as dg
 # BackfillPolicy is beta in this Dagster; the pipeline uses it on purpose (see assets/videos.py).
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
-from assets.videos import frame_embeddings, frame_manifest, index_sync, videos_partitions
+from assets.videos import ASSETS, videos_partitions
+from pipelines.automation import video_pipeline
 from pipelines.sample_queries import Tally, run_query, summary
 from pipelines.samples import SAMPLE_QUERIES, ensure_sample_library, load_ground_truth
 from resources.clip_loader import Provenance, WeightsUnavailableError
@@ -51,9 +53,32 @@ def _weights_line(provenance: Provenance) -> str:
     return f"[main] weights ({provenance.kind}): {provenance.description}{measured}"
 
 
-def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
-    events = [e for e in result.get_asset_materialization_events() if e.asset_key.path == [asset]]
+def _partition_metadata(result: dg.ExecuteInProcessResult, asset: str, video_id: int) -> dict:
+    """What the run recorded for one video's partition of ``asset``; {} if it was not materialized."""
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key.path == [asset] and e.partition == str(video_id)]
     return {k: v.value for k, v in events[-1].materialization.metadata.items()} if events else {}
+
+
+def _failure(result: dg.ExecuteInProcessResult, video_id: int) -> str:
+    """Why a video failed: the reason its run recorded on the video's partition."""
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_OBSERVATION" and event.partition == str(video_id):
+            reason = event.event_specific_data.asset_observation.metadata.get("reason")
+            if reason is not None:
+                return reason.value.split(": ", 1)[-1]
+    errors = [e.event_specific_data.error.message.strip().splitlines()[0] for e in result.all_events if e.is_step_failure]
+    return " | ".join(errors) or "no reason recorded"
+
+
+def _runs(instance: dg.DagsterInstance, keys: list[str]) -> list[dict[str, str]]:
+    """Run tags covering ``keys``: one run of them all when they are one contiguous range of the
+    instance's ``videos`` partitions (the model loads once), else one run per video."""
+    registered = instance.get_dynamic_partitions(videos_partitions.name)
+    if keys and keys[0] in registered:
+        start = registered.index(keys[0])
+        if registered[start : start + len(keys)] == keys:
+            return [{"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}]
+    return [{"dagster/partition": key} for key in keys]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     if not all(0.0 <= a <= 1.0 for a in alphas):
         parser.error(f"--alpha must be between 0 and 1, got {args.alpha}")
 
+    # Library warnings (the encoder's fallback notice, once) in the same style as the job's lines.
+    logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(message)s")
     videos = args.videos or ensure_sample_library(args.var / "samples")
     if args.offline_model:
         offline = offline_config(EncoderResource().config(), offline_model_dir())
@@ -93,15 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         "index": index,
     }
     try:
-        frame_encoder = encoder.encoder  # loaded once here to report it; each run loads its own
+        frame_encoder = encoder.encoder  # loaded once here to report it; the runs reuse it
     except WeightsUnavailableError as exc:
         print(f"[main] no model to run: {exc}")
         return 2
     info = frame_encoder.info
     print(f"[main] model {info.model_id} on {info.device} ({info.precision}), dim {info.embed_dim}")
-    if encoder.fallback_reason:
-        configured = encoder.config()
-        print(f"[main] configured weights {configured.model}/{configured.pretrained} unavailable here: using the offline model")
+    # A fallback to the offline model was said once already, by the encoder's log line above.
     if info.weights_random:
         print(RANDOM_BANNER.format(model_id=info.model_id))
     else:
@@ -109,34 +134,37 @@ def main(argv: list[str] | None = None) -> int:
 
     listings = LocalFolderSource(videos, fps=args.fps).list_videos()
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(videos_partitions.name, [str(v.video_id) for v in listings])
+    keys = [str(v.video_id) for v in listings]
+    instance.add_dynamic_partitions(videos_partitions.name, [k for k in keys if not instance.has_dynamic_partition(videos_partitions.name, k)])
+    # The code location's job, in this process: its runs show as video_pipeline in the UI.
+    job = dg.Definitions(assets=ASSETS, jobs=[video_pipeline], resources=resources).resolve_job_def(video_pipeline.name)
     failures, deferred = 0, 0
-    for listing in listings:
-        result = dg.materialize(
-            [frame_manifest, frame_embeddings, index_sync], partition_key=str(listing.video_id),
-            instance=instance, resources=resources, raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},  # runs' own logs stay in Dagster
+    for tags in _runs(instance, keys):
+        result = job.execute_in_process(
+            instance=instance, tags=tags, raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},  # runs' own logs stay in Dagster
         )
-        if not result.success:
-            failures += 1
-            # The first line of each failed step's error, without the exception's class path.
-            errors = [e.event_specific_data.error.message.strip().splitlines()[0].split(": ", 1)[-1] for e in result.all_events if e.is_step_failure]
-            print(f"[main] video {listing.video_id}: FAILED: {' | '.join(errors)[:500]}")
-            continue
-        embed, synced = _metadata(result, "frame_embeddings"), _metadata(result, "index_sync")
-        for frame_id, reason in (embed.get("skipped") or {}).items():
-            print(f"[main] video {listing.video_id}: skipped frame {frame_id}: {reason}")
-        if synced.get("deferred"):
-            deferred += 1
-            note = "index: deferred to the process holding it"
-        elif synced.get("unchanged"):
-            note = "index: unchanged"
-        else:
-            note = f"index: {synced.get('upserted')} upserted, {synced.get('deleted')} deleted"
-        print(
-            f"[main] video {listing.video_id}: {embed['frames']} frames, {embed['patches']} patches, "
-            f"{embed['frames_skipped']} skipped, {embed['frames_per_s']} frames/s -> {embed['checkpoint']}; {note}"
-        )
+        covered = [tags["dagster/partition"]] if "dagster/partition" in tags else keys  # a range run covers them all
+        for video_id in map(int, covered):
+            embed, synced = _partition_metadata(result, "frame_embeddings", video_id), _partition_metadata(result, "index_sync", video_id)
+            if not embed or not synced:
+                failures += 1
+                print(f"[main] video {video_id}: FAILED: {_failure(result, video_id)[:500]}")
+                continue
+            for frame_id, reason in (embed.get("skipped") or {}).items():
+                print(f"[main] video {video_id}: skipped frame {frame_id}: {reason}")
+            if synced.get("deferred"):
+                deferred += 1
+                note = "index: deferred to the process holding it"
+            elif synced.get("unchanged"):
+                note = "index: unchanged"
+            else:
+                note = f"index: {synced.get('upserted')} upserted, {synced.get('deleted')} deleted"
+            speed = "up to date" if embed["up_to_date"] else f"{embed['frames_per_s']} frames/s"
+            print(
+                f"[main] video {video_id}: {embed['frames']} frames, {embed['patches']} patches, "
+                f"{embed['frames_skipped']} skipped, {speed} -> {embed['checkpoint']}; {note}"
+            )
 
     settings = index.settings()
     try:
@@ -156,10 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(summary(tally, TOP_K))
     except IndexBusyError:
         print(f"[main] the embedded index is held by another process ({deferred} videos deferred to it); no sample queries")
-    if info.weights_random:
-        print(RANDOM_BANNER.format(model_id=info.model_id))
-    elif info.provenance.kind == "synthetic-world":  # the rankings above are of a toy model: say so again
-        print(_weights_line(info.provenance))
+    if not info.weights_random and info.provenance.kind == "synthetic-world":
+        print(_weights_line(info.provenance))  # the rankings above are of a toy model: say so again
     return 1 if failures else 0
 
 

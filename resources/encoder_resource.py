@@ -12,6 +12,9 @@ from resources.encoder import EncoderConfig, FrameEncoder, load_encoder_or_offli
 from resources.settings import encoder_config_from_env
 
 
+_LOADED: dict[tuple[EncoderConfig, bool, str | None], tuple[FrameEncoder, str | None]] = {}
+
+
 class EncoderResource(dg.ConfigurableResource):
     """OpenCLIP frame encoder. Unset fields come from OPENCLIP_* / BATCH_SIZE in the environment.
 
@@ -41,10 +44,16 @@ class EncoderResource(dg.ConfigurableResource):
         return replace(encoder_config_from_env(), **overrides)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        if self.offline_fallback:
-            self._encoder, self._fallback_reason = load_encoder_or_offline(self.config(), self.offline_model_dir)
-        else:
-            self._encoder = FrameEncoder.load(self.config())
+        # Dagster builds a fresh resource object for every run; the model is loaded once per
+        # process and configuration (the main job and its runs, several in-process runs) and its
+        # fallback warning is logged once with it.
+        key = (self.config(), self.offline_fallback, self.offline_model_dir)
+        if key not in _LOADED:
+            if self.offline_fallback:
+                _LOADED[key] = load_encoder_or_offline(self.config(), self.offline_model_dir)
+            else:
+                _LOADED[key] = (FrameEncoder.load(self.config()), None)
+        self._encoder, self._fallback_reason = _LOADED[key]
 
     @property
     def encoder(self) -> FrameEncoder:

@@ -1,0 +1,225 @@
+"""One video through the pipeline - manifest, embeddings checkpoint, index sync - as Dagster events.
+
+:func:`run_video` never raises for a problem of the video itself: it returns the events to log
+for that video's partitions (materializations, check evaluations, and an observation naming why it
+failed) and the failure, if any. So a run of several videos records each video's own figures and
+checks, and one bad video fails only its own partitions (see ``assets/videos.py``).
+
+A video's checkpoint is published only after its checks pass (``embed_video``'s ``validate``
+hook): the index and its follower never see a video that failed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from dataclasses import dataclass, field
+from collections.abc import Callable, Set as AbstractSet
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from assets.metadata import embeddings_metadata, failure_metadata, manifest_metadata, sync_metadata
+from resources.checkpoint import META_KEY, published_path, vectors
+from resources.encoder import FrameEncoder
+from resources.frame_sources import FrameRef, FrameSource, FrameSourceError
+from resources.patches import PatchConfig
+from resources.pipeline_resources import CheckpointStoreResource, IndexResource
+from resources.video_embedding import NoUsableFrameError, SourceUnavailableError, embed_video
+
+MANIFEST = dg.AssetKey("frame_manifest")
+EMBEDDINGS = dg.AssetKey("frame_embeddings")
+INDEX = dg.AssetKey("index_sync")
+ROWS_CHECK, NORMS_CHECK, POINTS_CHECK = "rows_match_manifest", "vectors_finite_unit_norm", "points_match_checkpoint"
+
+Event = dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.AssetObservation
+
+
+@dataclass
+class VideoFailure:
+    """Why a video did not finish: the stage, the reason, and whether it may pass (a source outage)."""
+
+    video_id: int
+    stage: str
+    reason: str
+    transient: bool = False
+
+
+@dataclass
+class VideoRun:
+    """The events one video produced, in order, and its failure if it did not finish."""
+
+    video_id: int
+    events: list[Event] = field(default_factory=list)
+    failure: VideoFailure | None = None
+
+    def fail(self, stage: str, reason: str, transient: bool = False) -> VideoRun:
+        self.failure = VideoFailure(self.video_id, stage, reason, transient)
+        # Shown on the partition's event list, next to its earlier materializations.
+        self.events.append(dg.AssetObservation(
+            asset_key=EMBEDDINGS if stage != "index" else INDEX, partition=str(self.video_id),
+            description=f"video {self.video_id} failed at {stage}", metadata=failure_metadata(self.video_id, stage, reason),
+        ))
+        return self
+
+
+@dataclass(frozen=True)
+class PipelineParts:
+    """What every video of a run shares: resources resolved once per run."""
+
+    source: FrameSource
+    encoder: FrameEncoder
+    store: CheckpointStoreResource
+    index: IndexResource
+    patch_config: PatchConfig
+    max_pixels: int
+    signature: str | None  # the source signature the run was requested for (sensor runs)
+    log: Callable[[str], None]
+
+
+class CheckpointRejected(RuntimeError):
+    """The finished checkpoint failed a check; it was not published."""
+
+
+def _check(asset: dg.AssetKey, name: str, video_id: int, passed: bool, description: str, **kwargs: object) -> dg.AssetCheckEvaluation:
+    return dg.AssetCheckEvaluation(asset_key=asset, check_name=name, passed=passed, partition=str(video_id), description=description, **kwargs)  # type: ignore[arg-type]
+
+
+def write_manifest(store: CheckpointStoreResource, video_id: int, source: str, signature: str | None, refs: list[FrameRef]) -> str:
+    """Store the frames listed for the video (atomically); the sensor and the schedule read it."""
+    path = store.manifest_path(video_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"video_id": video_id, "source": source, "signature": signature, "frames": [[r.frame_id, r.timestamp_ms, r.url] for r in refs]}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(body))
+    tmp.replace(path)
+    return str(path)
+
+
+def _validator(video: VideoRun, refs: list[FrameRef], dim: int) -> Callable[[pa.Table], None]:
+    """The checks of a finished checkpoint, evaluated before it is published."""
+
+    def validate(table: pa.Table) -> None:
+        skipped = json.loads((table.schema.metadata or {}).get(META_KEY, b"{}")).get("skipped") or {}
+        expected = len(refs) - len(skipped)
+        rows_ok = table.num_rows == expected
+        bad = []
+        for column in ("global_vector", "patch_vectors"):
+            array = table.column(column).combine_chunks()
+            flat = vectors(array if column == "global_vector" else array.flatten(), dim)
+            if not (np.isfinite(flat).all() and np.allclose(np.linalg.norm(flat, axis=1), 1.0, atol=1e-3)):
+                bad.append(column)
+        video.events.append(_check(
+            EMBEDDINGS, ROWS_CHECK, video.video_id, rows_ok,
+            f"{table.num_rows} rows; manifest {len(refs)} frames - {len(skipped)} skipped = {expected}",
+        ))
+        video.events.append(_check(
+            EMBEDDINGS, NORMS_CHECK, video.video_id, not bad,
+            "every vector finite with norm 1" if not bad else f"not finite unit vectors: {', '.join(bad)}",
+        ))
+        if not rows_ok or bad:
+            raise CheckpointRejected(f"checkpoint failed its checks ({'rows' if not rows_ok else ''} {' '.join(bad)}); not published")
+
+    return validate
+
+
+def stored_manifest(store: CheckpointStoreResource, video_id: int) -> list[FrameRef] | None:
+    """The frames the last ``frame_manifest`` materialization wrote for the video; None before any."""
+    body = stored_manifest_body(store, video_id)
+    return None if body is None else [FrameRef(int(f), t, u) for f, t, u in body["frames"]]
+
+
+def stored_manifest_body(store: CheckpointStoreResource, video_id: int) -> dict | None:
+    """The stored manifest file (video_id, source, signature, frames); None before any."""
+    path = store.manifest_path(video_id)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_video(video_id: int, parts: PipelineParts, selected: AbstractSet[dg.AssetKey] = frozenset({MANIFEST, EMBEDDINGS, INDEX})) -> VideoRun:
+    """Manifest -> checkpoint -> index for one video; see the module docstring.
+
+    Stages whose asset is not ``selected`` (the UI can materialize one asset alone) are not run:
+    their stored result - the manifest file, the published checkpoint - is used instead.
+    """
+    video = VideoRun(video_id)
+    if MANIFEST in selected:
+        try:
+            refs = parts.source.manifest(video_id)
+        except FrameSourceError as exc:
+            return video.fail("manifest", str(exc), transient=exc.transient)
+        path = write_manifest(parts.store, video_id, parts.source.describe(), parts.signature, refs)
+        video.events.append(dg.AssetMaterialization(
+            asset_key=MANIFEST, partition=str(video_id), metadata=manifest_metadata(len(refs), parts.source.describe(), path, parts.signature),
+        ))
+    elif EMBEDDINGS in selected:
+        stored = stored_manifest(parts.store, video_id)
+        if stored is None:
+            return video.fail("embed", f"video {video_id}: no frame manifest at {parts.store.manifest_path(video_id)}; materialize frame_manifest first")
+        refs = stored
+    if EMBEDDINGS in selected:
+        checkpoint, rows = _embed(video, refs, parts)
+        if checkpoint is None:
+            return video
+    elif INDEX in selected:
+        checkpoint = published_path(parts.store.path, video_id)
+        if not checkpoint.is_file():
+            return video.fail("index", f"video {video_id}: no checkpoint at {checkpoint}; materialize frame_embeddings first")
+        rows = pq.read_metadata(checkpoint).num_rows
+    if INDEX in selected:
+        _sync(video, checkpoint, rows, parts)
+    return video
+
+
+def _embed(video: VideoRun, refs: list[FrameRef], parts: PipelineParts) -> tuple[Path | None, int]:
+    """Embed the video into its published checkpoint; (None, 0) when it failed (recorded in ``video``)."""
+    video_id, info = video.video_id, parts.encoder.info
+    started = time.perf_counter()
+    try:
+        report = embed_video(
+            video_id, refs, parts.source, parts.encoder, parts.store.path, parts.patch_config, parts.max_pixels,
+            parts.store.chunk_frames, on_chunk=lambda done, total: parts.log(f"video {video_id}: chunk {done}/{total}"),
+            validate=_validator(video, refs, info.embed_dim),
+        )
+    except NoUsableFrameError as exc:
+        video.fail("embed", str(exc))
+        return None, 0
+    except SourceUnavailableError as exc:
+        # Nothing was published: the index keeps the video's previous points (an outage never shrinks it).
+        video.fail("embed", str(exc), transient=True)
+        return None, 0
+    except CheckpointRejected as exc:
+        video.fail("embed", f"video {video_id}: {exc}")
+        return None, 0
+    for frame_id, reason in sorted(report.skipped.items()):
+        parts.log(f"video {video_id}: skipped frame {frame_id}: {reason}")
+    video.events.append(dg.AssetMaterialization(
+        asset_key=EMBEDDINGS, partition=str(video_id),
+        metadata=embeddings_metadata(report, info, time.perf_counter() - started),
+        tags={"dagster/data_version": report.version},  # the checkpoint's content version
+    ))
+    return Path(report.checkpoint), report.frames
+
+
+def _sync(video: VideoRun, checkpoint: Path, rows: int, parts: PipelineParts) -> None:
+    """Make the video's index points equal to ``checkpoint`` (or defer to the index's holder)."""
+    video_id = video.video_id
+    try:
+        result = parts.index.sync_or_defer(parts.encoder.info.embed_dim, video_id, checkpoint)
+    except Exception as exc:  # noqa: BLE001 - the index failing for one video must not hide the others
+        video.fail("index", f"video {video_id}: {type(exc).__name__}: {exc}")
+        return
+    video.events.append(dg.AssetMaterialization(asset_key=INDEX, partition=str(video_id), metadata=sync_metadata(video_id, rows, result)))
+    if result is None:
+        # Not a pass: nothing was counted. The follower of the process holding the index applies it.
+        video.events.append(_check(
+            INDEX, POINTS_CHECK, video_id, False, "deferred: the index is held by another process; not counted in this run",
+            severity=dg.AssetCheckSeverity.WARN, metadata={"deferred": True, "checkpoint_rows": rows},
+        ))
+    else:
+        video.events.append(_check(
+            INDEX, POINTS_CHECK, video_id, result.indexed == rows, f"{result.indexed} points in the index, checkpoint {rows} rows",
+            metadata={"deferred": False, "points": result.indexed, "checkpoint_rows": rows},
+        ))
