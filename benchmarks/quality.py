@@ -245,7 +245,7 @@ def embed_library(library: Library, work: Path, model: str, pretrained: str, vid
     import dagster as dg
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)  # BackfillPolicy, used on purpose
-    from assets.videos import frame_embeddings, frame_manifest, index_sync, videos_partitions
+    from assets.videos import ASSETS, videos_partitions
     from resources.encoder_resource import EncoderResource
     from resources.pipeline_resources import CheckpointStoreResource, FrameSourceResource, FramesS3Resource, IndexResource
 
@@ -263,7 +263,7 @@ def embed_library(library: Library, work: Path, model: str, pretrained: str, vid
         batch = keys[first : first + videos_per_run]
         with patched_env({"QDRANT_URL": None}):  # the embedded index under work/, whatever the shell says
             result = dg.materialize(
-                [frame_manifest, frame_embeddings, index_sync], instance=instance, resources=resources, raise_on_error=False,
+                ASSETS, instance=instance, resources=resources, raise_on_error=False,
                 tags={"dagster/asset_partition_range_start": batch[0], "dagster/asset_partition_range_end": batch[-1]},
                 run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             )
@@ -271,10 +271,9 @@ def embed_library(library: Library, work: Path, model: str, pretrained: str, vid
         if not result.success:
             errors = [e.event_specific_data.error.message.strip()[:500] for e in result.all_events if e.is_step_failure]
             raise RuntimeError(f"pipeline run for videos {batch[0]}..{batch[-1]} failed: {' | '.join(errors)}")
-        embeds = [e.materialization.metadata for e in result.get_asset_materialization_events() if e.asset_key.path == ["frame_embeddings"]]
-        if embeds:  # a run of one video reports its figures; of several, a per-video table (the same on each event)
-            meta = {k: v.value for k, v in embeds[-1].items()}
-            for figures in (meta["per_video"].values() if "per_video" in meta else [meta]):
+        for event in result.get_asset_materialization_events():  # one per video: its own figures
+            if event.asset_key.path == ["frame_embeddings"]:
+                figures = {k: v.value for k, v in event.materialization.metadata.items()}
                 embedded += 0 if figures["up_to_date"] else int(figures["frames"])
         done = min(first + videos_per_run, len(keys))
         print(f"[quality] pipeline: {done}/{len(keys)} videos, {time.perf_counter() - started:.0f} s", flush=True)
