@@ -17,6 +17,7 @@ from pathlib import Path
 from resources.encoder import FrameEncoder
 from resources.frame_sources import FrameSource, LocalFolderSource, S3FrameSource
 from resources.index_follower import CheckpointFollower
+from resources.index_schema import SchemaMismatchError
 from resources.patches import PatchConfig
 from resources.s3_client import S3Settings, make_s3_client
 from resources.settings import IndexSettings
@@ -76,6 +77,12 @@ class ServiceState:
                 self.index_error = str(exc)
                 self._stop.wait(1.0)
                 continue
+            except SchemaMismatchError as exc:
+                # Needs an operator (another collection, or a re-sync): say so in /healthz and the
+                # page instead of "opening the index" forever; retrying cannot help.
+                self.index_error = str(exc)
+                log.error("index not opened: %s", exc)
+                return
             self.index, self.index_error = index, None
             log.info("index open (%s, collection %s)", index.mode, index.schema.collection)
             if index.mode == "embedded":

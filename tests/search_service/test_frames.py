@@ -25,7 +25,6 @@ from search_service.config import ServiceSettings
 from tests.conftest import make_frame
 from tests.search_service.test_app import client, library, s3_env, to_png, wait_ready  # noqa: F401 - fixtures
 
-needs_frame_vectors = pytest.mark.skipif(not hasattr(VectorIndex, "frame_vectors"), reason="VectorIndex.frame_vectors not in this build yet")
 
 
 def jpeg(response) -> Image.Image:  # noqa: ANN001 - an httpx response
@@ -128,7 +127,6 @@ def test_frames_from_s3_objects(s3_env, s3_client, tmp_path: Path, tiny_encoder:
         assert gone.status_code == 404 and "NoSuchKey" in gone.json()["detail"]
 
 
-@needs_frame_vectors
 def test_more_like_this_searches_by_an_indexed_frame(client: TestClient) -> None:  # noqa: F811
     body = client.post("/search/image", json={"image_id": "1:0", "top_k": 3}).json()
     ids = [r["image_id"] for r in body["results"]]
@@ -142,7 +140,6 @@ def test_more_like_this_searches_by_an_indexed_frame(client: TestClient) -> None
     assert both.status_code == 422 and "exactly one" in str(both.json()["detail"])
 
 
-@needs_frame_vectors
 def test_hybrid_with_an_indexed_frame_equals_its_image_search_at_text_weight_0(client: TestClient) -> None:  # noqa: F811
     hybrid = client.post("/search/hybrid", json={"text_query": "x", "image_id": "2:0", "text_weight": 0.0, "image_weight": 1.0, "top_k": 4}).json()
     assert hybrid["query_type"] == "hybrid" and hybrid["results"][0]["image_id"] == "2:0"  # hybrid keeps the frame itself
