@@ -30,15 +30,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from resources.frame_sources import FrameReadError, LocalFolderSource, S3FrameSource, _scheme
-from resources.images import ImageDecodeError, decode_image
+from resources.frame_sources import FrameReadError, LocalFolderSource, S3FrameSource, _scheme, read_frame_image
+from resources.images import ImageDecodeError
 from resources.index_schema import MAX_ID, point_id
 from resources.vector_index import VectorIndex
 
 MIN_SIZE, MAX_SIZE = 16, 4096
 THUMBNAIL_SIZE = 320  # px, the longer side of results' thumbnails
 JPEG_QUALITY = 85
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts")
 _IMAGE_ID = re.compile(r"^(\d{1,19}):(\d{1,19})$")
 
 
@@ -77,20 +76,11 @@ def thumbnail_url(payload: dict[str, Any], size: int = THUMBNAIL_SIZE) -> str:
     return f"/frames/{payload['image_id']}?{urlencode(params)}"
 
 
-def _frame_image_reader() -> Callable[..., Image.Image] | None:
-    """The frame sources' reader of one stored frame url as an image (image files and video
-    frames alike), where this build has it; None: image files only, read here."""
-    try:
-        from resources.frame_sources import read_frame_image  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return read_frame_image
-
-
 class FrameReader:
     """Reads indexed frames' pictures from the URLs the pipeline stored, with the frame sources'
-    own readers: ``file://`` through :class:`LocalFolderSource`, ``s3://`` and S3 http(s) URLs
-    through :class:`S3FrameSource` (one per bucket, sharing one boto3 client)."""
+    own reader (:func:`read_frame_image`): ``file://`` through :class:`LocalFolderSource`,
+    ``s3://`` and S3 http(s) URLs through :class:`S3FrameSource` (one per bucket, sharing one
+    boto3 client); video frame urls (``<video url>#frame=N&t=S``) are decoded at that frame."""
 
     def __init__(self, client_factory: Callable[[], Any], *, endpoint_url: str | None, max_bytes: int, max_pixels: int) -> None:
         self._client_factory = client_factory
@@ -99,18 +89,13 @@ class FrameReader:
         # Reading a file:// URL does not depend on the source's root.
         self._local = LocalFolderSource(Path("/"), max_bytes=max_bytes)
         self._s3: dict[str, S3FrameSource] = {}
-        self._read_image = _frame_image_reader()
 
     def image(self, payload: dict[str, Any]) -> Image.Image:
-        """The frame as an RGB image; :class:`FrameUnavailable` when it cannot be read."""
+        """The frame as an RGB image (an image file's, or a video file's frame decoded at its
+        position); :class:`FrameUnavailable` when it cannot be read."""
         url = str(payload.get("url", ""))
         try:
-            source = self._source(url)
-            if self._read_image is not None:
-                return self._read_image(source, url, max_pixels=self.max_pixels)
-            if url.split("?", 1)[0].split("#", 1)[0].lower().endswith(VIDEO_SUFFIXES):
-                raise FrameUnavailable(501, "this frame lies in a video file and this build cannot decode video frames")
-            return decode_image(source.read(url), max_pixels=self.max_pixels)
+            return read_frame_image(self._source(url), url, max_pixels=self.max_pixels)
         except FrameReadError as exc:
             status = 404 if exc.missing else 503 if exc.transient else 502
             raise FrameUnavailable(status, f"frame {payload.get('image_id')}: {exc.reason}") from exc

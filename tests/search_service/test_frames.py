@@ -176,3 +176,44 @@ def test_moments_on_every_search_endpoint(client: TestClient, library: dict) -> 
     assert len(split["moments"]) == 4 and all(len(m["frames"]) == 1 for m in split["moments"])
     assert client.post("/search/text", json={"query": "x"}).json()["moments"] is None
     assert client.post("/search/text", json={"query": "x", "group_by": "scenes"}).status_code == 422
+
+
+def write_mp4(path: Path, frames: list[np.ndarray], fps: int = 10) -> None:
+    """A real h264 file of ``frames`` (H, W, 3) encoded with PyAV."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "12"}  # near-lossless: the served frame is compared with its source
+        for pixels in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def test_frames_of_a_video_file_are_decoded_at_their_position(tmp_path: Path, tiny_encoder: FrameEncoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Video 5 is one mp4 (3 s at 10 fps) sampled at 1 fps: frames 0, 10, 20, each a different picture."""
+    from resources.frame_sources import LocalFolderSource
+
+    monkeypatch.setenv("VIDEO_SAMPLING", "fps:1")
+    pictures = [make_frame(160, 120, seed=60 + f // 10).permute(1, 2, 0).numpy() for f in range(30)]
+    (tmp_path / "videos" / "5").mkdir(parents=True)
+    write_mp4(tmp_path / "videos" / "5" / "clip.mp4", pictures)
+    source = LocalFolderSource(tmp_path / "videos", fps=1.0)
+    refs = source.manifest(5)
+    assert [r.frame_id for r in refs] == [0, 10, 20]
+    schema, store = IndexSchema("frames_video_page", 64), tmp_path / "checkpoints"
+    with VectorIndex.open(schema, path=tmp_path / "qdrant") as index:
+        embed_video(5, refs, source, tiny_encoder, store, PatchConfig())
+        sync_checkpoint(index, 5, published_path(store, 5))
+    app = create_app(ServiceSettings(checkpoint_dir=str(store)), encoder=tiny_encoder,
+                     open_index=lambda dim: VectorIndex.open(schema, path=tmp_path / "qdrant", lock_timeout_s=10))
+    with TestClient(app) as client:  # noqa: F811
+        wait_ready(client)
+        for frame_id in (10, 20):
+            image = np.asarray(jpeg(client.get(f"/frames/5:{frame_id}")), int)
+            errors = [np.abs(image - p.astype(int)).mean() for p in (pictures[0], pictures[10], pictures[20])]
+            assert int(np.argmin(errors)) == frame_id // 10 and min(errors) < 8, errors  # that frame, not another
+        (tmp_path / "videos" / "5" / "clip.mp4").unlink()
+        assert client.get("/frames/5:0").status_code == 404
