@@ -117,7 +117,9 @@ def _video_frames(
             elif frame.width * frame.height > max_pixels:
                 results[order[ref.frame_id]] = (ref, f"frame is {frame.width}x{frame.height}, over the limit of {max_pixels:,} pixels (MAX_IMAGE_PIXELS)")
             else:
-                pixels = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1).contiguous()  # (3, H, W)
+                # (3, H, W) as a view of the (H, W, 3) array: the channels-last layout the encoder's
+                # crops and resizes want anyway; a contiguous copy costs ~19 ms per 1080p frame.
+                pixels = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
                 results[order[ref.frame_id]] = DecodedFrame(ref, pixels, frame_thumbnail(frame) if thumbs else None)
     except FrameReadError as exc:
         if exc.transient:

@@ -126,8 +126,11 @@ class _Clock:
         self.time_base = Fraction(stream.time_base)
         self.start = stream.start_time or 0
 
+    def exact_ms(self, pts: int) -> Fraction:
+        return (pts - self.start) * self.time_base * 1000
+
     def ms(self, pts: int) -> int:
-        return math.floor((pts - self.start) * self.time_base * 1000 + Fraction(1, 2))
+        return math.floor(self.exact_ms(pts) + Fraction(1, 2))
 
     def pts(self, ms: int) -> int:
         return self.start + math.floor(Fraction(ms, 1000) / self.time_base)
@@ -161,8 +164,11 @@ def _raise_io_error(handle: IO[bytes], url: str) -> None:
         raise error
 
 
-def _pick(times: Sequence[int], keys: Sequence[bool], policy: SamplingPolicy) -> list[int]:
-    """Indexes of the frames ``policy`` picks among frames at ``times`` (ms, ascending)."""
+def _pick(times: Sequence[Fraction], keys: Sequence[bool], policy: SamplingPolicy) -> list[int]:
+    """Indexes of the frames ``policy`` picks among frames at ``times`` (exact ms, ascending).
+
+    Exact, not rounded: at fps:30 a 30 fps stream's frame 1 is at 33.33 ms, not before the step.
+    """
     if policy.kind == "keyframes":
         return [i for i, key in enumerate(keys) if key]
     # The step in ms as a small fraction: "every:1.5" is fps 0.666..., whose float reciprocal is not 1500.
@@ -211,7 +217,7 @@ def scan_video(opener: Opener, video_url: str, policy: SamplingPolicy) -> list[F
         if policy.kind == "scene":
             picked = [i for i, (pts, _) in enumerate(frames) if scores[pts] > policy.value or i == 0]
         else:
-            picked = _pick(times, [key for _, key in frames], policy)
+            picked = _pick([clock.exact_ms(pts) for pts, _ in frames], [key for _, key in frames], policy)
         refs = [FrameRef(i, times[i], video_frame_url(video_url, i, times[i])) for i in picked]
         # A stream shorter than its container says (or one that broke off) keeps what it has; one
         # placeholder after its last frame stands for the rest, which embedding then reports.
@@ -282,4 +288,4 @@ def frame_thumbnail(frame: av.VideoFrame) -> np.ndarray:
 
     Colour, not grey: a cut from a red to a blue scene of equal brightness is a change.
     """
-    return frame.reformat(width=THUMB, height=THUMB, format="rgb24").to_ndarray()
+    return frame.reformat(width=THUMB, height=THUMB, format="rgb24", interpolation="AREA").to_ndarray()

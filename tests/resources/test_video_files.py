@@ -5,6 +5,8 @@ file embeds its good part and reports the rest."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 from typing import IO
 
@@ -21,6 +23,7 @@ from resources.video_embedding import SourceUnavailableError, embed_video, plan_
 from tests.resources.test_video_sources import encode_clip, noise_frame
 
 PATCHES = PatchConfig(window=64, stride=32)
+REPO = Path(__file__).resolve().parents[2]
 OFF = DedupConfig(threshold=0.0)
 
 
@@ -99,14 +102,34 @@ def test_dedup_setting_changes_the_plan_of_video_frames_only(tmp_path: Path) -> 
     assert plan_digest(image_refs, "m", PATCHES, 64, OFF) != plan_digest(image_refs, "m", PATCHES, 64, DedupConfig(0.02, all_frames=True))
 
 
+# Run in a child process that is killed (os._exit: no cleanup, no exception handling) right after
+# the second of four chunks is on disk.
+KILLED_RUN = """
+import os, sys
+from pathlib import Path
+from resources.dedup import DedupConfig
+from resources.encoder import EncoderConfig, FrameEncoder
+from resources.frame_sources import LocalFolderSource, SamplingPolicy
+from resources.patches import PatchConfig
+from resources.video_embedding import embed_video
+
+root, store, weights = map(Path, sys.argv[1:4])
+source = LocalFolderSource(root, sampling=SamplingPolicy.parse("fps:1"))
+encoder = FrameEncoder.load(EncoderConfig(model="framesearch-tiny", pretrained=str(weights), batch_size=16, precision="fp32"))
+kill = lambda done, total: os._exit(9) if done == 2 else None
+embed_video(5, source.manifest(5), source, encoder, store, PatchConfig(window=64, stride=32), chunk_frames=2, on_chunk=kill, dedup=DedupConfig(0.0))
+"""
+
+
 @pytest.mark.slow
-def test_killed_run_resumes_mid_video_by_seeking(tmp_path: Path, tiny_encoder: FrameEncoder) -> None:
+def test_killed_run_resumes_mid_video_by_seeking(tmp_path: Path, tiny_encoder: FrameEncoder, tiny_weights: Path) -> None:
     clip = encode_clip(tmp_path / "videos" / "5" / "clip.mp4", frames=200, draw=noise_frame, fps=25, gop=25)  # 8 s
     refs = FlakySource(tmp_path / "videos", "fps:1").manifest(5)
     assert [r.frame_id for r in refs] == list(range(0, 200, 25))
     store = tmp_path / "store"
-    with pytest.raises(SourceUnavailableError, match="chunk 3/4"):
-        embed_video(5, refs, FlakySource(tmp_path / "videos", "fps:1", fail_at_open=3), tiny_encoder, store, PATCHES, chunk_frames=2, dedup=OFF)
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN, str(tmp_path / "videos"), str(store), str(tiny_weights)], cwd=REPO, timeout=300)
+    assert killed.returncode == 9
+    assert not published_path(store, 5).exists()
     assert len(list((store / "_work" / "video_5").glob("chunk_*.parquet"))) == 2
 
     resumed_source = FlakySource(tmp_path / "videos", "fps:1")
@@ -120,6 +143,14 @@ def test_killed_run_resumes_mid_video_by_seeking(tmp_path: Path, tiny_encoder: F
     assert a.column("frame_id").to_pylist() == b.column("frame_id").to_pylist()
     np.testing.assert_array_equal(np.stack(a.column("global_vector").to_numpy(zero_copy_only=False)), np.stack(b.column("global_vector").to_numpy(zero_copy_only=False)))
     assert fresh.version == resumed.version
+
+
+def test_transient_failure_mid_video_keeps_finished_chunks(tmp_path: Path, tiny_encoder: FrameEncoder) -> None:
+    encode_clip(tmp_path / "videos" / "5" / "clip.mp4", frames=90)
+    refs = FlakySource(tmp_path / "videos", "fps:2").manifest(5)
+    with pytest.raises(SourceUnavailableError, match="chunk 2/3"):
+        embed_video(5, refs, FlakySource(tmp_path / "videos", "fps:2", fail_at_open=2), tiny_encoder, tmp_path / "store", PATCHES, chunk_frames=2, dedup=OFF)
+    assert len(list((tmp_path / "store" / "_work" / "video_5").glob("chunk_*.parquet"))) == 1
 
 
 def test_truncated_video_embeds_its_good_part(tmp_path: Path, tiny_encoder: FrameEncoder) -> None:
