@@ -139,7 +139,9 @@ class _Clock:
 def _declared_end_ms(container: Any, stream: Any, clock: _Clock) -> int | None:
     if stream.duration:
         return clock.ms(clock.start + stream.duration)
-    return round(container.duration / 1000) if container.duration else None
+    # The container's duration covers every stream: only the video's own when it is alone (an
+    # audio track that runs on past the picture is no truncation).
+    return round(container.duration / 1000) if container.duration and len(container.streams) == 1 else None
 
 
 def _open(opener: Opener, video_url: str) -> tuple[IO[bytes], Any]:

@@ -150,6 +150,29 @@ def test_truncated_video_keeps_its_good_part(tmp_path: Path, name: str, options:
     assert all("truncated or corrupt" in reason or "cannot be decoded" in reason for _, reason in bad), bad
 
 
+def test_audio_running_past_the_picture_is_no_truncation(tmp_path: Path) -> None:
+    (tmp_path / "3").mkdir()
+    with av.open(str(tmp_path / "3" / "talk.mkv"), "w") as container:  # 1 s of video, 2 s of audio
+        video, audio = container.add_stream("libx264", rate=FPS), container.add_stream("pcm_s16le", rate=8000)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        for index in range(30):
+            for packet in video.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 8 * index, np.uint8), format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+        for index in range(20):
+            samples = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+            samples.sample_rate, samples.pts = 8000, 800 * index
+            for packet in audio.encode(samples):
+                container.mux(packet)
+        for packet in audio.encode():
+            container.mux(packet)
+    source = local(tmp_path, "fps:10")
+    refs = source.manifest(3)
+    assert [r.frame_id for r in refs] == list(range(0, 30, 3))  # no placeholder for a "missing" second
+    assert all(not isinstance(item, tuple) for item in iter_frames(source, refs))
+
+
 def test_whole_mp4_without_its_index_is_refused(tmp_path: Path) -> None:
     path = encode_clip(tmp_path / "9" / "clip.mp4")  # moov atom at the end, as most encoders write it
     path.write_bytes(path.read_bytes()[:-2000])
