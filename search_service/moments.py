@@ -43,7 +43,10 @@ def _moment(video_id: int, hits: list[SearchResult]) -> Moment:
 
 
 def group_moments(hits: Sequence[SearchResult], gap_ms: int = DEFAULT_GAP_MS, per_video: int | None = 3, limit: int | None = None) -> list[Moment]:
-    """``hits`` merged into moments (see the module docstring); at most ``limit`` of them."""
+    """``hits`` merged into moments (see the module docstring); at most ``limit`` of them.
+
+    The hits are the search's results (its top_k): a frame that did not rank among them is not a
+    hit, so a moment never runs through frames that do not match."""
     if gap_ms < 0:
         raise ValueError(f"gap_ms must be >= 0, got {gap_ms}")
     if per_video is not None and per_video < 1:

@@ -93,9 +93,9 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "framesearch search service", "version": "0.1.0",
                  "description": "Text, image and hybrid search over video frames, with patch-level MaxSim rerank. "
-                                "Every search takes group_by=\"moments\" to also answer with moments: a video's hits at most "
-                                "moment_gap_ms apart merged into {video_id, start_ms, end_ms, best, score, frames}, at most "
-                                "moments_per_video per video and top_k in all. Results carry thumbnail_url (GET /frames/{image_id}); "
+                                "Every search takes group_by=\"moments\" to also answer with moments: a video's hits among the "
+                                "top_k at most moment_gap_ms apart merged into {video_id, start_ms, end_ms, best, score, frames}, "
+                                "at most moments_per_video per video. Results carry thumbnail_url (GET /frames/{image_id}); "
                                 "an indexed frame's image_id can be the query (\"more like this\"). A search page is served at /."},
         "paths": {
             "/healthz": {"get": {"summary": "Readiness: 200 with a config summary when the model and index are ready, else 503",

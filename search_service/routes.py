@@ -63,24 +63,11 @@ async def _json_body(request: Request, model: type[BaseModel]) -> Any:
     return _validate(model, data)
 
 
-MOMENT_POOL_MIN, MOMENT_POOL_MAX = 100, 1_000  # frames searched to form moments (the index serves at most 1,000)
-
-
-def _pooled(body: Any) -> Any:
-    """The request as searched: with group_by=moments, more frames than top_k, so that moments
-    gather their neighbouring hits (results are still cut to top_k)."""
-    if body.group_by != "moments":
-        return body
-    return body.model_copy(update={"top_k": min(MOMENT_POOL_MAX, max(MOMENT_POOL_MIN, 10 * body.top_k))})
-
-
 def _respond(state: ServiceState, started: float, hits: list, stages: dict[str, float], query_type: str, rerank: bool, request: RankFields | None = None) -> JSONResponse:
-    top_k = request.top_k if request is not None else len(hits)
-    pooled = to_results(hits)
-    results = pooled[:top_k]
+    results = to_results(hits)
     moments = None
-    if request is not None and request.group_by == "moments":
-        moments = group_moments(pooled, request.moment_gap_ms, request.moments_per_video, limit=top_k)
+    if request is not None and request.group_by == "moments":  # the top_k hits, merged per video
+        moments = group_moments(results, request.moment_gap_ms, request.moments_per_video)
     body = SearchResponse(
         results=results, total=len(results), query_type=query_type, rerank_enabled=rerank,  # type: ignore[arg-type]
         duration_ms=round((time.perf_counter() - started) * 1000, 3), durations_ms=stages, moments=moments,
@@ -92,7 +79,7 @@ async def search_text(request: Request) -> JSONResponse:
     started = time.perf_counter()
     state = _state(request)
     body: TextSearch = await _json_body(request, TextSearch)
-    hits, stages = await run_in_threadpool(text_search, state.searcher(), body.query, _pooled(body))
+    hits, stages = await run_in_threadpool(text_search, state.searcher(), body.query, body)
     record_stages(request, stages)
     return _respond(state, started, hits, stages, "text", body.rerank, body)
 
@@ -110,11 +97,11 @@ async def search_image(request: Request) -> JSONResponse:
     body: ImageSearch = await _json_body(request, ImageSearch)
     searcher = state.searcher()
     if body.image_id is not None:  # "more like this": an indexed frame's own vectors
-        hits, stages = await run_in_threadpool(similar_search, searcher, IndexedFrame(body.image_id), _pooled(body))
+        hits, stages = await run_in_threadpool(similar_search, searcher, IndexedFrame(body.image_id), body)
         record_stages(request, stages)
         return _respond(state, started, hits, stages, "image", body.rerank, body)
     data, fetch_ms = await _fetch(state, body.s3_url)
-    hits, stages = await run_in_threadpool(image_search, searcher, data, _pooled(body))
+    hits, stages = await run_in_threadpool(image_search, searcher, data, body)
     record_stages(request, {**fetch_ms, **stages})
     return _respond(state, started, hits, {**fetch_ms, **stages}, "image", body.rerank, body)
 
@@ -145,7 +132,7 @@ async def search_image_upload(request: Request) -> JSONResponse:
     searcher = state.searcher()
     data, params = await _upload(request, state)
     body: UploadSearch = _validate(UploadSearch, params)
-    hits, stages = await run_in_threadpool(image_search, searcher, data, _pooled(body))
+    hits, stages = await run_in_threadpool(image_search, searcher, data, body)
     record_stages(request, stages)
     return _respond(state, started, hits, stages, "image", body.rerank, body)
 
@@ -158,7 +145,7 @@ async def search_hybrid_upload(request: Request) -> JSONResponse:
     data, params = await _upload(request, state)
     body: HybridUpload = _validate(HybridUpload, params)
     hits, stages = await run_in_threadpool(
-        hybrid_search, searcher, body.text_query, data, body.text_weight, body.image_weight, _pooled(body)
+        hybrid_search, searcher, body.text_query, data, body.text_weight, body.image_weight, body
     )
     record_stages(request, stages)
     return _respond(state, started, hits, stages, "hybrid", body.rerank, body)
@@ -175,7 +162,7 @@ async def search_hybrid(request: Request) -> JSONResponse:
     else:
         image, fetch_ms = await _fetch(state, body.image_s3_url)
     hits, stages = await run_in_threadpool(
-        hybrid_search, searcher, body.text_query, image, body.text_weight, body.image_weight, _pooled(body)
+        hybrid_search, searcher, body.text_query, image, body.text_weight, body.image_weight, body
     )
     record_stages(request, {**fetch_ms, **stages})
     return _respond(state, started, hits, {**fetch_ms, **stages}, "hybrid", body.rerank, body)

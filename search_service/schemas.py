@@ -72,14 +72,14 @@ class MomentFields(BaseModel):
     """Grouping of hits into moments (see ``search_service.moments``); off unless ``group_by`` is "moments"."""
 
     group_by: Literal["frames", "moments"] = Field(
-        "frames", description='"moments": also merge each video\'s adjacent hits into time segments (response field "moments")'
+        "frames", description='"moments": also merge each video\'s adjacent hits among the top_k into time segments (response field "moments")'
     )
     moment_gap_ms: int = Field(2_000, ge=0, le=3_600_000, description="hits of a video at most this far apart in time form one moment")
     moments_per_video: int = Field(3, ge=1, le=100, description="at most this many moments per video (its best ones)")
 
 
 class RankFields(FilterFields, MomentFields):
-    top_k: int = Field(10, ge=1, le=100, description="number of results (and of moments, with group_by=moments)")
+    top_k: int = Field(10, ge=1, le=100, description="number of results (the frames moments are made of, with group_by=moments)")
     rerank: bool = Field(False, description="patch-level MaxSim rerank of the global candidates")
     rerank_alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of the global score; 1 = global only")
 
@@ -188,7 +188,7 @@ class SearchResponse(BaseModel):
     rerank_enabled: bool
     duration_ms: float
     durations_ms: dict[str, float] = Field(default_factory=dict, description="encode, fetch, search")
-    moments: list[Moment] | None = Field(None, description="with group_by=moments: the best moments, at most top_k")
+    moments: list[Moment] | None = Field(None, description="with group_by=moments: the results merged into moments, best first")
 
 
 class IngestItem(BaseModel):

@@ -87,9 +87,10 @@ const observer = new IntersectionObserver((entries) => {
 }, { rootMargin: "300px" });
 
 // An <img> that loads ``url`` once it comes near the viewport.
-export function lazyImage(url, alt = "") {
+export function lazyImage(url, title = "") {
   const img = document.createElement("img");
-  img.alt = alt;
+  img.alt = "";  // no broken-image text while it loads; the card says which frame it is
+  img.title = title;
   img.dataset.src = url;
   observer.observe(img);
   return img;

@@ -41,7 +41,7 @@ export function renderMoments(container, moments, results) {
     row.append(thumb(moment.best));
     const right = el("div");
     const range = moment.start_ms === null ? "no timestamp" : `${clock(moment.start_ms)} – ${clock(moment.end_ms)}`;
-    right.append(el("h3", null, `Video ${moment.video_id} · ${range} · score ${moment.score.toFixed(3)} · ${moment.frames.length} frames`));
+    right.append(el("h3", null, `Video ${moment.video_id} · ${range} · score ${moment.score.toFixed(3)} · ${moment.frames.length} frame${moment.frames.length === 1 ? "" : "s"}`));
     right.append(timeline(moment, ofVideo, span, byId));
     const strip = el("div", "strip");
     for (const frame of moment.frames.slice(0, 12)) {

@@ -5,7 +5,7 @@ The index and checkpoints under ``var/`` are copied to a temporary folder first,
 pipeline or service keeps its embedded shard. The model is the service's default (OPENCLIP_* from
 the environment, else the offline synthetic-world model). Writes ``docs/img/page-search.png``
 (a text query with patch rerank: thumbnails with their best-patch boxes) and
-``docs/img/page-moments.png`` (the same query as moments).
+``docs/img/page-moments.png`` (the same query's best 10 frames as moments, 0.5 s gap).
 """
 
 from __future__ import annotations
@@ -28,6 +28,12 @@ from tests.browser.conftest import CHROMEDRIVER, CHROMIUM
 from tests.servers import running_uvicorn
 
 REPO = Path(__file__).resolve().parents[2]
+# Every thumbnail in the window has its picture (they load lazily, as they come into view).
+VISIBLE_IMAGES_LOADED = (
+    "return [...document.querySelectorAll(arguments[0] + ' img')]"
+    ".filter(i => i.getBoundingClientRect().top < innerHeight && i.getBoundingClientRect().right < innerWidth)"
+    ".every(i => i.complete && i.naturalWidth > 0)"
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,15 +65,16 @@ def main(argv: list[str] | None = None) -> None:
                 driver.find_element(By.ID, "query").send_keys(args.query)
                 driver.find_element(By.ID, "go").click()
                 wait.until(lambda d: d.find_element(By.ID, "results").get_attribute("data-paint-ms") is not None)
-                wait.until(lambda d: d.execute_script(
-                    "return [...document.querySelectorAll('#results img')].slice(0, 12).every(i => i.complete && i.naturalWidth > 0)"))
+                wait.until(lambda d: d.execute_script(VISIBLE_IMAGES_LOADED, "#results"))
                 args.out.mkdir(parents=True, exist_ok=True)
                 driver.save_screenshot(str(args.out / "page-search.png"))
                 driver.find_element(By.ID, "viewmoments").click()
+                for field, value in (("topk", "10"), ("gap", "0.5")):  # the best 10 frames, split where they are > 0.5 s apart
+                    driver.find_element(By.ID, field).clear()
+                    driver.find_element(By.ID, field).send_keys(value)
                 driver.find_element(By.ID, "go").click()
                 wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#moments .moment"))
-                wait.until(lambda d: d.execute_script(
-                    "return [...document.querySelectorAll('#moments img')].slice(0, 12).every(i => i.complete && i.naturalWidth > 0)"))
+                wait.until(lambda d: d.execute_script(VISIBLE_IMAGES_LOADED, "#moments"))
                 driver.save_screenshot(str(args.out / "page-moments.png"))
                 print(f"wrote {args.out / 'page-search.png'} and {args.out / 'page-moments.png'}")
         finally:

@@ -157,23 +157,26 @@ def test_hybrid_upload_fuses_text_and_an_uploaded_image(client: TestClient, libr
 
 def test_moments_on_every_search_endpoint(client: TestClient, library: dict) -> None:  # noqa: F811
     """Video 1 has frames every 250 ms, video 2 two frames 250 ms apart: a 300 ms gap merges each
-    video's hits into one moment; 100 ms splits them."""
+    video's hits into one moment; 100 ms splits them; only the top_k frames are hits."""
     files = {"file": ("corner.png", library["query"], "image/png")}
     answers = [
-        client.post("/search/text", json={"query": "x", "top_k": 2, "group_by": "moments", "moment_gap_ms": 300}),
-        client.post("/search/image/upload", files=files, data={"top_k": "2", "group_by": "moments", "moment_gap_ms": "300"}),
-        client.post("/search/hybrid/upload", files=files, data={"text_query": "x", "top_k": "2", "group_by": "moments", "moment_gap_ms": "300"}),
+        client.post("/search/text", json={"query": "x", "top_k": 8, "group_by": "moments", "moment_gap_ms": 300}),
+        client.post("/search/image/upload", files=files, data={"top_k": "8", "group_by": "moments", "moment_gap_ms": "300"}),
+        client.post("/search/hybrid/upload", files=files, data={"text_query": "x", "top_k": "8", "group_by": "moments", "moment_gap_ms": "300"}),
     ]
     for response in answers:
         body = response.json()
-        assert response.status_code == 200 and body["total"] == 2  # results stay the top_k frames
+        assert response.status_code == 200 and body["total"] == 8  # results stay the top_k frames
         moments = body["moments"]
         assert sorted((m["video_id"], m["start_ms"], m["end_ms"], len(m["frames"])) for m in moments) == [(1, 0, 1250, 6), (2, 0, 250, 2)]
         for m in moments:
             assert m["best"]["image_id"] == m["best_image_id"] and m["score"] == max(f["score"] for f in m["frames"])
             assert m["best"]["thumbnail_url"].startswith(f"/frames/{m['best_image_id']}?")
-    split = client.post("/search/text", json={"query": "x", "top_k": 5, "group_by": "moments", "moment_gap_ms": 100, "moments_per_video": 2}).json()
+    split = client.post("/search/text", json={"query": "x", "top_k": 8, "group_by": "moments", "moment_gap_ms": 100, "moments_per_video": 2}).json()
     assert len(split["moments"]) == 4 and all(len(m["frames"]) == 1 for m in split["moments"])
+    few = client.post("/search/text", json={"query": "x", "top_k": 3, "group_by": "moments", "moment_gap_ms": 300}).json()
+    hit_ids = {r["image_id"] for r in few["results"]}
+    assert {f["image_id"] for m in few["moments"] for f in m["frames"]} == hit_ids  # the top_k and nothing else
     assert client.post("/search/text", json={"query": "x"}).json()["moments"] is None
     assert client.post("/search/text", json={"query": "x", "group_by": "scenes"}).status_code == 422
 
