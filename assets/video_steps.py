@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
 from collections.abc import Callable, Set as AbstractSet
 
 import dagster as dg
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from assets.metadata import embeddings_metadata, failure_metadata, manifest_metadata, sync_metadata
-from resources.checkpoint import META_KEY, published_path, vectors
+from resources.checkpoint import META_KEY, vectors
+from resources.checkpoint_store import manifest_key, published_key
 from resources.encoder import FrameEncoder
 from resources.frame_sources import FrameRef, FrameSource, FrameSourceError
 from resources.patches import PatchConfig
@@ -90,21 +89,20 @@ def _check(asset: dg.AssetKey, name: str, video_id: int, passed: bool, descripti
 
 def write_manifest(store: CheckpointStoreResource, video_id: int, source: str, signature: str | None, refs: list[FrameRef]) -> str:
     """Store the frames listed for the video (atomically); the sensor and the schedule read it."""
-    path = store.manifest_path(video_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = {"video_id": video_id, "source": source, "signature": signature, "frames": [[r.frame_id, r.timestamp_ms, r.url] for r in refs]}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(body))
-    tmp.replace(path)
-    return str(path)
+    checkpoints, key = store.store(), manifest_key(video_id)  # a folder or s3:// (CHECKPOINT_DIR)
+    checkpoints.write_json(key, body)
+    return checkpoints.uri(key)
 
 
 def _validator(video: VideoRun, refs: list[FrameRef], dim: int) -> Callable[[pa.Table], None]:
     """The checks of a finished checkpoint, evaluated before it is published."""
 
     def validate(table: pa.Table) -> None:
-        skipped = json.loads((table.schema.metadata or {}).get(META_KEY, b"{}")).get("skipped") or {}
-        expected = len(refs) - len(skipped)
+        footer = json.loads((table.schema.metadata or {}).get(META_KEY, b"{}"))
+        # Near-duplicate frames of a video file are dropped on purpose: neither rows nor skips.
+        skipped, dropped = footer.get("skipped") or {}, footer.get("dropped") or {}
+        expected = len(refs) - len(skipped) - len(dropped)
         rows_ok = table.num_rows == expected
         bad = []
         for column in ("global_vector", "patch_vectors"):
@@ -114,7 +112,7 @@ def _validator(video: VideoRun, refs: list[FrameRef], dim: int) -> Callable[[pa.
                 bad.append(column)
         video.events.append(_check(
             EMBEDDINGS, ROWS_CHECK, video.video_id, rows_ok,
-            f"{table.num_rows} rows; manifest {len(refs)} frames - {len(skipped)} skipped = {expected}",
+            f"{table.num_rows} rows; manifest {len(refs)} frames - {len(skipped)} skipped - {len(dropped)} dropped = {expected}",
         ))
         video.events.append(_check(
             EMBEDDINGS, NORMS_CHECK, video.video_id, not bad,
@@ -134,8 +132,7 @@ def stored_manifest(store: CheckpointStoreResource, video_id: int) -> list[Frame
 
 def stored_manifest_body(store: CheckpointStoreResource, video_id: int) -> dict | None:
     """The stored manifest file (video_id, source, signature, frames); None before any."""
-    path = store.manifest_path(video_id)
-    return json.loads(path.read_text()) if path.is_file() else None
+    return store.store().read_json(manifest_key(video_id))
 
 
 def run_video(video_id: int, parts: PipelineParts, selected: AbstractSet[dg.AssetKey] = frozenset({MANIFEST, EMBEDDINGS, INDEX})) -> VideoRun:
@@ -157,29 +154,29 @@ def run_video(video_id: int, parts: PipelineParts, selected: AbstractSet[dg.Asse
     elif EMBEDDINGS in selected:
         stored = stored_manifest(parts.store, video_id)
         if stored is None:
-            return video.fail("embed", f"video {video_id}: no frame manifest at {parts.store.manifest_path(video_id)}; materialize frame_manifest first")
+            return video.fail("embed", f"video {video_id}: no frame manifest at {parts.store.store().uri(manifest_key(video_id))}; materialize frame_manifest first")
         refs = stored
     if EMBEDDINGS in selected:
         checkpoint, rows = _embed(video, refs, parts)
         if checkpoint is None:
             return video
     elif INDEX in selected:
-        checkpoint = published_path(parts.store.path, video_id)
-        if not checkpoint.is_file():
-            return video.fail("index", f"video {video_id}: no checkpoint at {checkpoint}; materialize frame_embeddings first")
-        rows = pq.read_metadata(checkpoint).num_rows
+        checkpoints, key = parts.store.store(), published_key(video_id)
+        if not checkpoints.exists(key):
+            return video.fail("index", f"video {video_id}: no checkpoint at {checkpoints.uri(key)}; materialize frame_embeddings first")
+        rows = checkpoints.read_table(key, columns=["frame_id"]).num_rows
     if INDEX in selected:
-        _sync(video, checkpoint, rows, parts)
+        _sync(video, rows, parts)
     return video
 
 
-def _embed(video: VideoRun, refs: list[FrameRef], parts: PipelineParts) -> tuple[Path | None, int]:
+def _embed(video: VideoRun, refs: list[FrameRef], parts: PipelineParts) -> tuple[str | None, int]:
     """Embed the video into its published checkpoint; (None, 0) when it failed (recorded in ``video``)."""
     video_id, info = video.video_id, parts.encoder.info
     started = time.perf_counter()
     try:
         report = embed_video(
-            video_id, refs, parts.source, parts.encoder, parts.store.path, parts.patch_config, parts.max_pixels,
+            video_id, refs, parts.source, parts.encoder, parts.store.store(), parts.patch_config, parts.max_pixels,
             parts.store.chunk_frames, on_chunk=lambda done, total: parts.log(f"video {video_id}: chunk {done}/{total}"),
             validate=_validator(video, refs, info.embed_dim),
         )
@@ -200,14 +197,15 @@ def _embed(video: VideoRun, refs: list[FrameRef], parts: PipelineParts) -> tuple
         metadata=embeddings_metadata(report, info, time.perf_counter() - started),
         tags={"dagster/data_version": report.version},  # the checkpoint's content version
     ))
-    return Path(report.checkpoint), report.frames
+    return report.checkpoint, report.frames
 
 
-def _sync(video: VideoRun, checkpoint: Path, rows: int, parts: PipelineParts) -> None:
-    """Make the video's index points equal to ``checkpoint`` (or defer to the index's holder)."""
+def _sync(video: VideoRun, rows: int, parts: PipelineParts) -> None:
+    """Make the video's index points equal to its published checkpoint (or defer to the index's holder)."""
     video_id = video.video_id
     try:
-        result = parts.index.sync_or_defer(parts.encoder.info.embed_dim, video_id, checkpoint)
+        # From the store (a folder or S3), read once: the version synced is the rows' own.
+        result = parts.index.sync_or_defer(parts.encoder.info.embed_dim, video_id, parts.store.store())
     except Exception as exc:  # noqa: BLE001 - the index failing for one video must not hide the others
         video.fail("index", f"video {video_id}: {type(exc).__name__}: {exc}")
         return

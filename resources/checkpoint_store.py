@@ -92,7 +92,13 @@ def _verified(table: pa.Table) -> pa.Table:
 
 
 def published_key(video_id: int) -> str:
+    """The key of a video's published checkpoint."""
     return f"video_{video_id}.parquet"
+
+
+def manifest_key(video_id: int) -> str:
+    """The key of the frame manifest the pipeline stored for a video."""
+    return f"manifests/video_{video_id}.json"
 
 
 def _s3_filesystem(endpoint_url: str | None) -> pafs.S3FileSystem:
