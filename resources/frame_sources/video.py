@@ -258,31 +258,43 @@ def decode_frames(opener: Opener, video_url: str, refs: Sequence[FrameRef]) -> D
 
 
 def _decode_run(container: Any, stream: Any, clock: _Clock, pending: deque[FrameRef], handle: IO[bytes], url: str) -> DecodedFrames:
-    first = pending[0].timestamp_ms or 0
-    # Backward to the keyframe at or before the first wanted frame (1 ms early: times are rounded).
-    container.seek(clock.pts(max(first - 1, 0)), stream=stream, backward=True, any_frame=False)
-    last_ms: int | None = None
-    try:
-        for frame in container.decode(stream):
-            if frame.pts is None:
-                continue
-            last_ms = clock.ms(frame.pts)
-            while pending and (pending[0].timestamp_ms or 0) < last_ms:
-                ref = pending.popleft()
-                yield ref, f"no frame at {ref.timestamp_ms} ms in the stream (the next one is at {last_ms} ms)"
-            if pending and pending[0].timestamp_ms == last_ms:
-                yield pending.popleft(), frame
-            if not pending:
-                return
-        reason = "beyond the end of the decodable stream"
-    except av.error.FFmpegError as exc:
-        reason = f"the stream cannot be decoded further ({type(exc).__name__}: {exc})"
-    _raise_io_error(handle, url)
-    end = _declared_end_ms(container, stream, clock)
-    where = f"it ends at {last_ms} ms" if last_ms is not None else "no frame decoded"
-    declared = f" of the {end} ms the container declares: truncated or corrupt" if end is not None and (last_ms or 0) < end - 1 else ""
+    """Answer every ref of ``pending`` (nearby frames, by time) from one seek and forward decode.
+
+    A damaged stretch (the decoder fails) costs the frames that depend on it, not the rest: the
+    decode starts again from the keyframe before the next wanted frame, and only a frame whose
+    own restart fails again is reported as undecodable.
+    """
+    restarted_for: FrameRef | None = None
     while pending:
-        yield pending.popleft(), f"{reason}: {where}{declared}"
+        # Backward to the keyframe at or before the wanted frame (1 ms early: times are rounded).
+        container.seek(clock.pts(max((pending[0].timestamp_ms or 0) - 1, 0)), stream=stream, backward=True, any_frame=False)
+        last_ms: int | None = None
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    continue
+                last_ms = clock.ms(frame.pts)
+                while pending and (pending[0].timestamp_ms or 0) < last_ms:
+                    ref = pending.popleft()
+                    yield ref, f"no frame at {ref.timestamp_ms} ms in the stream (the next one is at {last_ms} ms)"
+                if pending and pending[0].timestamp_ms == last_ms:
+                    yield pending.popleft(), frame
+                if not pending:
+                    return
+        except av.error.FFmpegError as exc:
+            _raise_io_error(handle, url)
+            if restarted_for is not pending[0]:
+                restarted_for = pending[0]  # once more, from the keyframe before this very frame
+                continue
+            ref = pending.popleft()
+            yield ref, f"the stream cannot be decoded here ({type(exc).__name__}: {exc}; last good frame at {last_ms} ms)"
+            continue
+        _raise_io_error(handle, url)
+        end = _declared_end_ms(container, stream, clock)
+        where = f"it ends at {last_ms} ms" if last_ms is not None else "no frame decoded"
+        declared = f" of the {end} ms the container declares: truncated or corrupt" if end is not None and (last_ms or 0) < end - 1 else ""
+        while pending:
+            yield pending.popleft(), f"beyond the end of the decodable stream: {where}{declared}"
 
 
 def frame_thumbnail(frame: av.VideoFrame) -> np.ndarray:

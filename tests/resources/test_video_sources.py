@@ -150,6 +150,20 @@ def test_truncated_video_keeps_its_good_part(tmp_path: Path, name: str, options:
     assert all("truncated or corrupt" in reason or "cannot be decoded" in reason for _, reason in bad), bad
 
 
+def test_damaged_stretch_costs_only_the_frames_that_depend_on_it(tmp_path: Path) -> None:
+    path = encode_clip(tmp_path / "2" / "clip.mp4", frames=120, draw=noise_frame, gop=15)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 20_000] = b"\xff" * 20_000  # PyAV alone stops at frame 57 of 120
+    path.write_bytes(bytes(data))
+    source = local(tmp_path, "fps:5")  # every 6th frame
+    results = list(iter_frames(source, source.manifest(2)))
+    good = [r.ref.frame_id for r in results if not isinstance(r, tuple)]
+    bad = {r[0].frame_id: r[1] for r in results if isinstance(r, tuple)}
+    assert bad and all("cannot be decoded here" in reason for reason in bad.values()), bad
+    assert max(good) > max(bad) >= min(bad) > min(good)  # frames after the damage are decoded again
+    assert len(good) + len(bad) == 20
+
+
 def test_audio_running_past_the_picture_is_no_truncation(tmp_path: Path) -> None:
     (tmp_path / "3").mkdir()
     with av.open(str(tmp_path / "3" / "talk.mkv"), "w") as container:  # 1 s of video, 2 s of audio
