@@ -23,7 +23,7 @@ from resources.index_schema import (
     SearchFilters,
     point_id,
 )
-from resources.vector_index import IndexBusyError, IndexUnavailableError, VectorIndex
+from resources.vector_index import IndexBusyError, IndexUnavailableError, VectorIndex, fuse
 
 DIM = 16
 BACKENDS = ["embedded", "memory"]
@@ -172,18 +172,22 @@ def matches(p: IndexPoint, f: SearchFilters) -> bool:
 
 
 def reference(points: list[IndexPoint], query: np.ndarray, f: SearchFilters, k: int, patches: np.ndarray | None = None, alpha: float = 0.5) -> list[tuple[str, float]]:
-    """numpy brute force; the pool covers every matching frame at this size."""
-    scored = []
-    for p in points:
-        if not matches(p, f):
-            continue
-        g = float(p.global_vector @ query)
-        if patches is None:
-            scored.append((p.id, g))
-        else:
-            maxsim = float((patches @ p.patch_vectors.T).max(axis=1).mean())
-            scored.append((p.id, alpha * g + (1 - alpha) * maxsim))
-    return sorted(scored, key=lambda item: -item[1])[:k]
+    """numpy brute force over every matching frame (at this size the candidates are all of them):
+    the global cosine, or the fusion of it with MaxSim (mean over rows of the best patch cosine)."""
+    chosen = [p for p in points if matches(p, f)]
+    g = np.array([float(p.global_vector @ query) for p in chosen])
+    if patches is None:
+        scores = g
+    else:
+        m = np.array([float((patches @ p.patch_vectors.T).max(axis=1).mean()) for p in chosen])
+        scores = fuse(g, m, alpha)
+    return sorted(zip([p.id for p in chosen], scores.tolist()), key=lambda item: -item[1])[:k]
+
+
+def tolerance(index: VectorIndex) -> float:
+    """Score tolerance: the embedded index stores patch multivectors as turbo8 (8-bit TurboQuant,
+    cosine error ~1e-3 at 512-d, more at this test's 16-d); ":memory:" mode computes in float32."""
+    return 0.03 if index.mode == "embedded" else 1e-5
 
 
 @pytest.mark.parametrize("filters", FILTER_CASES, ids=lambda f: repr(f)[14:-1] or "none")
@@ -206,28 +210,55 @@ def test_rerank_matches_numpy(library, alpha: float, rows: int) -> None:
     filters = SearchFilters(video_ids=(1, 3), frame_id_min=2)
     hits = index.search(query, top_k=10, filters=filters, patch_queries=patches, alpha=alpha)
     want = reference(points, query, filters, 10, patches, alpha)
-    np.testing.assert_allclose([h.score for h in hits], [s for _, s in want], atol=1e-5)
-    if alpha < 1.0:  # at alpha = 1 equal global scores could tie differently; scores suffice
-        assert [h.point_id for h in hits] == [pid for pid, _ in want]
+    tol = tolerance(index)
     by_id = {p.id: p for p in points}
     for hit in hits:
         p = by_id[hit.point_id]
         assert hit.global_score == pytest.approx(float(p.global_vector @ query), abs=1e-5)
-        assert hit.maxsim_score == pytest.approx(float((patches @ p.patch_vectors.T).max(axis=1).mean()), abs=1e-5)
-        assert hit.score == pytest.approx(alpha * hit.global_score + (1 - alpha) * hit.maxsim_score, abs=1e-5)
+        assert hit.maxsim_score == pytest.approx(float((patches @ p.patch_vectors.T).max(axis=1).mean()), abs=tol)
         assert hit.payload["video_id"] in (1, 3) and hit.payload["frame_id"] >= 2
+    if index.mode == "embedded":  # quantized MaxSim: near-equal frames may swap; most of the page agrees
+        assert len({h.point_id for h in hits} & {pid for pid, _ in want}) >= 8
+        return
+    np.testing.assert_allclose([h.score for h in hits], [s for _, s in want], atol=1e-5)
+    if alpha < 1.0:  # at alpha = 1 equal global scores could tie differently; scores suffice
+        assert [h.point_id for h in hits] == [pid for pid, _ in want]
 
 
-def test_rerank_pool_limits_candidates_to_the_global_top(library) -> None:
-    """A frame outside the global pool never appears, however well its patches match."""
-    index, points = library
-    query = unit(np.random.default_rng(0).normal(size=DIM))
-    worst = min(points, key=lambda p: float(p.global_vector @ query))
-    patches = worst.patch_vectors[:1]  # a perfect patch match for the globally worst frame
-    pooled = index.search(query, top_k=5, patch_queries=patches, alpha=0.0, pool=10)
-    everything = index.search(query, top_k=5, patch_queries=patches, alpha=0.0, pool=1000)
-    assert worst.id not in [h.point_id for h in pooled]
-    assert everything[0].point_id == worst.id and everything[0].maxsim_score == pytest.approx(1.0, abs=1e-5)
+def _planted_library(index: VectorIndex, frames: int, needle_frames: int) -> tuple[np.ndarray, list[IndexPoint]]:
+    """``frames`` frames of 4 patches; ``needle_frames`` of them hold one patch close to a target
+    vector their global vectors know nothing of. Returns (target, needles)."""
+    rng = np.random.default_rng(21)
+    target = unit(rng.normal(size=DIM))
+    needles = set(rng.choice(frames, needle_frames, replace=False).tolist())
+    points, planted = [], []
+    for f in range(frames):
+        patches = unit(rng.normal(size=(4, DIM)))
+        if f in needles:
+            patches[int(rng.integers(4))] = unit(target + 0.15 * rng.normal(size=DIM))
+        point = IndexPoint(f // 500, f % 500, unit(rng.normal(size=DIM)), patches, {"video_id": f // 500, "frame_id": f % 500, "timestamp_ms": 0})
+        points.append(point)
+        if f in needles:
+            planted.append(point)
+    for video in range(0, frames // 500):
+        index.sync_video(video, points[video * 500 : (video + 1) * 500], "v1")
+    index.optimize()
+    return target, planted
+
+
+def test_a_planted_small_object_outside_the_global_pool_is_found_through_its_patches(open_index) -> None:
+    """The frames holding the target are not in the global pool (their global vectors are random),
+    yet their patches bring them into the candidates and the patch score ranks them first."""
+    index = open_index()
+    target, planted = _planted_library(index, 3000, 3)
+    global_pool = {h.point_id for h in index.search(target, top_k=100)}
+    assert not global_pool & {p.id for p in planted}
+    hits = index.search(target, top_k=10, patch_queries=target[None])  # a text query: one row
+    assert {h.point_id for h in hits[:3]} == {p.id for p in planted}
+    assert all(h.maxsim_score > 0.75 for h in hits[:3])  # cos(target, target + noise) ~ 0.86
+    filtered = index.search(target, top_k=10, patch_queries=target[None], filters=SearchFilters(video_ids=(planted[0].video_id,)))
+    assert filtered[0].point_id in {p.id for p in planted if p.video_id == planted[0].video_id}
+    assert all(h.payload["video_id"] == planted[0].video_id for h in filtered)
 
 
 def test_search_validates_inputs(library) -> None:
@@ -251,6 +282,8 @@ def test_empty_results(library) -> None:
 
 
 def test_both_backends_give_the_same_results(tmp_path: Path) -> None:
+    """The same hits in the same order; scores equal but for the embedded index's quantized
+    patch multivectors (turbo8)."""
     schema = IndexSchema("frames_same", DIM)
     results = []
     with VectorIndex.open(schema, path=tmp_path) as edge, VectorIndex.open(schema, url=":memory:") as memory:
@@ -259,13 +292,15 @@ def test_both_backends_give_the_same_results(tmp_path: Path) -> None:
                 index.sync_video(video_id, make_points(video_id, 15, seed=video_id), "v")
             rng = np.random.default_rng(7)
             query, patches = unit(rng.normal(size=DIM)), unit(rng.normal(size=(3, DIM)))
-            results.append(
-                [
-                    [(h.point_id, round(h.score, 5)) for h in index.search(query, top_k=8)],
-                    [(h.point_id, round(h.score, 5), round(h.maxsim_score, 5)) for h in index.search(query, top_k=8, patch_queries=patches, alpha=0.4)],
-                ]
-            )
-    assert results[0] == results[1]
+            results.append((index.search(query, top_k=8), index.search(query, top_k=8, patch_queries=patches, alpha=0.4)))
+    (edge_global, edge_rerank), (memory_global, memory_rerank) = results
+    assert [(h.point_id, round(h.score, 5)) for h in edge_global] == [(h.point_id, round(h.score, 5)) for h in memory_global]
+    assert len({h.point_id for h in edge_rerank} & {h.point_id for h in memory_rerank}) >= 7
+    by_id = {h.point_id: h for h in memory_rerank}
+    for hit in edge_rerank:
+        if hit.point_id in by_id:
+            assert hit.global_score == pytest.approx(by_id[hit.point_id].global_score, abs=1e-5)
+            assert hit.maxsim_score == pytest.approx(by_id[hit.point_id].maxsim_score, abs=0.03)
 
 
 def test_embedded_shard_is_owned_by_one_opener(tmp_path: Path) -> None:
@@ -298,7 +333,7 @@ def test_server_too_old_for_multivectors_is_refused_by_version() -> None:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        with pytest.raises(IndexUnavailableError, match=r"version 1\.9\.2.*>= 1\.10"):
+        with pytest.raises(IndexUnavailableError, match=r"version 1\.9\.2.*>= 1\.20"):
             VectorIndex.open(IndexSchema("frames_test", DIM), url=f"http://127.0.0.1:{server.server_address[1]}")
     finally:
         server.shutdown()
@@ -418,9 +453,13 @@ def test_rerank_best_patch_is_exact_and_its_memory_does_not_grow_with_top_k(open
     assert len(hits) == 100
     for hit in hits:
         p = by_id[hit.point_id]
-        best = int((p.patch_vectors @ rows.T).max(axis=1).argmax())  # the patch that matched best
-        assert hit.best_patch == best and hit.best_patch_box == p.payload["patch_boxes"][best]
+        exact = (p.patch_vectors @ rows.T).max(axis=1)  # each patch's best match with a row
+        # The patch that matched best (on the embedded index: within turbo8's error of the best).
+        assert exact[hit.best_patch] >= exact.max() - (0 if index.mode != "embedded" else 0.03)
+        assert hit.best_patch_box == p.payload["patch_boxes"][hit.best_patch]
         assert "patch_boxes" not in hit.payload and hit.payload["frame_id"] == p.frame_id
-    assert large < 2 * small, f"peak {large:,} B at top_k=100 vs {small:,} B at top_k=8"
+    # Reading all 100 hits' patch vectors at once costs ~7 MB here (144 x 16 floats as Python
+    # lists per frame); what may grow with top_k is the candidate list (ids and two ints each).
+    assert large - small < 2_500_000, f"peak {large:,} B at top_k=100 vs {small:,} B at top_k=8"
     plain = index.search(query, top_k=5)
     assert all("patch_boxes" not in h.payload and h.best_patch_box is None for h in plain)

@@ -1,0 +1,72 @@
+"""How a candidate's two scores become one: pure numpy over the candidate set of one query.
+
+``g`` is the global cosine, ``m`` the MaxSim score (mean over query rows of the best patch
+cosine). ``alpha`` keeps its seed meaning everywhere: 1 ranks by ``g`` alone, 0 by ``m`` alone.
+The methods (compared by ``./dev bench quality``; the choice and its figures are in the README):
+
+- ``linear``: ``alpha * g + (1 - alpha) * m`` - the seed's formula. Across frames the global
+  cosine varies as much as the best patch's but says nothing about a small object, so at 0.5 it
+  ranks by background and buries patch evidence.
+- ``zscore``: the same sum over per-query standardised scores (each minus its median over the
+  candidates, divided by its spread): both parts on one scale, but a spread of background
+  similarity still competes with a patch match of equal spread.
+- ``rrf``: reciprocal rank fusion, ``alpha / (k + rank_g) + (1 - alpha) / (k + rank_m)``.
+- ``evidence`` (default): standardised like ``zscore``, then each part counts only by how far it
+  stands out - ``max(alpha * zg, (1 - alpha) * zm)`` plus a small tie-breaking share of the
+  linear sum - so a frame is ranked by its strongest evidence: a small object's patch or a large
+  object's global view. A global score that says nothing cannot bury a strong patch match, nor a
+  weak patch score a strong global one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FUSIONS = ("evidence", "linear", "zscore", "rrf")
+DEFAULT_FUSION = "evidence"
+RRF_K = 60.0  # the usual constant of reciprocal rank fusion
+TIE_SHARE = 0.01  # evidence: weight of the linear sum of standardised scores, to order equals
+
+
+def standardised(x: np.ndarray) -> np.ndarray:
+    """``(x - median) / spread`` over the candidates; spread is the robust standard deviation
+    (1.4826 x the median absolute deviation), or the standard deviation where that is 0, or 1."""
+    x = np.asarray(x, np.float64)
+    if len(x) == 0:
+        return x
+    centre = float(np.median(x))
+    spread = 1.4826 * float(np.median(np.abs(x - centre)))
+    if spread <= 1e-12:
+        spread = float(np.std(x)) or 1.0
+    return (x - centre) / spread
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """1-based rank of each value, best (largest) first; ties share the better rank."""
+    order = np.argsort(-x, kind="stable")
+    ranks = np.empty(len(x), np.float64)
+    ranks[order] = np.arange(1, len(x) + 1)
+    return ranks
+
+
+def fuse(g: np.ndarray, m: np.ndarray, alpha: float, method: str = DEFAULT_FUSION) -> np.ndarray:
+    """The fused score of each candidate (larger is better) by ``method`` (see the module doc).
+
+    alpha 1 orders exactly as ``g`` and alpha 0 exactly as ``m``, whatever the method."""
+    g, m = np.asarray(g, np.float64), np.asarray(m, np.float64)
+    if g.shape != m.shape:
+        raise ValueError(f"score arrays differ in shape: {g.shape} vs {m.shape}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+    if method == "linear":
+        return alpha * g + (1 - alpha) * m
+    if method == "rrf":
+        return alpha / (RRF_K + _ranks(g)) + (1 - alpha) / (RRF_K + _ranks(m))
+    zg, zm = standardised(g), standardised(m)
+    if method == "zscore":
+        return alpha * zg + (1 - alpha) * zm
+    if method == "evidence":
+        if alpha in (0.0, 1.0):  # one part alone: exactly its order (max() would flatten the rest)
+            return zg if alpha == 1.0 else zm
+        return np.maximum(alpha * zg, (1 - alpha) * zm) + TIE_SHARE * (alpha * zg + (1 - alpha) * zm)
+    raise ValueError(f"unknown fusion {method!r}; choose one of {', '.join(FUSIONS)}")

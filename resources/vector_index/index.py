@@ -1,0 +1,371 @@
+"""The facade: one index of two collections (see :mod:`.layout`), kept equal to the checkpoints
+by per-video sync, and searched with candidates from both the global and the patch vectors.
+
+**Why candidates come from patches.** A small object barely moves a frame's global vector, so a
+rerank that only reorders the global search's pool never sees the frames that hold it once the
+library is larger than the pool. Every patch vector is therefore also a point of the companion
+collection with an HNSW graph: a query's nearest patches bring their frames in. A search with
+rerank takes the union of the global pool (``pool`` frames) and the frames of the nearest
+patches (``patch_pool`` per query row, batched), scores exactly that union inside Qdrant - the
+global cosine, and Qdrant's MaxSim over the frame's stored patches - and fuses the two scores
+(:mod:`.fusion`). Patch vectors never leave the engine; only scores do.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resources.index_schema import (
+    GLOBAL_VECTOR,
+    PATCH_BOXES,
+    PATCH_VECTOR,
+    IndexPoint,
+    IndexSchema,
+    SchemaMismatchError,
+    SearchFilters,
+    SearchHit,
+    check_id,
+    point_id,
+    rerank_pool,
+    validate_point,
+)
+from resources.vector_index.backend import Backend, StoredPoint, VectorQuery, Where
+from resources.vector_index.fusion import DEFAULT_FUSION, fuse
+from resources.vector_index.layout import PATCH_POINT_VECTOR, IndexLayout, index_layout, patch_payload, patch_point_id
+
+UPSERT_BATCH = 512  # frames per write: ~25 MB at 24 patches x 512-d
+PATCH_UPSERT_BATCH = 4096  # companion points per write
+# Reranked hits whose patch vectors are read at once to find each one's best patch. Both clients
+# hand vectors over as Python lists (~2.4 MB per 144 x 512-d frame), so reading all top_k=100 at
+# once cost ~240 MB per request; in batches of 8 it is ~20 MB whatever top_k is.
+BEST_PATCH_BATCH = 8
+
+
+@dataclass
+class SyncResult:
+    """What a per-video sync did. ``skipped`` is True when the index already held this version."""
+
+    video_id: int
+    version: str
+    points: int
+    upserted: int = 0
+    deleted: int = 0
+    skipped: bool = False
+    seconds: float = 0.0
+    indexed: int = 0  # the video's frame points counted in the index after the sync
+    patch_points: int = 0  # the video's companion (patch) points the checkpoint asks for
+    patches_indexed: int = 0  # ... and counted in the index after the sync
+
+
+def _normalized(vector: np.ndarray) -> np.ndarray:
+    vector = np.asarray(vector, dtype=np.float32)
+    norms = np.linalg.norm(vector, axis=-1, keepdims=True)
+    if not np.isfinite(vector).all() or (norms == 0).any():
+        raise ValueError("query vectors must be finite and non-zero")
+    return vector / norms
+
+
+def patch_rows_limit(rows: int, top_k: int, patch_pool: int) -> int:
+    """Nearest patches asked for per query row: ``patch_pool`` for one row (a text query); for
+    ``rows`` rows (an image's patches) about twice ``patch_pool`` in all, at least ``2 * top_k``
+    per row, so each row's best matches are in however many rows there are."""
+    if rows == 1:
+        return patch_pool
+    return max(2 * top_k, math.ceil(2 * patch_pool / rows))
+
+
+class VectorIndex:
+    """The frame index: schema management, idempotent per-video sync and search.
+
+    Open with :meth:`open`; use as a context manager so an embedded index is released.
+    """
+
+    def __init__(self, backend: Backend, schema: IndexSchema, layout: IndexLayout | None = None) -> None:
+        self._backend = backend
+        self.schema = schema
+        self.layout = layout or index_layout(schema)
+        self.mode = backend.kind
+
+    @classmethod
+    def open(
+        cls,
+        schema: IndexSchema,
+        *,
+        url: str | None = None,
+        path: str | Path | None = None,
+        api_key: str | None = None,
+        lock_timeout_s: float = 0.0,
+        client: Any = None,
+        hnsw_ef: int = 128,
+        layout: IndexLayout | None = None,
+    ) -> VectorIndex:
+        """A server index when ``url`` is given (``":memory:"`` for qdrant-client's in-process
+        mode; or a ready ``qdrant_client.QdrantClient`` as ``client``), else the embedded index
+        under ``path``. Creates the collections if they are missing; refuses any whose schema
+        differs. Raises :class:`IndexBusyError` if another process holds the embedded index (after
+        waiting up to ``lock_timeout_s``). ``hnsw_ef`` is the HNSW search beam of both graphs:
+        larger is slower and recalls more."""
+        layout = layout or index_layout(schema)
+        if url or client is not None:
+            from resources.vector_index.server import ServerBackend
+
+            backend: Backend = ServerBackend(url, api_key, client=client, hnsw_ef=hnsw_ef)
+        elif path is not None:
+            from resources.vector_index.edge import EdgeBackend
+
+            names = [c.name for c in layout.collections]
+            backend = EdgeBackend(Path(path), schema.collection, names, lock_timeout_s, hnsw_ef=hnsw_ef)
+        else:
+            raise ValueError("give a Qdrant url (QDRANT_URL) or an embedded index path (QDRANT_PATH)")
+        try:
+            index = cls(backend, schema, layout)
+            index._ensure_collections()
+        except BaseException:
+            backend.close()
+            raise
+        return index
+
+    def __enter__(self) -> VectorIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def _ensure_collections(self) -> None:
+        existing = {c.name: self._backend.existing(c.name) for c in self.layout.collections}
+        if all(found is None for found in existing.values()):
+            for collection in self.layout.collections:
+                self._backend.create(collection, self.schema.dim)
+            return
+        for collection in self.layout.collections:
+            expected = collection.describe(self.schema.dim)
+            if existing[collection.name] != expected:
+                found = existing[collection.name] or "no such collection"
+                raise SchemaMismatchError(
+                    f"collection {collection.name!r} exists with vectors {found}, but this code writes "
+                    f"{expected}; nothing was written. Use another QDRANT_COLLECTION, or delete the "
+                    f"index's collections ({', '.join(c.name for c in self.layout.collections)}) and "
+                    f"sync again from the checkpoints."
+                )
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def _counts(self, video_id: int, version: str | None = None) -> tuple[int, int]:
+        where = Where(video_id=video_id, version=version)
+        return (self._backend.count(self.layout.frames.name, where), self._backend.count(self.layout.patches.name, where))
+
+    def sync_video(self, video_id: int, points: Sequence[IndexPoint], version: str) -> SyncResult:
+        """Make the video's frame points and patch points equal to ``points`` (one checkpoint
+        ``version``) in both collections.
+
+        Idempotent: a version already fully present in both is a no-op. Points of the video that
+        are not in ``points`` are deleted from both. Both counts are verified afterwards, so an
+        interrupted sync is completed by the next one (every point it wrote is rewritten).
+        """
+        started = time.perf_counter()
+        check_id(video_id)
+        if not version:
+            raise ValueError("a checkpoint version is required")
+        for point in points:
+            if point.video_id != video_id:
+                raise ValueError(f"point {point.video_id}:{point.frame_id} does not belong to video {video_id}")
+            validate_point(point, self.schema.dim)
+        ids = [p.id for p in points]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"video {video_id}: duplicate frame ids in one checkpoint")
+        want = (len(points), sum(len(p.patch_vectors) for p in points))
+        result = SyncResult(video_id, version, len(points), patch_points=want[1])
+        if points and self._counts(video_id) == want == self._counts(video_id, version):
+            result.skipped, (result.indexed, result.patches_indexed) = True, want
+            result.seconds = time.perf_counter() - started
+            return result
+        frames, patches = self.layout.frames.name, self.layout.patches.name
+        for start in range(0, len(points), UPSERT_BATCH):
+            batch = [self._with_version(p, version) for p in points[start : start + UPSERT_BATCH]]
+            # Frames first: a patch point found by a query always names a frame that exists, or one
+            # that a query's exact scoring simply does not find (then it is left out).
+            self._backend.upsert(frames, [self._frame_point(p) for p in batch])
+            companions = [c for p in batch for c in self._patch_points(p)]
+            for first in range(0, len(companions), PATCH_UPSERT_BATCH):
+                self._backend.upsert(patches, companions[first : first + PATCH_UPSERT_BATCH])
+            result.upserted += len(batch)
+        # Every current point now carries this version: whatever else the video has is stale.
+        stale = Where(video_id=video_id, not_version=version if points else None)
+        result.deleted = self._backend.count(frames, stale)
+        for collection in (patches, frames):
+            self._backend.delete(collection, stale)
+        result.indexed, result.patches_indexed = self._counts(video_id)
+        if (result.indexed, result.patches_indexed) != want:
+            raise RuntimeError(
+                f"video {video_id}: index holds {result.indexed} frame and {result.patches_indexed} patch points "
+                f"after sync, expected {want[0]} and {want[1]}"
+            )
+        result.seconds = time.perf_counter() - started
+        return result
+
+    @staticmethod
+    def _with_version(point: IndexPoint, version: str) -> IndexPoint:
+        payload = {**point.payload, "checkpoint_version": version}
+        return IndexPoint(point.video_id, point.frame_id, point.global_vector, point.patch_vectors, payload)
+
+    @staticmethod
+    def _frame_point(point: IndexPoint) -> StoredPoint:
+        vectors = {GLOBAL_VECTOR: point.global_vector.tolist(), PATCH_VECTOR: point.patch_vectors.tolist()}
+        return StoredPoint(point.id, vectors, point.payload)
+
+    @staticmethod
+    def _patch_points(point: IndexPoint) -> list[StoredPoint]:
+        return [
+            StoredPoint(patch_point_id(point.video_id, point.frame_id, j), {PATCH_POINT_VECTOR: row}, patch_payload(point, j))
+            for j, row in enumerate(point.patch_vectors.tolist())
+        ]
+
+    def delete_video(self, video_id: int) -> None:
+        """Delete every point of the video from both collections (nothing happens if it has none)."""
+        where = Where(video_id=check_id(video_id))
+        for collection in (self.layout.patches.name, self.layout.frames.name):
+            self._backend.delete(collection, where)
+
+    def count(self, video_id: int | None = None, version: str | None = None) -> int:
+        """Frame points in the index, or of one video (and checkpoint ``version``)."""
+        where = Where(video_id=None if video_id is None else check_id(video_id), version=version)
+        return self._backend.count(self.layout.frames.name, where)
+
+    def count_patches(self, video_id: int | None = None, version: str | None = None) -> int:
+        """Patch points (companion collection) in the index, or of one video (and ``version``)."""
+        where = Where(video_id=None if video_id is None else check_id(video_id), version=version)
+        return self._backend.count(self.layout.patches.name, where)
+
+    def video_ids(self) -> set[int]:
+        """The ids of the videos that have frame points: one facet on the indexed ``video_id``."""
+        return self._backend.video_ids(self.layout.frames.name)
+
+    def payloads(self, ids: Sequence[str]) -> dict[str, dict]:
+        """The stored payloads of those of ``ids`` (point ids) that are in the index."""
+        if not ids:
+            return {}
+        return {pid: payload for pid, (payload, _) in self._backend.retrieve(self.layout.frames.name, ids, "all").items()}
+
+    def frame_vectors(self, point_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """A stored frame's global vector ``(dim,)`` and patch vectors ``(patches, dim)`` (as
+        stored: the patches in their compact datatype), or None if the point does not exist."""
+        found = self._backend.retrieve(self.layout.frames.name, [point_id], "none", [GLOBAL_VECTOR, PATCH_VECTOR])
+        if point_id not in found:
+            return None
+        vectors = found[point_id][1]
+        return np.asarray(vectors[GLOBAL_VECTOR], np.float32), np.asarray(vectors[PATCH_VECTOR], np.float32)
+
+    def optimize(self) -> None:
+        """Build pending vector indexes (embedded mode; a server does this by itself)."""
+        self._backend.optimize()
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def search(
+        self,
+        vector: np.ndarray,
+        *,
+        top_k: int = 10,
+        filters: SearchFilters = SearchFilters(),
+        patch_queries: np.ndarray | None = None,
+        alpha: float = 0.5,
+        pool: int | None = None,
+        patch_pool: int | None = None,
+        fusion: str = DEFAULT_FUSION,
+    ) -> list[SearchHit]:
+        """Global search, or - with ``patch_queries`` ``(rows, dim)`` - a rerank of the union of
+        the global pool and the frames of each row's nearest patches, by ``fusion`` of the global
+        cosine and ``maxsim`` (the mean over query rows of the best cosine against the frame's
+        patches); alpha 1 ranks by the global score alone, 0 by maxsim alone (:mod:`.fusion`)."""
+        if not 1 <= top_k <= 1000:
+            raise ValueError(f"top_k must be between 1 and 1000, got {top_k}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+        filters.check()
+        vector = _normalized(vector)
+        if vector.shape != (self.schema.dim,):
+            raise ValueError(f"query vector has shape {vector.shape}, expected ({self.schema.dim},)")
+        frames = self.layout.frames.name
+        if patch_queries is None:
+            [hits] = self._backend.query(frames, [VectorQuery(GLOBAL_VECTOR, vector.tolist(), Where(filters), top_k, "light")])
+            return [SearchHit(pid, score, score, None, payload) for pid, score, payload in hits]
+        queries = _normalized(np.atleast_2d(patch_queries))
+        if queries.ndim != 2 or queries.shape[1] != self.schema.dim or len(queries) == 0:
+            raise ValueError(f"patch queries have shape {queries.shape}, expected (1+, {self.schema.dim})")
+        pool = rerank_pool(top_k, pool)
+        candidates = self._candidates(vector, queries, filters, top_k, pool, patch_pool or pool)
+        if not candidates:
+            return []
+        ids, global_scores, maxsims = self._exact_scores(vector, queries, filters, candidates)
+        if not ids:
+            return []
+        fused = fuse(global_scores, maxsims, alpha, fusion)
+        order = sorted(range(len(ids)), key=lambda i: (-fused[i], ids[i]))[:top_k]
+        top = [ids[i] for i in order]
+        payloads = {pid: payload for pid, (payload, _) in self._backend.retrieve(frames, top, "light").items()}
+        best = self._best_patches(top, queries)
+        return [
+            SearchHit(ids[i], float(fused[i]), float(global_scores[i]), float(maxsims[i]), payloads[ids[i]], *best.get(ids[i], (None, None)))
+            for i in order
+            if ids[i] in payloads  # deleted between scoring and reading: left out
+        ]
+
+    def _candidates(self, vector: np.ndarray, queries: np.ndarray, filters: SearchFilters, top_k: int, pool: int, patch_pool: int) -> list[str]:
+        """Frame point ids to score: the global pool, then the frames of each row's nearest
+        patches (companion collection), in that order, without repeats. With ``filters.point_ids``
+        the candidates are exactly those points (the caller knows what it wants scored)."""
+        if filters.point_ids is not None:
+            return list(dict.fromkeys(filters.point_ids))
+        [global_hits] = self._backend.query(self.layout.frames.name, [VectorQuery(GLOBAL_VECTOR, vector.tolist(), Where(filters), pool)])
+        per_row = patch_rows_limit(len(queries), top_k, patch_pool)
+        patch_hits = self._backend.query(
+            self.layout.patches.name,
+            [VectorQuery(PATCH_POINT_VECTOR, row, Where(filters), per_row, "frame") for row in queries.tolist()],
+        )
+        ids = dict.fromkeys(pid for pid, _, _ in global_hits)
+        for hits in patch_hits:
+            for _, _, payload in hits:
+                ids.setdefault(point_id(int(payload["video_id"]), int(payload["frame_id"])))
+        return list(ids)
+
+    def _exact_scores(self, vector: np.ndarray, queries: np.ndarray, filters: SearchFilters, candidates: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The global cosine and maxsim (mean over rows) of each candidate, both computed in
+        Qdrant over exactly these points; candidates missing from either answer are dropped."""
+        where = Where(filters, ids=candidates)
+        n = len(candidates)
+        by_global, by_patches = self._backend.query(
+            self.layout.frames.name,
+            [
+                VectorQuery(GLOBAL_VECTOR, vector.tolist(), where, n, exact=True),
+                VectorQuery(PATCH_VECTOR, queries.tolist(), where, n, exact=True),
+            ],
+        )
+        g = {pid: score for pid, score, _ in by_global}
+        m = {pid: score / len(queries) for pid, score, _ in by_patches}  # Qdrant's MaxSim is a sum over rows
+        ids = [pid for pid in candidates if pid in g and pid in m]
+        return ids, np.array([g[p] for p in ids], np.float64), np.array([m[p] for p in ids], np.float64)
+
+    def _best_patches(self, ids: list[str], queries: np.ndarray) -> dict[str, tuple[int, list[int] | None]]:
+        """``{id: (index, box)}`` of each frame's patch that matched a query row best, for the
+        response's box, once the ranking is done. Reads BEST_PATCH_BATCH frames' patch vectors
+        and boxes at a time, so a request's memory does not grow with top_k."""
+        best = {}
+        for start in range(0, len(ids), BEST_PATCH_BATCH):
+            found = self._backend.retrieve(self.layout.frames.name, ids[start : start + BEST_PATCH_BATCH], "boxes", [PATCH_VECTOR])
+            for pid, (payload, vectors) in found.items():
+                patches = np.asarray(vectors[PATCH_VECTOR], np.float32)
+                i = int((patches @ queries.T).max(axis=1).argmax())  # (patches, rows) -> best patch
+                boxes = payload.get(PATCH_BOXES)
+                box = boxes[i] if isinstance(boxes, list) and i < len(boxes) else None
+                best[pid] = (i, None if box is None else [int(v) for v in box])
+        return best
