@@ -48,6 +48,7 @@ def embeddings_metadata(report: EmbedReport, info: EncoderInfo, wall_s: float) -
         "frames": report.frames,
         "patches": report.patches,
         "frames_skipped": len(report.skipped),
+        "frames_dropped": len(report.dropped),  # near-duplicates of a kept frame (video files)
         "skipped_frames": skipped_table(report.skipped),
         "skipped": dg.MetadataValue.json({str(k): v for k, v in sorted(report.skipped.items())}),
         "up_to_date": report.up_to_date,
@@ -91,6 +92,8 @@ def _embed_summary(report: EmbedReport, info: EncoderInfo, wall_s: float) -> str
         lines.append("\n**Random weights: these vectors carry no meaning.**")
     if report.skipped:
         lines.append(f"\n{len(report.skipped)} frame(s) skipped; see the `skipped_frames` table.")
+    if report.dropped:
+        lines.append(f"\n{len(report.dropped)} near-duplicate frame(s) dropped (each stands with the kept frame before it).")
     return "\n".join(lines)
 
 

@@ -66,6 +66,18 @@ CHECKS = [
 ]
 
 
+class VideoRunConfig(dg.Config):
+    """Run config of ``video_assets``: why the run was requested (the sensor and the reconcile
+    schedule fill it in; it shows in the run's config and in ``dagster sensor preview``)."""
+
+    reason: str = ""
+
+
+def run_config_for(reason: str) -> dict:
+    """Run config that records ``reason`` for a run of the pipeline."""
+    return {"ops": {"video_assets": {"config": {"reason": reason}}}}
+
+
 def _done_in_this_run(context: dg.AssetExecutionContext) -> set[str]:
     """Partitions whose index_sync an earlier attempt of this step already materialized (a retry
     after a source outage takes only the videos that did not finish)."""
@@ -107,11 +119,14 @@ def _fail_step(context: dg.AssetExecutionContext, frames: FrameSourceResource, f
 )
 def video_assets(
     context: dg.AssetExecutionContext,
+    config: VideoRunConfig,
     frames: FrameSourceResource,
     encoder: EncoderResource,
     store: CheckpointStoreResource,
     index: IndexResource,
 ):  # a generator of per-video events; no annotation, Dagster would read it as the outputs' type
+    if config.reason:
+        context.log.info(f"requested because: {config.reason}")
     frame_encoder = encoder.encoder  # loaded once per run; the resource warns once if it fell back
     parts = PipelineParts(
         source=frames.source(), encoder=frame_encoder, store=store, index=index,

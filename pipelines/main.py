@@ -27,7 +27,7 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 from assets.videos import ASSETS, videos_partitions
-from pipelines.automation import video_pipeline
+from pipelines.jobs import video_pipeline
 from pipelines.sample_queries import Tally, run_query, summary
 from pipelines.samples import SAMPLE_QUERIES, ensure_sample_library, load_ground_truth
 from resources.clip_loader import Provenance, WeightsUnavailableError

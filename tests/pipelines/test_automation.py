@@ -9,40 +9,86 @@ import dagster as dg
 import pytest
 
 from assets.videos import SIGNATURE_TAG, videos_partitions
-from pipelines.automation import decode_cursor, encode_cursor, reconcile_schedule, video_sensor
+from pipelines.automation import reconcile_schedule
+from pipelines.sensor import decode_cursor, encode_cursor, video_sensor
 from resources.encoder import EncoderConfig
 from resources.encoder_resource import EncoderResource
 from resources.pipeline_resources import CheckpointStoreResource, FramesS3Resource, FrameSourceResource, IndexResource
 from tests.assets.test_videos import ASSETS, write_video
 
 
+class SensorTicks:
+    """Evaluates the sensor as the daemon does: each tick with the previous tick's cursor, applying
+    its partition requests to the instance."""
+
+    def __init__(self, videos: Path, checkpoints: Path) -> None:
+        self.instance = dg.DagsterInstance.ephemeral()
+        self.resources = {
+            "frames": FrameSourceResource(root=str(videos), s3=FramesS3Resource()),
+            "store": CheckpointStoreResource(root=str(checkpoints)),
+        }
+        self.cursor: str | None = None
+
+    def tick(self) -> dg.SensorResult:
+        with dg.build_sensor_context(instance=self.instance, cursor=self.cursor, resources=self.resources) as context:
+            result = video_sensor(context)
+        for request in result.dynamic_partitions_requests:  # what the daemon would apply
+            self.instance.add_dynamic_partitions(videos_partitions.name, list(request.partition_keys))
+        self.cursor = result.cursor
+        return result
+
+
 def test_sensor_adds_partitions_and_runs_only_changed_videos(tmp_path: Path) -> None:
     videos = tmp_path / "videos"
     write_video(videos, 1, frames=2)
     write_video(videos, 2, frames=2, seed=2)
-    frames = FrameSourceResource(root=str(videos), s3=FramesS3Resource())
-    instance = dg.DagsterInstance.ephemeral()
+    sensor = SensorTicks(videos, tmp_path / "checkpoints")
 
-    def tick(cursor: str | None) -> dg.SensorResult:
-        with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"frames": frames}) as context:
-            result = video_sensor(context)
-        for request in result.dynamic_partitions_requests:  # what the daemon would apply
-            instance.add_dynamic_partitions(videos_partitions.name, list(request.partition_keys))
-        return result
-
-    first = tick(None)
+    first = sensor.tick()
     assert sorted(r.partition_key for r in first.run_requests) == ["1", "2"]
-    assert set(instance.get_dynamic_partitions(videos_partitions.name)) == {"1", "2"}
+    assert set(sensor.instance.get_dynamic_partitions(videos_partitions.name)) == {"1", "2"}
     assert all(r.run_key.startswith(f"video-{r.partition_key}-") and r.tags[SIGNATURE_TAG] for r in first.run_requests)
+    assert first.run_requests[0].run_config == {"ops": {"video_assets": {"config": {"reason": "video 1: new video: no checkpoint"}}}}
 
-    unchanged = tick(first.cursor)
-    assert unchanged.run_requests == [] and unchanged.dynamic_partitions_requests == []
+    unchanged = sensor.tick()
+    assert not unchanged.run_requests and unchanged.dynamic_partitions_requests == []
+    assert "2 videos listed, 0 new, 0 checked against their checkpoints, 0 to run" in unchanged.skip_reason.skip_message
 
     (videos / "2" / "frame_0009.png").write_bytes((videos / "2" / "frame_0000.png").read_bytes())
     write_video(videos, 3, frames=1, seed=3)
-    changed = tick(unchanged.cursor)
+    changed = sensor.tick()
     assert sorted(r.partition_key for r in changed.run_requests) == ["2", "3"]
     assert [list(r.partition_keys) for r in changed.dynamic_partitions_requests] == [["3"]]
+
+
+@pytest.mark.parametrize("by_sensor", [False, True], ids=["embedded-by-hand", "embedded-by-sensor-runs"])
+def test_starting_the_sensor_over_an_embedded_library_runs_nothing(tmp_path: Path, tiny_config: EncoderConfig, by_sensor: bool) -> None:
+    """Issue 12: a fresh sensor (no cursor) over a library whose checkpoints match their files
+    requests no run - whether the videos were embedded by runs it requested (their stored
+    signature) or by hand (their frames listed and compared with the checkpoint's plan); changing
+    one video's files requests exactly that one."""
+    videos = tmp_path / "videos"
+    for video_id in (1, 2, 3):
+        write_video(videos, video_id, frames=2, seed=video_id)
+    sensor = SensorTicks(videos, tmp_path / "checkpoints")
+    listed = {str(v.video_id): v.signature for v in sensor.resources["frames"].source().list_videos()}
+    resources = {
+        **sensor.resources,
+        "encoder": EncoderResource(model=tiny_config.model, pretrained=tiny_config.pretrained, precision="fp32"),
+        "index": IndexResource(path=str(tmp_path / "qdrant"), collection="frames_sensor"),
+    }
+    with dg.instance_for_test() as elsewhere:  # the library was embedded before this sensor existed
+        elsewhere.add_dynamic_partitions(videos_partitions.name, list(listed))
+        for key, signature in listed.items():
+            tags = {SIGNATURE_TAG: signature} if by_sensor else {}
+            assert dg.materialize(ASSETS, partition_key=key, instance=elsewhere, resources=resources, tags=tags).success
+
+    first = sensor.tick()
+    assert not first.run_requests
+    assert "3 videos listed, 3 new, 3 checked against their checkpoints, 0 to run" in first.skip_reason.skip_message
+    (videos / "2" / "frame_0007.png").write_bytes((videos / "1" / "frame_0000.png").read_bytes())
+    changed = sensor.tick()
+    assert [r.partition_key for r in changed.run_requests] == ["2"]
 
 
 def test_cursor_round_trip_and_garbage() -> None:

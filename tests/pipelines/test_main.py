@@ -46,7 +46,7 @@ def test_sample_library_is_made_from_installed_media_and_the_world(tmp_path: Pat
         assert len(frames) == 12 and Image.open(frames[0]).size == (1280, 720)
         assert (videos / str(video_id) / "manifest.csv").read_text().splitlines()[2] == "1,500,frame_000001.jpg"  # 2 fps
     truth = load_ground_truth(videos)
-    assert len(truth) == 34 and truth["1:60"] == []  # the globe holds no world object
+    assert len(truth) == 44 and truth["1:60"] == [] and truth["4:0"] == []  # the globe holds no world object
     for text in SAMPLE_QUERIES:
         holding = [image_id for image_id, objects in truth.items() if any(c == text for c, _ in objects)]
         assert 3 <= len(holding) <= 4 and all(not i.startswith("1:") for i in holding)
@@ -79,6 +79,7 @@ def test_main_job_writes_checkpoints_offline(
     assert main(["--var", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "RANDOM" not in out and "video 1: 10 frames" in out and "video 2: 12 frames" in out and "video 3: 12 frames" in out
+    assert "video 4: 10 frames" in out  # the globe clip as a video file
     assert "[main] model framesearch-world/" in out
     # The fallback is said once per main job (the encoder's warning), not again by each run.
     assert sum("using the offline model" in r.getMessage() for r in caplog.records) == 1
@@ -91,7 +92,7 @@ def test_main_job_writes_checkpoints_offline(
     np.testing.assert_allclose(np.linalg.norm(globals_, axis=1), 1.0, atol=1e-5)
     footer = read_metadata(tmp_path / "checkpoints" / "video_2.parquet")
     assert footer["weights_random"] is False and footer["weights_provenance"]["kind"] == "synthetic-world"
-    assert "index (embedded, collection frames_v1): 34 frames" in out
+    assert "index (embedded, collection frames_v1): 44 frames" in out
     assert "index: 10 upserted, 0 deleted" in out
     # Each sample caption: a side-by-side table of 3 rows (global, rerank at alpha 0.5 and 0), judged
     # by the ground truth (a stand-in with random weights: marks and counts are whatever they are;
@@ -134,7 +135,7 @@ def test_main_job_twice_leaves_the_index_unchanged(tmp_path: Path, capsys: pytes
     capsys.readouterr()
     assert main(["--var", str(tmp_path), "--offline-model"]) == 0
     out = capsys.readouterr().out
-    assert out.count("index: unchanged") == 3 and "34 frames" in out
+    assert out.count("index: unchanged") == 4 and out.count(", up to date ->") == 4 and "44 frames" in out
 
 
 def test_main_job_skips_bad_frames_and_reports_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

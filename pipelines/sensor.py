@@ -1,0 +1,140 @@
+"""``video_sensor``: runs the pipeline for new and changed videos, and only for those.
+
+Each tick lists the frame source once (every video with its signature: a digest of its files'
+names, sizes and mtimes/ETags), adds a ``videos`` partition per new video and compares each
+video's signature with the one the cursor remembers from the last tick. A video the cursor does
+not know - every video, when the sensor starts for the first time over an existing library - is
+checked against its published checkpoint instead (:func:`why_run`), so starting the sensor over an
+embedded library requests nothing:
+
+* the manifest the pipeline stored for the video records the signature of the run that made it
+  (runs the sensor requested); equal signature and a checkpoint made from that manifest = up to
+  date, without a request to the source;
+* a video embedded by a run the sensor did not request (the UI, a backfill, ``./dev main``) has no
+  signature stored: its frames are listed from the source (one listing of that video) and compared
+  with the checkpoint's plan.
+
+Checking costs a footer and a small JSON read per video; a tick checks for at most
+``SEED_BUDGET_S`` seconds and leaves the rest for the next tick (the cursor holds only what it
+decided), so a 100,000-video library is taken in over a few ticks, not in one that times out.
+
+Run keys carry the signature: a changed video is requested once per change, even if the cursor is
+lost. Each request says why in its run config (``reason``), which ``dagster sensor preview`` prints.
+
+No ``from __future__ import annotations`` here: Dagster reads the parameter annotations.
+"""
+
+import base64
+import json
+import time
+import zlib
+
+import dagster as dg
+
+from assets.videos import SIGNATURE_TAG, run_config_for, videos_partitions
+from pipelines.jobs import video_pipeline
+from resources.checkpoint_store import CheckpointStore, manifest_key, published_key
+from resources.frame_sources import FrameRef, FrameSource, FrameSourceError, VideoListing
+from resources.patches import PatchConfig
+from resources.pipeline_resources import CheckpointStoreResource, FrameSourceResource
+from resources.settings import patch_config_from_env
+from resources.video_embedding import plan_digest
+
+SEED_BUDGET_S = 20.0  # of checkpoint checks per tick; Dagster gives a sensor tick 60 s by default
+
+
+def encode_cursor(signatures: dict[int, str]) -> str:
+    """The sensor's memory, ``{video_id: signature}``, compressed: ~1 MB for 100,000 videos."""
+    return base64.b64encode(zlib.compress(json.dumps(signatures, separators=(",", ":")).encode())).decode()
+
+
+def decode_cursor(cursor: str | None) -> dict[int, str]:
+    """The cursor's ``{video_id: signature}``; empty for no cursor or an unreadable one."""
+    if not cursor:
+        return {}
+    try:
+        raw = json.loads(zlib.decompress(base64.b64decode(cursor)))
+    except (ValueError, zlib.error):
+        return {}  # an unreadable cursor costs a re-check against the checkpoints, not re-runs
+    return {int(k): v for k, v in raw.items()}
+
+
+def why_run(
+    listing: VideoListing, checkpoints: CheckpointStore, published: set[int], source: FrameSource,
+    patch_config: PatchConfig, chunk_frames: int,
+) -> str | None:
+    """Why ``listing``'s video needs a run, or None when its published checkpoint already matches
+    its source (see the module docstring)."""
+    video_id = listing.video_id
+    if video_id not in published:
+        return "new video: no checkpoint"
+    footer = checkpoints.read_metadata(published_key(video_id))
+    stored = checkpoints.read_json(manifest_key(video_id)) or {}
+    if stored.get("signature") == listing.signature:
+        refs = [FrameRef(int(f), t, u) for f, t, u in stored["frames"]]
+    elif stored.get("signature"):
+        return "files changed since its checkpoint was made"
+    else:  # embedded by a run the sensor did not request: ask the source for its frames
+        try:
+            refs = source.manifest(video_id)
+        except FrameSourceError as exc:
+            return f"its frames could not be listed ({exc}); the run will say why"
+    plan = plan_digest(refs, str(footer.get("model_id")), patch_config, chunk_frames)
+    return None if plan == footer.get("plan") else "frames or settings differ from its checkpoint"
+
+
+@dg.sensor(
+    job=video_pipeline,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description=(
+        "Every 60 s: lists the frame source, registers new videos as partitions and requests a "
+        "video_pipeline run for each new or changed video, never for one whose checkpoint already "
+        "matches its files."
+    ),
+)
+def video_sensor(context: dg.SensorEvaluationContext, frames: FrameSourceResource, store: CheckpointStoreResource) -> dg.SensorResult:
+    source = frames.source()
+    listings = source.list_videos()
+    remembered = decode_cursor(context.cursor)
+    known = set(context.instance.get_dynamic_partitions(videos_partitions.name))
+    new_keys = [str(v.video_id) for v in listings if str(v.video_id) not in known]
+    checkpoints, patch_config = store.store(), patch_config_from_env()
+    published: set[int] | None = None
+    decided: dict[int, str] = {}
+    requests, checked, left = [], 0, 0
+    deadline = time.monotonic() + SEED_BUDGET_S
+    for listing in listings:
+        previous = remembered.get(listing.video_id)
+        if previous == listing.signature:
+            decided[listing.video_id] = previous
+            continue
+        if previous is None:  # not seen by this sensor yet: compare with its checkpoint
+            if time.monotonic() > deadline:
+                left += 1  # not in the cursor: checked on a later tick
+                continue
+            if published is None:
+                published = set(checkpoints.published())  # one listing of the store
+            reason = why_run(listing, checkpoints, published, source, patch_config, store.chunk_frames)
+            checked += 1
+        else:
+            reason = "files changed since the last tick"
+        decided[listing.video_id] = listing.signature
+        if reason is not None:
+            requests.append(dg.RunRequest(
+                partition_key=str(listing.video_id),
+                run_key=f"video-{listing.video_id}-{listing.signature}",
+                tags={SIGNATURE_TAG: listing.signature},
+                run_config=run_config_for(f"video {listing.video_id}: {reason}"),
+            ))
+    summary = (
+        f"{len(listings)} videos listed, {len(new_keys)} new, {checked} checked against their checkpoints, "
+        f"{len(requests)} to run" + (f", {left} left for the next tick" if left else "")
+    )
+    context.log.info(summary)
+    return dg.SensorResult(
+        run_requests=requests or None,
+        skip_reason=None if requests else dg.SkipReason(summary),  # what `dagster sensor preview` prints
+        dynamic_partitions_requests=[videos_partitions.build_add_request(new_keys)] if new_keys else [],
+        cursor=encode_cursor(decided),
+    )
