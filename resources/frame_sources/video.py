@@ -19,7 +19,7 @@ import math
 import os
 import re
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import IO, Any
@@ -33,6 +33,10 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
 
 # Targets further apart than this are reached by a new seek rather than by decoding through the gap.
 SEEK_GAP_MS = 20_000
+# Non-reference frames are skipped while the next wanted frame is further away than this many
+# frames (at least 1 s): more than a decoder's threads hold in flight.
+SKIP_MARGIN_FRAMES = 48
+SKIP_MARGIN_MIN_MS = 1000
 THUMB = 32  # side of the RGB thumbnails that scene detection and near-duplicate checks compare
 
 _FRAGMENT = re.compile(r"#frame=([0-9]{1,19})&t=([0-9]{1,16})\.([0-9]{3})$")
@@ -234,13 +238,14 @@ def scan_video(opener: Opener, video_url: str, policy: SamplingPolicy) -> list[F
 DecodedFrames = Iterator[tuple[FrameRef, "av.VideoFrame | str"]]
 
 
-def decode_frames(opener: Opener, video_url: str, refs: Sequence[FrameRef]) -> DecodedFrames:
+def decode_frames(opener: Opener, video_url: str, refs: Sequence[FrameRef], stats: MutableMapping[str, int] | None = None) -> DecodedFrames:
     """``(ref, frame)`` for each of ``refs`` (frames of one video file, by timestamp), or
     ``(ref, reason)`` when that frame cannot be decoded; one pass per run of nearby frames.
 
     Raises :class:`FrameReadError` when the file cannot be opened or read (``transient`` as for
-    any frame read).
+    any frame read). ``stats`` counts ``decoded`` frames and ``restarts`` (see :func:`_decode_run`).
     """
+    stats = stats if stats is not None else {}
     wanted = sorted(refs, key=lambda r: (r.timestamp_ms or 0, r.frame_id))
     handle, container = _open(opener, video_url)
     with handle, container:
@@ -254,33 +259,62 @@ def decode_frames(opener: Opener, video_url: str, refs: Sequence[FrameRef]) -> D
             else:
                 runs.append(deque([ref]))
         for run in runs:
-            yield from _decode_run(container, stream, clock, run, handle, video_url)
+            yield from _decode_run(container, stream, clock, run, handle, video_url, stats)
 
 
-def _decode_run(container: Any, stream: Any, clock: _Clock, pending: deque[FrameRef], handle: IO[bytes], url: str) -> DecodedFrames:
+def _decode_run(
+    container: Any, stream: Any, clock: _Clock, pending: deque[FrameRef], handle: IO[bytes], url: str, stats: MutableMapping[str, int]
+) -> DecodedFrames:
     """Answer every ref of ``pending`` (nearby frames, by time) from one seek and forward decode.
 
-    A damaged stretch (the decoder fails) costs the frames that depend on it, not the rest: the
-    decode starts again from the keyframe before the next wanted frame, and only a frame whose
-    own restart fails again is reported as undecodable.
+    Far from the next wanted frame the decoder skips non-reference frames (nothing is predicted
+    from them, so the frames it does decode are bit for bit the same; ~3x faster through an h264
+    stretch with B-frames). Frames still in flight in its threads when skipping stops may have
+    been skipped: a wanted frame missed after skipping is decoded again from its keyframe without
+    skipping. A damaged stretch (the decoder fails) costs only the frames that depend on it: the
+    decode restarts from the keyframe before the next wanted frame, and a frame whose own restart
+    fails again is reported as undecodable.
     """
-    restarted_for: FrameRef | None = None
+    codec = stream.codec_context
+    margin_ms = max(SKIP_MARGIN_MIN_MS, round(SKIP_MARGIN_FRAMES * 1000 / float(stream.average_rate or 30)))
+    restarted_for: FrameRef | None = None  # restarted once after a decoder error at this frame
+    careful: FrameRef | None = None  # no skipping until this frame (missed while skipping) is answered
     while pending:
         # Backward to the keyframe at or before the wanted frame (1 ms early: times are rounded).
         container.seek(clock.pts(max((pending[0].timestamp_ms or 0) - 1, 0)), stream=stream, backward=True, any_frame=False)
+        codec.skip_frame, skipping, skipped = "DEFAULT", False, False
         last_ms: int | None = None
         try:
             for frame in container.decode(stream):
                 if frame.pts is None:
                     continue
                 last_ms = clock.ms(frame.pts)
+                stats["decoded"] = stats.get("decoded", 0) + 1
+                if skipped and (pending[0].timestamp_ms or 0) < last_ms:
+                    careful = pending[0]
+                    stats["restarts"] = stats.get("restarts", 0) + 1
+                    break
                 while pending and (pending[0].timestamp_ms or 0) < last_ms:
                     ref = pending.popleft()
                     yield ref, f"no frame at {ref.timestamp_ms} ms in the stream (the next one is at {last_ms} ms)"
                 if pending and pending[0].timestamp_ms == last_ms:
                     yield pending.popleft(), frame
+                    skipped = False
                 if not pending:
                     return
+                if careful is not None and careful not in pending:
+                    careful = None
+                want = careful is None and (pending[0].timestamp_ms or 0) - last_ms > margin_ms
+                if want != skipping:
+                    codec.skip_frame, skipping = ("NONREF" if want else "DEFAULT"), want
+                skipped = skipped or skipping
+            else:
+                _raise_io_error(handle, url)
+                end = _declared_end_ms(container, stream, clock)
+                where = f"it ends at {last_ms} ms" if last_ms is not None else "no frame decoded"
+                declared = f" of the {end} ms the container declares: truncated or corrupt" if end is not None and (last_ms or 0) < end - 1 else ""
+                while pending:
+                    yield pending.popleft(), f"beyond the end of the decodable stream: {where}{declared}"
         except av.error.FFmpegError as exc:
             _raise_io_error(handle, url)
             if restarted_for is not pending[0]:
@@ -288,13 +322,6 @@ def _decode_run(container: Any, stream: Any, clock: _Clock, pending: deque[Frame
                 continue
             ref = pending.popleft()
             yield ref, f"the stream cannot be decoded here ({type(exc).__name__}: {exc}; last good frame at {last_ms} ms)"
-            continue
-        _raise_io_error(handle, url)
-        end = _declared_end_ms(container, stream, clock)
-        where = f"it ends at {last_ms} ms" if last_ms is not None else "no frame decoded"
-        declared = f" of the {end} ms the container declares: truncated or corrupt" if end is not None and (last_ms or 0) < end - 1 else ""
-        while pending:
-            yield pending.popleft(), f"beyond the end of the decodable stream: {where}{declared}"
 
 
 def frame_thumbnail(frame: av.VideoFrame) -> np.ndarray:

@@ -25,6 +25,7 @@ from resources.frame_sources import (
     parse_video_frame_url,
     read_frame_image,
 )
+from resources.frame_sources import video
 from resources.frame_sources.s3_ranged import S3RangeReader, open_s3_object
 
 FPS = 30
@@ -42,6 +43,15 @@ def scene_frame(index: int) -> np.ndarray:
     else:
         x = 4 * (index - 60)
         image[40:80, x : x + 40] = 255
+    return image
+
+
+def motion_frame(index: int) -> np.ndarray:
+    """A gradient that drifts and a block that moves: smooth motion, so the encoder uses B-frames."""
+    ys, xs = np.mgrid[0 : SIZE[1], 0 : SIZE[0]]
+    image = np.stack([(xs + 2 * index) % 256, (ys + index) % 256, np.full_like(xs, 90)], -1).astype(np.uint8)
+    x = (3 * index) % (SIZE[0] - 30)
+    image[40:70, x : x + 30] = (250, 250, 40)
     return image
 
 
@@ -101,6 +111,26 @@ def test_decoded_frames_match_a_full_decode(scenes: Path) -> None:
     image = read_frame_image(source, refs[3].url)  # frame 45, by seeking
     np.testing.assert_array_equal(np.asarray(image), reference[45])
     assert source.read(refs[3].url)[:8] == b"\x89PNG\r\n\x1a\n"  # read() of a video frame: PNG
+
+
+@pytest.mark.parametrize("margins", ["default", "none"])
+def test_sparse_picks_skip_non_reference_frames_bit_for_bit(tmp_path: Path, margins: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    clip = encode_clip(tmp_path / "1" / "clip.mp4", frames=300, draw=motion_frame, gop=150)  # 10 s with B-frames
+    with av.open(str(clip)) as container:
+        reference = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    if margins == "none":  # skip up to the wanted frame itself: wanted B-frames are missed, then decoded again
+        monkeypatch.setattr(video, "SKIP_MARGIN_FRAMES", 0)
+        monkeypatch.setattr(video, "SKIP_MARGIN_MIN_MS", 0)
+    refs = local(tmp_path, "every:2.5").manifest(1)
+    assert [r.frame_id for r in refs] == [0, 75, 150, 225]
+    stats: dict[str, int] = {}
+    decoded = list(video.decode_frames(local(tmp_path, "every:2.5").open_file, clip.as_uri(), refs, stats))
+    for ref, frame in decoded:
+        np.testing.assert_array_equal(frame.to_ndarray(format="rgb24"), reference[ref.frame_id])
+    if margins == "default":
+        assert stats["decoded"] < 200 and not stats.get("restarts")  # of the 226 frames up to the last wanted one
+    else:
+        assert stats["restarts"] >= 1  # and still every wanted frame, bit for bit
 
 
 def test_shipped_h264_clip_by_seeking(tmp_path: Path) -> None:
