@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from starlette.responses import Response
 from resources.frame_sources import FrameReadError, LocalFolderSource, S3FrameSource, _scheme, read_frame_image
 from resources.images import ImageDecodeError
 from resources.index_schema import MAX_ID, point_id
+from resources.s3_urls import S3UrlError, parse_s3_url
 from resources.vector_index import VectorIndex
 
 MIN_SIZE, MAX_SIZE = 16, 4096
@@ -89,6 +91,7 @@ class FrameReader:
         # Reading a file:// URL does not depend on the source's root.
         self._local = LocalFolderSource(Path("/"), max_bytes=max_bytes)
         self._s3: dict[str, S3FrameSource] = {}
+        self._lock = threading.Lock()
 
     def image(self, payload: dict[str, Any]) -> Image.Image:
         """The frame as an RGB image (an image file's, or a video file's frame decoded at its
@@ -108,17 +111,16 @@ class FrameReader:
             return self._local
         if scheme not in ("s3", "http", "https"):
             raise FrameUnavailable(502, f"stored frame URL has an unsupported scheme {scheme!r}")
-        from resources.s3_urls import S3UrlError, parse_s3_url
-
         try:
             bucket = parse_s3_url(url, self.endpoint_url).bucket
         except S3UrlError as exc:
             raise FrameUnavailable(502, f"stored frame URL is not an S3 URL: {exc}") from None
-        if bucket not in self._s3:
-            if self._client is None:
-                self._client = self._client_factory()
-            self._s3[bucket] = S3FrameSource(self._client, f"s3://{bucket}/", max_bytes=self.max_bytes, endpoint_url=self.endpoint_url)
-        return self._s3[bucket]
+        with self._lock:  # request threads share one client and one source per bucket
+            if bucket not in self._s3:
+                if self._client is None:
+                    self._client = self._client_factory()
+                self._s3[bucket] = S3FrameSource(self._client, f"s3://{bucket}/", max_bytes=self.max_bytes, endpoint_url=self.endpoint_url)
+            return self._s3[bucket]
 
 
 def parse_box(text: str | None) -> tuple[int, int, int, int] | None:

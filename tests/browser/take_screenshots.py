@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
                 driver.find_element(By.ID, "query").send_keys(args.query)
                 driver.find_element(By.ID, "go").click()
                 wait.until(lambda d: d.find_element(By.ID, "results").get_attribute("data-paint-ms") is not None)
+                paint_ms = driver.find_element(By.ID, "results").get_attribute("data-paint-ms")
+                print(f"'{args.query}': {driver.find_element(By.ID, 'status').text}; painted {paint_ms} ms after the response")
                 wait.until(lambda d: d.execute_script(VISIBLE_IMAGES_LOADED, "#results"))
                 args.out.mkdir(parents=True, exist_ok=True)
                 driver.save_screenshot(str(args.out / "page-search.png"))

@@ -3,20 +3,22 @@ pipeline code built (tests.search_service.test_app's library: video 1 = six fram
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import uvicorn
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from resources.encoder import FrameEncoder
 from resources.index_schema import IndexSchema
-from resources.vector_index import VectorIndex
+from resources.vector_index import IndexBusyError, VectorIndex
 from search_service.app import create_app
 from search_service.config import ServiceSettings
 from tests.search_service.test_app import SCHEMA, library  # noqa: F401 - the module-scoped index fixture
-from tests.servers import running_uvicorn
+from tests.servers import free_port, running_uvicorn, wait_http_ok
 
 pytestmark = pytest.mark.slow
 
@@ -216,3 +218,35 @@ def test_docs_page_lists_and_calls_the_api(browser, server: str) -> None:  # noq
     assert '"query_type": "text"' in op.find_element(By.CSS_SELECTOR, "pre.out").text
     # Nothing on the pages comes from another origin.
     assert js(browser, "return performance.getEntriesByType('resource').every(e => e.name.startsWith(location.origin))")
+
+
+def test_a_busy_index_is_said_and_the_page_recovers_when_it_opens(browser, library: dict, tiny_encoder: FrameEncoder) -> None:  # noqa: ANN001, F811
+    """The shard is held elsewhere (a pipeline run) when the service starts: the page says so and
+    that searches must wait, then shows the index once the service has it."""
+    released = threading.Event()
+
+    def open_index(dim: int) -> VectorIndex:
+        if not released.is_set():
+            raise IndexBusyError("the embedded index is open in another process (a pipeline run)")
+        return VectorIndex.open(SCHEMA, path=library["root"] / "qdrant", lock_timeout_s=10)
+
+    app = create_app(ServiceSettings(checkpoint_dir=str(library["store"])), encoder=tiny_encoder, open_index=open_index)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=(port := free_port()), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http_ok(f"{base}/", alive=thread.is_alive)  # the page is up; /healthz answers 503
+        open_page(browser, base)
+        assert browser.find_element(By.ID, "indexinfo").text == "index busy"
+        assert "another process" in browser.find_element(By.ID, "banner").text
+        browser.find_element(By.ID, "query").send_keys("a red circle")
+        browser.find_element(By.ID, "go").click()
+        wait(browser, lambda b: "Search failed (503)" in b.find_element(By.ID, "status").text)
+        released.set()
+        wait(browser, lambda b: b.find_element(By.ID, "indexinfo").text == "8 frames")  # the page polls /healthz
+        assert "another process" not in browser.find_element(By.ID, "banner").text
+        assert len(search(browser)) == 8
+    finally:
+        server.should_exit = True
+        thread.join(10)
