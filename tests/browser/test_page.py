@@ -172,6 +172,12 @@ def test_moments_view_with_a_timeline(browser, server: str) -> None:  # noqa: AN
     assert len(browser.find_elements(By.CSS_SELECTOR, "#moments .timeline .tick")) == 8
     assert len(browser.find_elements(By.CSS_SELECTOR, "#moments .timeline .tick.best")) == 2
     assert browser.find_element(By.ID, "results").is_displayed() is False
+    tick = browser.find_elements(By.CSS_SELECTOR, "#moments .timeline .tick")[1]
+    title = tick.get_attribute("title")  # "<image id> at <time> · <score>"
+    tick.click()  # a frame on the timeline opens in the viewer, with its time
+    wait(browser, lambda b: b.find_element(By.ID, "viewer").is_displayed())
+    assert browser.find_element(By.ID, "fullcaption").text.startswith(title.split(" at ")[0])
+    assert " at " + title.split(" at ")[1].split(" · ")[0] in browser.find_element(By.ID, "fullcaption").text
 
 
 def test_api_key_is_asked_once_then_kept_for_the_tab(browser, library: dict, tiny_encoder: FrameEncoder) -> None:  # noqa: ANN001, F811
