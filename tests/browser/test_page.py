@@ -201,11 +201,20 @@ def test_api_key_is_asked_once_then_kept_for_the_tab(browser, library: dict, tin
         assert not browser.find_element(By.ID, "keydialog").is_displayed()
 
 
-def test_an_empty_index_shows_an_empty_state(browser, tiny_encoder: FrameEncoder, tmp_path: Path) -> None:  # noqa: ANN001
-    app = create_app(ServiceSettings(checkpoint_dir=str(tmp_path / "checkpoints")), encoder=tiny_encoder,
-                     open_index=lambda dim: VectorIndex.open(IndexSchema("frames_empty", dim), path=tmp_path / "qdrant"))
+def test_an_empty_index_shows_an_empty_state_and_the_offline_model_is_named(
+    browser, tmp_path: Path, world_model_dir: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    """A fresh offline install: weights that are not on this machine, so the service falls back to
+    the offline synthetic-world model (a stand-in here), over an index nothing was written to."""
+    monkeypatch.setenv("OPENCLIP_MODEL", "ViT-B-32")
+    monkeypatch.setenv("OPENCLIP_PRETRAINED", str(tmp_path / "absent.safetensors"))
+    monkeypatch.setenv("OPENCLIP_PRECISION", "fp32")
+    settings = ServiceSettings(checkpoint_dir=str(tmp_path / "checkpoints"), offline_model_dir=str(world_model_dir))
+    app = create_app(settings, open_index=lambda dim: VectorIndex.open(IndexSchema("frames_empty", dim), path=tmp_path / "qdrant"))
     with running_uvicorn(app) as base:
         open_page(browser, base)
+        assert browser.find_element(By.ID, "model").text == "offline demo model"
+        assert "knows only the 36 captions" in browser.find_element(By.ID, "banner").text
         wait(browser, lambda b: b.find_element(By.ID, "indexinfo").text == "index empty")
         assert "The index is empty" in browser.find_element(By.CSS_SELECTOR, "#results .empty").text
         assert search(browser, "anything") == []
