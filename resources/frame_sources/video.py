@@ -34,9 +34,10 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
 # Targets further apart than this are reached by a new seek rather than by decoding through the gap.
 SEEK_GAP_MS = 20_000
 # Non-reference frames are skipped while the next wanted frame is further away than this many
-# frames (at least 1 s): more than a decoder's threads hold in flight.
-SKIP_MARGIN_FRAMES = 48
-SKIP_MARGIN_MIN_MS = 1000
+# frames: twice what the decoder's frame threads (one per core, at most 16) and B-frame reordering
+# can hold in flight, so that a wanted frame is rarely submitted while skipping is still on.
+SKIP_MARGIN_FRAMES = 2 * (min(os.cpu_count() or 1, 16) + 1) + 8
+SKIP_MARGIN_MIN_MS = 0
 THUMB = 32  # side of the RGB thumbnails that scene detection and near-duplicate checks compare
 
 _FRAGMENT = re.compile(r"#frame=([0-9]{1,19})&t=([0-9]{1,16})\.([0-9]{3})$")
