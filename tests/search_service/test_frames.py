@@ -220,3 +220,17 @@ def test_frames_of_a_video_file_are_decoded_at_their_position(tmp_path: Path, ti
             assert int(np.argmin(errors)) == frame_id // 10 and min(errors) < 8, errors  # that frame, not another
         (tmp_path / "videos" / "5" / "clip.mp4").unlink()
         assert client.get("/frames/5:0").status_code == 404
+
+
+def test_pages_are_open_and_frames_need_the_api_key(library: dict, tiny_encoder: FrameEncoder) -> None:  # noqa: F811
+    from tests.search_service.test_app import make_client
+
+    with make_client(library, tiny_encoder, api_key="s3cret") as client:  # noqa: F811
+        wait_ready(client)
+        for path, kind in (("/", "text/html"), ("/docs", "text/html"), ("/static/app.js", "javascript"), ("/static/app.css", "text/css")):
+            response = client.get(path)
+            assert response.status_code == 200 and kind in response.headers["content-type"], path
+        assert client.get("/frames/1:0").status_code == 401
+        assert client.get("/frames/1:0", headers={"X-API-Key": "s3cret"}).status_code == 200
+        for sneaky in ("/static/../frames.py", "/static/%2e%2e/frames.py", "/static/..%2Fpage.py", "/static/x/../../app.py"):
+            assert client.get(sneaky).status_code in (401, 404), sneaky  # never a file outside static/
