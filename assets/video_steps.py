@@ -76,6 +76,7 @@ class PipelineParts:
     patch_config: PatchConfig
     max_pixels: int
     signature: str | None  # the source signature the run was requested for (sensor runs)
+    code_version: str  # frame_embeddings' code version (assets.videos.embedding_code_version)
     log: Callable[[str], None]
 
 
@@ -195,7 +196,9 @@ def _embed(video: VideoRun, refs: list[FrameRef], parts: PipelineParts) -> tuple
     video.events.append(dg.AssetMaterialization(
         asset_key=EMBEDDINGS, partition=str(video_id),
         metadata=embeddings_metadata(report, info, time.perf_counter() - started),
-        tags={"dagster/data_version": report.version},  # the checkpoint's content version
+        # The checkpoint's content version, and the code version it was made under: Dagster shows
+        # the partition stale when the configured model or patch settings change.
+        tags={"dagster/data_version": report.version, "dagster/code_version": parts.code_version},
     ))
     return report.checkpoint, report.frames
 

@@ -14,6 +14,7 @@ No ``from __future__ import annotations`` here: Dagster reads the parameter anno
 decoration time to find config and resources.
 """
 
+import hashlib
 import warnings
 
 import dagster as dg
@@ -23,7 +24,7 @@ from assets.video_steps import (
 )
 from resources.encoder_resource import EncoderResource
 from resources.pipeline_resources import CheckpointStoreResource, FrameSourceResource, IndexResource
-from resources.settings import max_image_pixels_from_env, patch_config_from_env
+from resources.settings import encoder_config_from_env, max_image_pixels_from_env, patch_config_from_env
 
 videos_partitions = dg.DynamicPartitionsDefinition(name="videos")
 SIGNATURE_TAG = "framesearch/signature"
@@ -33,6 +34,23 @@ BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=8)
 OWNERS = ["team:framesearch"]
 GROUP = "videos"
 
+# Bump when a change of the embedding code changes the vectors it writes.
+EMBEDDING_CODE_REVISION = "2"
+
+
+def embedding_code_version() -> str:
+    """frame_embeddings' code version: what its checkpoints depend on besides the frames - the
+    configured model and weights, global view and crop settings, the patch settings and the
+    embedding code's revision. Changing any of them shows every partition stale in the UI ("code
+    version changed"); the reconcile schedule re-runs them (it compares each checkpoint's own
+    footer, so a machine that fell back to the offline model is judged by what it really used)."""
+    encoder = encoder_config_from_env()
+    parts = (EMBEDDING_CODE_REVISION, encoder.model, encoder.pretrained, encoder.global_resize, patch_config_from_env().fingerprint())
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
+CODE_VERSION = embedding_code_version()
+
 SPECS = [
     dg.AssetSpec(
         MANIFEST, group_name=GROUP, owners=OWNERS, kinds={"json"}, skippable=True, partitions_def=videos_partitions,
@@ -41,7 +59,7 @@ SPECS = [
     ),
     dg.AssetSpec(
         EMBEDDINGS, deps=[MANIFEST], group_name=GROUP, owners=OWNERS, kinds={"pytorch", "parquet"}, skippable=True,
-        partitions_def=videos_partitions,
+        partitions_def=videos_partitions, code_version=CODE_VERSION,
         description="Global and patch OpenCLIP vectors of every usable frame: the video's Parquet checkpoint "
         "CHECKPOINT_DIR/video_<id>.parquet, published only when its checks pass.",
     ),
@@ -131,7 +149,7 @@ def video_assets(
     parts = PipelineParts(
         source=frames.source(), encoder=frame_encoder, store=store, index=index,
         patch_config=patch_config_from_env(), max_pixels=max_image_pixels_from_env(),
-        signature=context.run.tags.get(SIGNATURE_TAG), log=context.log.info,
+        signature=context.run.tags.get(SIGNATURE_TAG), code_version=CODE_VERSION, log=context.log.info,
     )
     done, checks = _done_in_this_run(context), context.selected_asset_check_keys
     failed = []

@@ -16,7 +16,8 @@ _LOADED: dict[tuple[EncoderConfig, bool, str | None], tuple[FrameEncoder, str | 
 
 
 class EncoderResource(dg.ConfigurableResource):
-    """OpenCLIP frame encoder. Unset fields come from OPENCLIP_* / BATCH_SIZE in the environment.
+    """OpenCLIP frame encoder. Unset fields come from OPENCLIP_* / BATCH_SIZE / GLOBAL_RESIZE_MODE /
+    PATCH_CROP_METHOD in the environment (the code location fills them all in, so the UI shows them).
 
     With ``offline_fallback`` set, a machine that cannot obtain the configured weights runs the
     offline model (trained on the synthetic shapes world; ``offline_model_dir``, default
@@ -29,6 +30,8 @@ class EncoderResource(dg.ConfigurableResource):
     batch_size: int | None = None
     device: str | None = None
     precision: str | None = None
+    global_resize: str | None = None  # GLOBAL_RESIZE_MODE
+    crop_method: str | None = None  # PATCH_CROP_METHOD
     offline_fallback: bool = False
     offline_model_dir: str | None = None  # None: $OFFLINE_MODEL_DIR, else <repo>/models/framesearch-world
 
@@ -38,7 +41,7 @@ class EncoderResource(dg.ConfigurableResource):
     def config(self) -> EncoderConfig:
         overrides: dict[str, Any] = {
             name: value
-            for name in ("model", "pretrained", "batch_size", "device", "precision")
+            for name in ("model", "pretrained", "batch_size", "device", "precision", "global_resize", "crop_method")
             if (value := getattr(self, name)) is not None
         }
         return replace(encoder_config_from_env(), **overrides)
