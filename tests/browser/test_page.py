@@ -141,6 +141,10 @@ def test_more_like_this(browser, server: str) -> None:  # noqa: ANN001
     wait(browser, lambda b: b.find_element(By.ID, "querylabel").text == f"like {first}")
     ids = shown(browser)
     assert ids and first not in ids and browser.find_element(By.ID, "query").get_attribute("value") == ""
+    assert search(browser, "a green triangle") and "hybrid" in browser.find_element(By.ID, "status").text  # frame + text
+    browser.find_element(By.ID, "clearimage").click()
+    search(browser)
+    assert "text" in browser.find_element(By.ID, "status").text
 
 
 def test_filters_narrow_the_results(browser, server: str) -> None:  # noqa: ANN001
