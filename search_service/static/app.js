@@ -65,6 +65,7 @@ async function refreshHealth() {
     info.textContent = "index empty";
     info.className = "badge warn";
     showEmpty("The index is empty: no frames have been indexed yet. Run the pipeline (./dev main) or ingest frames, then search.");
+    setTimeout(refreshHealth, 5000);  // the badge turns to the frame count once frames arrive
   } else {
     info.textContent = body.frames_indexed === undefined ? "index open" : `${body.frames_indexed.toLocaleString()} frames`;
     info.className = "badge good";
