@@ -186,7 +186,7 @@ class CheckpointStore:
         """Remove ``key`` and everything under it (missing is fine)."""
         try:
             self.fs.delete_dir(self.path(key))
-        except (FileNotFoundError, OSError):
+        except FileNotFoundError:
             pass  # already gone; on S3 a "directory" with no objects does not exist
 
     def list(self, prefix: str = "", recursive: bool = False) -> list[StoredObject]:

@@ -48,7 +48,8 @@ def test_sensor_and_runs_on_postgres(instance: dg.DagsterInstance, tmp_path: Pat
     for video_id in (1, 2):
         write_video(videos, video_id, frames=2)
     frames = FrameSourceResource(root=str(videos), s3=FramesS3Resource())
-    with dg.build_sensor_context(instance=instance, resources={"frames": frames}) as context:
+    store = CheckpointStoreResource(root=str(tmp_path / "checkpoints"))
+    with dg.build_sensor_context(instance=instance, resources={"frames": frames, "store": store}) as context:
         result = video_sensor(context)
     for request in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions(videos_partitions.name, list(request.partition_keys))
@@ -57,7 +58,7 @@ def test_sensor_and_runs_on_postgres(instance: dg.DagsterInstance, tmp_path: Pat
 
     resources = {
         "encoder": EncoderResource(model=tiny_config.model, pretrained=tiny_config.pretrained, precision="fp32"),
-        "store": CheckpointStoreResource(root=str(tmp_path / "checkpoints")),
+        "store": store,
         "frames": frames,
         "index": IndexResource(path=str(tmp_path / "qdrant"), collection="frames_pg"),
     }
