@@ -59,8 +59,9 @@ The package holds one module per idea around the small interface in :mod:`.base`
 :mod:`.manifests` (manifest and file-name parsing, ingest batches, video ids, signatures),
 :mod:`.reading` (byte-limited reads, the HTTP fetcher for pre-signed URLs, error classification),
 :mod:`.local` and :mod:`.s3` (the two source kinds), :mod:`.video` (sampling, frame urls and
-streaming decode of video files), :mod:`.s3_ranged` (a seekable file over an S3 object),
-:mod:`.frames` (decoded frames of any kind: :func:`read_frame_image`, :func:`iter_frames`).
+the scan of video files), :mod:`.video_decode` (their streaming decode), :mod:`.s3_ranged` (a
+seekable file over an S3 object), :mod:`.frames` (decoded frames of any kind:
+:func:`read_frame_image`, :func:`iter_frames`).
 A new kind implements ``list_videos``, ``manifest``, ``read`` and ``describe`` (``open_file``
 to hold video files, ``_write_batch``/``_check_url`` to accept ingests).
 """

@@ -1,6 +1,6 @@
 """Decoded frames from any source: the one image of a stored frame url (:func:`read_frame_image`),
 and the pixels of a chunk of frames for embedding (:func:`iter_frames`), whether the frames are
-image files or frames of a video file (decoded in one pass per video, see :mod:`.video`)."""
+image files or frames of a video file (decoded in one pass per video, see :mod:`.video_decode`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from resources.frame_sources.base import FrameReadError, FrameRef, FrameSource
-from resources.frame_sources.video import THUMB, decode_frames, frame_thumbnail, parse_video_frame_url
+from resources.frame_sources.video import THUMB, frame_thumbnail, parse_video_frame_url
+from resources.frame_sources.video_decode import decode_frames
 from resources.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, image_to_tensor
 
 

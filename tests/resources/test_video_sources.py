@@ -25,7 +25,7 @@ from resources.frame_sources import (
     parse_video_frame_url,
     read_frame_image,
 )
-from resources.frame_sources import video
+from resources.frame_sources import video_decode
 from resources.frame_sources.s3_ranged import S3RangeReader, open_s3_object
 
 FPS = 30
@@ -119,12 +119,11 @@ def test_sparse_picks_skip_non_reference_frames_bit_for_bit(tmp_path: Path, marg
     with av.open(str(clip)) as container:
         reference = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     if margins == "none":  # skip up to the wanted frame itself: wanted B-frames are missed, then decoded again
-        monkeypatch.setattr(video, "SKIP_MARGIN_FRAMES", 0)
-        monkeypatch.setattr(video, "SKIP_MARGIN_MIN_MS", 0)
+        monkeypatch.setattr(video_decode, "SKIP_MARGIN_FRAMES", 0)
     refs = local(tmp_path, "every:2.5").manifest(1)
     assert [r.frame_id for r in refs] == [0, 75, 150, 225]
     stats: dict[str, int] = {}
-    decoded = list(video.decode_frames(local(tmp_path, "every:2.5").open_file, clip.as_uri(), refs, stats))
+    decoded = list(video_decode.decode_frames(local(tmp_path, "every:2.5").open_file, clip.as_uri(), refs, stats))
     for ref, frame in decoded:
         np.testing.assert_array_equal(frame.to_ndarray(format="rgb24"), reference[ref.frame_id])
     if margins == "default":
