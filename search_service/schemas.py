@@ -68,20 +68,16 @@ class FilterFields(BaseModel):
         )
 
 
-class MomentFields(BaseModel):
-    """Grouping of hits into moments (see ``search_service.moments``); off unless ``group_by`` is "moments"."""
-
+class RankFields(FilterFields):
+    top_k: int = Field(10, ge=1, le=100, description="number of results (the frames moments are made of, with group_by=moments)")
+    rerank: bool = Field(False, description="patch-level MaxSim rerank of the global candidates")
+    rerank_alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of the global score; 1 = global only")
+    # Moments (search_service.moments): off unless group_by is "moments".
     group_by: Literal["frames", "moments"] = Field(
         "frames", description='"moments": also merge each video\'s adjacent hits among the top_k into time segments (response field "moments")'
     )
     moment_gap_ms: int = Field(2_000, ge=0, le=3_600_000, description="hits of a video at most this far apart in time form one moment")
     moments_per_video: int = Field(3, ge=1, le=100, description="at most this many moments per video (its best ones)")
-
-
-class RankFields(FilterFields, MomentFields):
-    top_k: int = Field(10, ge=1, le=100, description="number of results (the frames moments are made of, with group_by=moments)")
-    rerank: bool = Field(False, description="patch-level MaxSim rerank of the global candidates")
-    rerank_alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of the global score; 1 = global only")
 
 
 class TextSearch(RankFields):
