@@ -105,15 +105,16 @@ def framesearch_pass(root: Path, policy: str) -> dict[str, int]:
     source = LocalFolderSource(root, sampling=SamplingPolicy.parse(policy))
     refs = source.manifest(1)
     kept = dropped = 0
+    stats: dict[str, int] = {}
     for start in range(0, len(refs), DEFAULT_CHUNK_FRAMES):
         check = NearDuplicateFilter(DedupConfig().threshold)
-        for item in iter_frames(source, refs[start : start + DEFAULT_CHUNK_FRAMES], thumbs=True):
+        for item in iter_frames(source, refs[start : start + DEFAULT_CHUNK_FRAMES], thumbs=True, stats=stats):
             assert isinstance(item, DecodedFrame), item
             if check.keep(item.thumb):
                 kept += 1
             else:
                 dropped += 1
-    return {"picked": len(refs), "kept": kept, "dropped": dropped}
+    return {"picked": len(refs), "kept": kept, "dropped": dropped, "decoded": stats.get("decoded", 0), "restarts": stats.get("restarts", 0)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         results[f"framesearch_{policy}"] = {"seconds": wall, "frames_per_s": frames / wall, "vs_pyav_raw": raw / wall, **counts}
         print(
             f"  {'scan+decode+sample+dedup ' + policy:34s} {frames / wall:8.1f} frames/s  ({wall:.2f} s) = "
-            f"{raw / wall * 100:5.1f} % of raw decode; picked {counts['picked']}, dropped {counts['dropped']}"
+            f"{raw / wall * 100:5.1f} % of raw decode; picked {counts['picked']}, dropped {counts['dropped']}, "
+            f"decoder produced {counts['decoded']} frames ({counts['restarts']} restarts)"
         )
 
     if not args.no_encoder:

@@ -62,12 +62,14 @@ def iter_frames(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     thumbs: bool = False,
     seconds: MutableMapping[str, float] | None = None,
+    stats: MutableMapping[str, int] | None = None,
 ) -> Iterator[DecodedFrame | tuple[FrameRef, str]]:
     """Each of ``refs`` in order, decoded, or ``(ref, reason)`` when it is permanently unusable.
 
     A transient :class:`FrameReadError` is raised, never turned into a reason: it says nothing
     about the frame. Consecutive frames of one video file are decoded in one streaming pass.
-    ``seconds["fetch"]``/``["decode"]`` accumulate the time spent (a video's reading counts as decode).
+    ``seconds["fetch"]``/``["decode"]`` accumulate the time spent (a video's reading counts as decode);
+    ``stats`` counts the video frames the decoder produced (``decoded``) and its ``restarts``.
     """
     seconds = seconds if seconds is not None else {}
     index = 0
@@ -80,7 +82,7 @@ def iter_frames(
         end = index + 1
         while end < len(refs) and (other := parse_video_frame_url(refs[end].url)) is not None and other.video_url == video.video_url:
             end += 1
-        yield from _video_frames(source, video.video_url, refs[index:end], max_pixels, thumbs, seconds)
+        yield from _video_frames(source, video.video_url, refs[index:end], max_pixels, thumbs, seconds, stats)
         index = end
 
 
@@ -106,13 +108,19 @@ def _image_frame(source: FrameSource, ref: FrameRef, max_pixels: int, thumbs: bo
 
 
 def _video_frames(
-    source: FrameSource, video_url: str, refs: Sequence[FrameRef], max_pixels: int, thumbs: bool, seconds: MutableMapping[str, float]
+    source: FrameSource,
+    video_url: str,
+    refs: Sequence[FrameRef],
+    max_pixels: int,
+    thumbs: bool,
+    seconds: MutableMapping[str, float],
+    stats: MutableMapping[str, int] | None,
 ) -> Iterator[DecodedFrame | tuple[FrameRef, str]]:
     order = {ref.frame_id: n for n, ref in enumerate(refs)}
     results: list[DecodedFrame | tuple[FrameRef, str] | None] = [None] * len(refs)
     started = time.perf_counter()
     try:
-        for ref, frame in decode_frames(source.open_file, video_url, refs):
+        for ref, frame in decode_frames(source.open_file, video_url, refs, stats):
             if isinstance(frame, str):
                 results[order[ref.frame_id]] = (ref, frame)
             elif frame.width * frame.height > max_pixels:
