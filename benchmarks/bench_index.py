@@ -1,19 +1,35 @@
-"""Vector index load rate and query latency at scale, beside a numpy brute-force reference.
+"""Vector index at scale: candidates from patches against today's global prefetch, beside numpy.
 
     ./dev bench index                    # 100,000 frames x 24 patches x 512-d, embedded Qdrant Edge
     ./dev bench index --frames 20000     # smaller
 
-Loads synthetic unit vectors through the real per-video sync (1,000 videos of 100 frames), then
-times global top-10 search and global-prefetch + MaxSim-rerank top-10 (24 query patch vectors,
-pool 100), unfiltered and filtered, and the same queries in numpy over vectors held in memory.
-Also reports recall@10 of the indexed search against the exact numpy answer. Patch vectors are
-regenerated from per-frame seeds for the reference, so memory stays ~200 MB for 100k frames.
+Loads synthetic unit vectors through the real per-video sync (videos of 100 frames; frames
+clustered by video, patches around their frame, as in footage) into both collections, then
+optimizes (builds the HNSW graphs). ``--needles`` targets are each planted as ONE patch of
+``--needle-frames`` frames whose global vectors know nothing of them: a small object.
+
+Queries, top 10, each through the product's search in two ways side by side - ``patch
+candidates`` (the global pool plus the frames of the nearest patches; the product) and ``global
+prefetch`` (the global pool only; the product before the companion collection):
+
+- *needle, text*: one query vector, the target (a caption names the object); alpha 0 and the
+  default fusion. Needle recall@10: the share of the planted frames in the top 10, against the
+  share in the exhaustive numpy MaxSim top 10 (every frame's 24 patches scored in float32).
+- *image*: 24 query vectors, noisy copies of a stored frame's patches; alpha 0. Top-10 overlap
+  with the exhaustive numpy MaxSim ranking (this measures candidates and the turbo8 storage of
+  patch multivectors together).
+
+Also: load rate, optimize time, disk per patch (allocated blocks, per collection) and the
+process's RAM growth. Patch vectors are regenerated from per-frame seeds for the reference, so
+the benchmark's own memory stays ~200 MB for 100k frames.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_results  # noqa: E402
 
-from resources.index_schema import IndexPoint, IndexSchema, SearchFilters  # noqa: E402
+from resources.index_schema import IndexPoint, IndexSchema, SearchFilters, point_id  # noqa: E402
 from resources.vector_index import VectorIndex  # noqa: E402
 
 DIM, PATCHES, FRAMES_PER_VIDEO = 512, 24, 100
@@ -47,16 +63,34 @@ def frame_vectors(index: int) -> tuple[np.ndarray, np.ndarray]:
     return frame, unit(frame + 1.2 * rng.normal(size=(PATCHES, DIM)).astype(np.float32))
 
 
-def load_synthetic_library(index: VectorIndex, videos: int, globals_: np.ndarray) -> tuple[float, float]:
-    """Sync ``videos`` x FRAMES_PER_VIDEO synthetic frames through the real per-video path,
-    filling ``globals_`` (frames, DIM); returns (seconds generating, seconds syncing)."""
-    gen_s, sync_s = 0.0, 0.0
+class Needles:
+    """``count`` target vectors, each planted as one patch of ``per_target`` random frames."""
+
+    def __init__(self, frames: int, count: int, per_target: int, seed: int = 777) -> None:
+        rng = np.random.default_rng(seed)
+        self.targets = unit(rng.normal(size=(count, DIM)))
+        chosen = rng.choice(frames, count * per_target, replace=False)
+        self.frames = chosen.reshape(count, per_target)  # (targets, frames holding each)
+        self.planted = {int(f): (t, int(rng.integers(PATCHES))) for t, row in enumerate(self.frames) for f in row}
+        self.noise = {int(f): unit(self.targets[t] + 0.5 * unit(rng.normal(size=DIM))) for f, (t, _) in self.planted.items()}
+
+    def patches(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
+        g, p = frame_vectors(frame)
+        if frame in self.planted:  # cosine ~0.89 with its target: an object a patch sees well
+            p = p.copy()
+            p[self.planted[frame][1]] = self.noise[frame]
+        return g, p
+
+
+def load(index: VectorIndex, videos: int, needles: Needles, globals_: np.ndarray) -> tuple[float, float]:
+    """Sync every video through the real path; returns (seconds generating, seconds syncing)."""
+    gen_s = sync_s = 0.0
     for video in range(videos):
         started = time.perf_counter()
         points = []
         for f in range(FRAMES_PER_VIDEO):
             i = video * FRAMES_PER_VIDEO + f
-            g, p = frame_vectors(i)
+            g, p = needles.patches(i)
             globals_[i] = g
             payload = {
                 "image_id": f"{video}:{f}", "video_id": video, "frame_id": f, "timestamp_ms": f * 40,
@@ -67,7 +101,29 @@ def load_synthetic_library(index: VectorIndex, videos: int, globals_: np.ndarray
         started = time.perf_counter()
         index.sync_video(video, points, "v1")
         sync_s += time.perf_counter() - started
+        if video % 100 == 99:
+            print(f"  loaded {(video + 1) * FRAMES_PER_VIDEO:,} frames, {sync_s:.0f} s", flush=True)
     return gen_s, sync_s
+
+
+def exhaustive_maxsim(frames: int, needles: Needles, query_rows: list[np.ndarray]) -> np.ndarray:
+    """(queries, frames) MaxSim (mean over rows of the best patch cosine), float32, every frame."""
+    stacked = np.concatenate(query_rows)  # (all rows, dim)
+    bounds = np.cumsum([0] + [len(q) for q in query_rows])
+    out = np.empty((len(query_rows), frames), np.float32)
+    for i in range(frames):
+        best = (needles.patches(i)[1] @ stacked.T).max(axis=0)  # (all rows,)
+        out[:, i] = np.add.reduceat(best, bounds[:-1]) / np.diff(bounds)
+    return out
+
+
+def allocated_bytes(path: Path) -> int:
+    return int(subprocess.check_output(["du", "-s", "--block-size=1", str(path)]).split()[0])
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -77,90 +133,93 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=100_000)
-    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--needles", type=int, default=50, help="planted targets (text queries)")
+    parser.add_argument("--needle-frames", type=int, default=3, help="frames holding each target")
+    parser.add_argument("--image-queries", type=int, default=50)
     parser.add_argument("--path", type=Path, default=Path("var/bench/index"))
-    parser.add_argument("--keep", action="store_true", help="keep the shard on disk afterwards")
+    parser.add_argument("--keep", action="store_true", help="keep the index on disk afterwards")
     parser.add_argument("--out", type=Path, default=Path("var/bench/index.json"))
     args = parser.parse_args(argv)
 
     shutil.rmtree(args.path, ignore_errors=True)
     schema = IndexSchema("frames_bench", DIM)
     videos = args.frames // FRAMES_PER_VIDEO
-    globals_ = np.empty((videos * FRAMES_PER_VIDEO, DIM), np.float32)
-    results: dict[str, object] = {"frames": len(globals_), "patches_per_frame": PATCHES, "dim": DIM}
-    print(f"{len(globals_):,} frames x {PATCHES} patches x {DIM}-d, {videos} videos; embedded Qdrant Edge", flush=True)
+    frames = videos * FRAMES_PER_VIDEO
+    needles = Needles(frames, args.needles, args.needle_frames)
+    globals_ = np.empty((frames, DIM), np.float32)
+    results: dict[str, object] = {"frames": frames, "patches_per_frame": PATCHES, "dim": DIM, "cpu": os.cpu_count()}
+    print(f"{frames:,} frames x {PATCHES} patches x {DIM}-d ({frames * PATCHES:,} patch vectors), {videos} videos, "
+          f"{args.needles} targets planted in {args.needle_frames} frames each; embedded Qdrant Edge", flush=True)
 
+    rss_before = rss_bytes()
     with VectorIndex.open(schema, path=args.path) as index:
-        gen_s, sync_s = load_synthetic_library(index, videos, globals_)
+        gen_s, sync_s = load(index, videos, needles, globals_)
         started = time.perf_counter()
         index.optimize()
         optimize_s = time.perf_counter() - started
-        load_rate = len(globals_) / sync_s
-        print(flush=True)
-        print(f"load: {load_rate:,.0f} points/s ({sync_s:.1f} s sync, {optimize_s:.1f} s optimize; {gen_s:.1f} s generating)")
-        results.update(load_points_per_s=load_rate, sync_s=sync_s, optimize_s=optimize_s)
+        print(f"\nload: {frames / sync_s:,.0f} frames/s = {frames * PATCHES / sync_s:,.0f} patch points/s ({sync_s:.0f} s sync; "
+              f"{gen_s:.0f} s generating); optimize (HNSW graphs): {optimize_s:.0f} s", flush=True)
+        results.update(load_frames_per_s=frames / sync_s, sync_s=sync_s, optimize_s=optimize_s)
 
         rng = np.random.default_rng(12345)
-        picks = rng.integers(0, len(globals_), args.queries)
-        queries = [(unit(globals_[i] + 0.8 * unit(rng.normal(size=DIM))), frame_vectors(int(i))[1]) for i in picks]
-        # A query is a noisy copy of a stored frame; its nearest neighbours are mostly that
-        # frame's video-mates, with small score gaps, as in a real library.
-        filters = SearchFilters(video_ids=tuple(range(0, videos, 10)), frame_id_min=10, frame_id_max=80)
-        allowed = np.zeros(len(globals_), bool)
-        for v in filters.video_ids or ():
-            allowed[v * FRAMES_PER_VIDEO + 10 : v * FRAMES_PER_VIDEO + 81] = True
+        text_rows = [t[None] for t in needles.targets]
+        picks = rng.integers(0, frames, args.image_queries)
+        image_rows = [unit(needles.patches(int(i))[1] + 0.05 * unit(rng.normal(size=(PATCHES, DIM)))) for i in picks]
+        image_globals = [unit(globals_[i] + 0.8 * unit(rng.normal(size=DIM))) for i in picks]
+        started = time.perf_counter()
+        reference = exhaustive_maxsim(frames, needles, text_rows + image_rows)
+        print(f"numpy exhaustive MaxSim over every frame's patches: {time.perf_counter() - started:.0f} s for "
+              f"{len(text_rows) + len(image_rows)} queries", flush=True)
+        to_id = [point_id(i // FRAMES_PER_VIDEO, i % FRAMES_PER_VIDEO) for i in range(frames)]
 
-        def qdrant(kind: str, flt: SearchFilters) -> tuple[list[float], list[list[str]]]:
-            times, answers = [], []
-            for g, p in queries:
+        def run(kind: str, patch_pool: int | None, alpha: float) -> dict[str, float]:
+            times, recall, ceiling, overlap, storage = [], [], [], [], []
+            cases = (
+                [(t, rows, needles.frames[n]) for n, (t, rows) in enumerate(zip(needles.targets, text_rows))]
+                if kind == "text" else [(g, rows, None) for g, rows in zip(image_globals, image_rows)]
+            )
+            offset = 0 if kind == "text" else len(text_rows)
+            for n, (vector, rows, planted) in enumerate(cases):
                 started = time.perf_counter()
-                hits = index.search(g, top_k=10, filters=flt, patch_queries=p if kind == "rerank" else None, alpha=0.5)
+                hits = index.search(vector, top_k=10, patch_queries=rows, alpha=alpha, patch_pool=patch_pool)
                 times.append((time.perf_counter() - started) * 1000)
-                answers.append([h.point_id for h in hits])
-            return times, answers
+                got = {h.point_id for h in hits}
+                ranked = np.argsort(-reference[offset + n])
+                exact = ranked[:10]
+                overlap.append(len(got & {to_id[i] for i in exact}) / 10)
+                if patch_pool is None:  # storage alone: the exhaustive top 100 as the candidates
+                    pinned = SearchFilters(point_ids=tuple(to_id[i] for i in ranked[:100]))
+                    scored = index.search(vector, top_k=10, patch_queries=rows, alpha=0.0, filters=pinned)
+                    storage.append(len({h.point_id for h in scored} & {to_id[i] for i in exact}) / 10)
+                if planted is not None:
+                    recall.append(len(got & {to_id[i] for i in planted}) / len(planted))
+                    ceiling.append(len(set(exact.tolist()) & set(planted.tolist())) / len(planted))
+            p50, p99 = percentiles(times)
+            row = {"p50_ms": p50, "p99_ms": p99, "overlap_with_exhaustive_top10": float(np.mean(overlap))}
+            if storage:  # top 10 of the same 100 candidates: turbo8 multivectors vs float32 numpy
+                row["storage_overlap_top10"] = float(np.mean(storage))
+            if recall:
+                row.update(needle_recall_at_10=float(np.mean(recall)), exhaustive_needle_recall_at_10=float(np.mean(ceiling)))
+            return row
 
-        def numpy_search(kind: str, mask: np.ndarray | None) -> tuple[list[float], list[list[int]]]:
-            times, answers = [], []
-            for g, p in queries:
-                started = time.perf_counter()
-                scores = globals_ @ g  # (frames,)
-                if mask is not None:
-                    scores = np.where(mask, scores, -np.inf)
-                if kind == "global":
-                    top = np.argpartition(-scores, 10)[:10]
-                    top = top[np.argsort(-scores[top])]
-                else:
-                    pool = np.argpartition(-scores, 100)[:100]
-                    maxsim = np.array([(p @ frame_vectors(int(i))[1].T).max(axis=1).mean() for i in pool])
-                    fused = 0.5 * scores[pool] + 0.5 * maxsim
-                    top = pool[np.argsort(-fused)[:10]]
-                times.append((time.perf_counter() - started) * 1000)
-                answers.append(top.tolist())
-            return times, answers
+        print(f"\n{'query, top 10':52s} {'p50 ms':>7s} {'p99 ms':>7s} {'overlap':>8s} {'needles':>8s} {'ceiling':>8s}")
+        for kind, alpha in (("text", 0.0), ("text", 0.5), ("image", 0.0)):
+            for label, patch_pool in (("patch candidates", None), ("global prefetch only", 0)):
+                row = run(kind, patch_pool, alpha)
+                name = f"{kind} ({'1 vector' if kind == 'text' else '24 vectors'}), alpha {alpha}, {label}"
+                needle = f"{row['needle_recall_at_10']:8.3f} {row['exhaustive_needle_recall_at_10']:8.3f}" if "needle_recall_at_10" in row else ""
+                stored = f"  (same candidates, turbo8 vs float32: {row['storage_overlap_top10']:.3f})" if "storage_overlap_top10" in row else ""
+                print(f"{name:52s} {row['p50_ms']:7.1f} {row['p99_ms']:7.1f} {row['overlap_with_exhaustive_top10']:8.3f} {needle}{stored}", flush=True)
+                results[name] = row
+        results["rss_growth_bytes"] = rss_bytes() - rss_before
 
-        from resources.index_schema import point_id
-
-        def recall(got: list[list[str]], want: list[list[int]]) -> float:
-            hits = 0
-            for g_ids, w_ids in zip(got, want):
-                expected = {point_id(i // FRAMES_PER_VIDEO, i % FRAMES_PER_VIDEO) for i in w_ids}
-                hits += len(expected & set(g_ids))
-            return hits / (10 * len(got))
-
-        print(f"\n{'query (top 10)':34s} {'p50 ms':>8s} {'p99 ms':>8s}   {'numpy p50':>9s} {'numpy p99':>9s}  recall@10")
-        for kind in ("global", "rerank"):
-            for label, flt, mask in (("", SearchFilters(), None), (" + filter", filters, allowed)):
-                q_times, q_ids = qdrant(kind, flt)
-                n_times, n_ids = numpy_search(kind, mask)
-                (q50, q99), (n50, n99) = percentiles(q_times), percentiles(n_times)
-                r = recall(q_ids, n_ids)
-                name = ("global search" if kind == "global" else "prefetch 100 + MaxSim rerank") + label
-                print(f"{name:34s} {q50:8.2f} {q99:8.2f}   {n50:9.2f} {n99:9.2f}  {r:9.3f}")
-                results[name] = {"p50_ms": q50, "p99_ms": q99, "numpy_p50_ms": n50, "numpy_p99_ms": n99, "recall_at_10": r}
-
-    size = sum(f.stat().st_size for f in args.path.rglob("*") if f.is_file())
-    results["disk_bytes"] = size
-    print(f"\nshard on disk: {size / 1e9:.2f} GB (apparent size)")
+    patches = frames * PATCHES
+    sizes = {c.name: allocated_bytes(args.path / c.name) for c in index.layout.collections}
+    total = allocated_bytes(args.path)
+    print(f"\ndisk (allocated): {total / 1e9:.2f} GB = {total / patches:,.0f} B per patch "
+          + ", ".join(f"{name} {size / patches:,.0f} B" for name, size in sizes.items())
+          + f"; RAM growth of this process {results['rss_growth_bytes'] / 1e9:.2f} GB (includes 0.2 GB of the benchmark's own arrays)")
+    results.update(disk_bytes=total, disk_bytes_per_patch=total / patches, collections_bytes=sizes)
     if not args.keep:
         shutil.rmtree(args.path, ignore_errors=True)
     write_results(args.out, results)

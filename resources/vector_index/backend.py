@@ -36,7 +36,7 @@ class Where:
 
 
 # Which payload a query returns: none, all but the frame's patch boxes, only the patch boxes, only
-# the frame a companion point belongs to (video_id, frame_id), or all.
+# the frame a companion point belongs to and its index there (video_id, frame_id, patch), or all.
 PayloadChoice = Literal["none", "light", "boxes", "frame", "all"]
 
 

@@ -194,8 +194,9 @@ class VectorIndex:
             batch = [self._with_version(p, version) for p in points[start : start + UPSERT_BATCH]]
             # Frames first: a patch point found by a query always names a frame that exists, or one
             # that a query's exact scoring simply does not find (then it is left out).
-            self._backend.upsert(frames, [self._frame_point(p) for p in batch])
-            companions = [c for p in batch for c in self._patch_points(p)]
+            stored = [self._stored_points(p) for p in batch]
+            self._backend.upsert(frames, [frame for frame, _ in stored])
+            companions = [c for _, patch_points in stored for c in patch_points]
             for first in range(0, len(companions), PATCH_UPSERT_BATCH):
                 self._backend.upsert(patches, companions[first : first + PATCH_UPSERT_BATCH])
             result.upserted += len(batch)
@@ -219,16 +220,16 @@ class VectorIndex:
         return IndexPoint(point.video_id, point.frame_id, point.global_vector, point.patch_vectors, payload)
 
     @staticmethod
-    def _frame_point(point: IndexPoint) -> StoredPoint:
-        vectors = {GLOBAL_VECTOR: point.global_vector.tolist(), PATCH_VECTOR: point.patch_vectors.tolist()}
-        return StoredPoint(point.id, vectors, point.payload)
-
-    @staticmethod
-    def _patch_points(point: IndexPoint) -> list[StoredPoint]:
-        return [
+    def _stored_points(point: IndexPoint) -> tuple[StoredPoint, list[StoredPoint]]:
+        """The frame's point and its patches' companion points (the patch rows converted once:
+        list conversion is most of a sync's own time)."""
+        rows = point.patch_vectors.tolist()
+        frame = StoredPoint(point.id, {GLOBAL_VECTOR: point.global_vector.tolist(), PATCH_VECTOR: rows}, point.payload)
+        patches = [
             StoredPoint(patch_point_id(point.video_id, point.frame_id, j), {PATCH_POINT_VECTOR: row}, patch_payload(point, j))
-            for j, row in enumerate(point.patch_vectors.tolist())
+            for j, row in enumerate(rows)
         ]
+        return frame, patches
 
     def delete_video(self, video_id: int) -> None:
         """Delete every point of the video from both collections (nothing happens if it has none)."""
@@ -286,7 +287,9 @@ class VectorIndex:
         """Global search, or - with ``patch_queries`` ``(rows, dim)`` - a rerank of the union of
         the global pool and the frames of each row's nearest patches, by ``fusion`` of the global
         cosine and ``maxsim`` (the mean over query rows of the best cosine against the frame's
-        patches); alpha 1 ranks by the global score alone, 0 by maxsim alone (:mod:`.fusion`)."""
+        patches); alpha 1 ranks by the global score alone, 0 by maxsim alone (:mod:`.fusion`).
+        ``pool``: frames from the global search (default max(100, 3 x top_k)); ``patch_pool``:
+        nearest patches per text query (``pool`` if None; 0: the global pool alone)."""
         if not 1 <= top_k <= 1000:
             raise ValueError(f"top_k must be between 1 and 1000, got {top_k}")
         if not 0.0 <= alpha <= 1.0:
@@ -303,7 +306,7 @@ class VectorIndex:
         if queries.ndim != 2 or queries.shape[1] != self.schema.dim or len(queries) == 0:
             raise ValueError(f"patch queries have shape {queries.shape}, expected (1+, {self.schema.dim})")
         pool = rerank_pool(top_k, pool)
-        candidates = self._candidates(vector, queries, filters, top_k, pool, patch_pool or pool)
+        candidates = self._candidates(vector, queries, filters, top_k, pool, pool if patch_pool is None else patch_pool)
         if not candidates:
             return []
         ids, global_scores, maxsims = self._exact_scores(vector, queries, filters, candidates)
@@ -313,7 +316,7 @@ class VectorIndex:
         order = sorted(range(len(ids)), key=lambda i: (-fused[i], ids[i]))[:top_k]
         top = [ids[i] for i in order]
         payloads = {pid: payload for pid, (payload, _) in self._backend.retrieve(frames, top, "light").items()}
-        best = self._best_patches(top, queries)
+        best = self._best_patches(top, payloads, queries)
         return [
             SearchHit(ids[i], float(fused[i]), float(global_scores[i]), float(maxsims[i]), payloads[ids[i]], *best.get(ids[i], (None, None)))
             for i in order
@@ -327,6 +330,8 @@ class VectorIndex:
         if filters.point_ids is not None:
             return list(dict.fromkeys(filters.point_ids))
         [global_hits] = self._backend.query(self.layout.frames.name, [VectorQuery(GLOBAL_VECTOR, vector.tolist(), Where(filters), pool)])
+        if patch_pool == 0:  # the global pool alone (how search worked before the companion collection)
+            return [pid for pid, _, _ in global_hits]
         per_row = patch_rows_limit(len(queries), top_k, patch_pool)
         patch_hits = self._backend.query(
             self.layout.patches.name,
@@ -355,17 +360,34 @@ class VectorIndex:
         ids = [pid for pid in candidates if pid in g and pid in m]
         return ids, np.array([g[p] for p in ids], np.float64), np.array([m[p] for p in ids], np.float64)
 
-    def _best_patches(self, ids: list[str], queries: np.ndarray) -> dict[str, tuple[int, list[int] | None]]:
+    def _best_patches(self, ids: list[str], payloads: dict[str, dict], queries: np.ndarray) -> dict[str, tuple[int, list[int] | None]]:
         """``{id: (index, box)}`` of each frame's patch that matched a query row best, for the
-        response's box, once the ranking is done. Reads BEST_PATCH_BATCH frames' patch vectors
-        and boxes at a time, so a request's memory does not grow with top_k."""
-        best = {}
-        for start in range(0, len(ids), BEST_PATCH_BATCH):
-            found = self._backend.retrieve(self.layout.frames.name, ids[start : start + BEST_PATCH_BATCH], "boxes", [PATCH_VECTOR])
-            for pid, (payload, vectors) in found.items():
-                patches = np.asarray(vectors[PATCH_VECTOR], np.float32)
-                i = int((patches @ queries.T).max(axis=1).argmax())  # (patches, rows) -> best patch
-                boxes = payload.get(PATCH_BOXES)
-                box = boxes[i] if isinstance(boxes, list) and i < len(boxes) else None
-                best[pid] = (i, None if box is None else [int(v) for v in box])
-        return best
+        response's box, once the ranking is done.
+
+        One query row (text): each frame's nearest patch in the companion collection, all frames
+        in one batch of tiny exact queries - no vectors travel. Several rows (an image's patches):
+        the frames' stored patch vectors are read BEST_PATCH_BATCH frames at a time and compared
+        here, so a request's memory does not grow with top_k."""
+        best: dict[str, int] = {}
+        if len(queries) == 1:
+            row = queries[0].tolist()
+            asked = [pid for pid in ids if pid in payloads]
+            one_frame = [
+                SearchFilters(video_ids=(int(payloads[pid]["video_id"]),), frame_id_min=int(payloads[pid]["frame_id"]), frame_id_max=int(payloads[pid]["frame_id"]))
+                for pid in asked
+            ]
+            answers = self._backend.query(self.layout.patches.name, [VectorQuery(PATCH_POINT_VECTOR, row, Where(f), 1, "frame", exact=True) for f in one_frame])
+            best = {pid: int(hits[0][2]["patch"]) for pid, hits in zip(asked, answers) if hits}
+        out = {}
+        for start in range(0, len(ids), BEST_PATCH_BATCH):  # boxes (~150 lists a frame) and vectors in small batches
+            vectors = [] if len(queries) == 1 else [PATCH_VECTOR]
+            for pid, (payload, stored) in self._backend.retrieve(self.layout.frames.name, ids[start : start + BEST_PATCH_BATCH], "boxes", vectors).items():
+                if stored:
+                    patches = np.asarray(stored[PATCH_VECTOR], np.float32)
+                    best[pid] = int((patches @ queries.T).max(axis=1).argmax())  # (patches, rows) -> best patch
+                if pid not in best:
+                    continue
+                i, frame_boxes = best[pid], payload.get(PATCH_BOXES)
+                box = frame_boxes[i] if isinstance(frame_boxes, list) and i < len(frame_boxes) else None
+                out[pid] = (i, None if box is None else [int(v) for v in box])
+        return out

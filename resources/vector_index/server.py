@@ -113,7 +113,7 @@ class ServerBackend(Backend):
             "none": False, "all": True,
             "light": models.PayloadSelectorExclude(exclude=[PATCH_BOXES]),
             "boxes": models.PayloadSelectorInclude(include=[PATCH_BOXES]),
-            "frame": models.PayloadSelectorInclude(include=["video_id", "frame_id"]),
+            "frame": models.PayloadSelectorInclude(include=["video_id", "frame_id", "patch"]),
         }[choice]
 
     def upsert(self, collection, points):

@@ -256,6 +256,9 @@ def test_a_planted_small_object_outside_the_global_pool_is_found_through_its_pat
     hits = index.search(target, top_k=10, patch_queries=target[None])  # a text query: one row
     assert {h.point_id for h in hits[:3]} == {p.id for p in planted}
     assert all(h.maxsim_score > 0.75 for h in hits[:3])  # cos(target, target + noise) ~ 0.86
+    by_id = {p.id: p for p in planted}
+    for hit in hits[:3]:  # the box shown is the planted patch (found in the companion collection)
+        assert hit.best_patch == int((by_id[hit.point_id].patch_vectors @ target).argmax())
     filtered = index.search(target, top_k=10, patch_queries=target[None], filters=SearchFilters(video_ids=(planted[0].video_id,)))
     assert filtered[0].point_id in {p.id for p in planted if p.video_id == planted[0].video_id}
     assert all(h.payload["video_id"] == planted[0].video_id for h in filtered)
