@@ -11,12 +11,16 @@ hook): the index and its follower never see a video that failed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
-from collections.abc import Callable, Set as AbstractSet
+from collections.abc import Callable, Generator, Iterator, Set as AbstractSet
 
 import dagster as dg
+from dagster._core.definitions.data_version import (  # the tags Dagster's own materializations carry
+    CODE_VERSION_TAG, DATA_VERSION_TAG, INPUT_DATA_VERSION_TAG_PREFIX, INPUT_EVENT_POINTER_TAG_PREFIX,
+)
 import numpy as np
 import pyarrow as pa
 
@@ -33,6 +37,10 @@ MANIFEST = dg.AssetKey("frame_manifest")
 EMBEDDINGS = dg.AssetKey("frame_embeddings")
 INDEX = dg.AssetKey("index_sync")
 ROWS_CHECK, NORMS_CHECK, POINTS_CHECK = "rows_match_manifest", "vectors_finite_unit_norm", "points_match_checkpoint"
+ALL_ASSETS = frozenset({MANIFEST, EMBEDDINGS, INDEX})
+ALL_CHECKS = frozenset({
+    dg.AssetCheckKey(EMBEDDINGS, ROWS_CHECK), dg.AssetCheckKey(EMBEDDINGS, NORMS_CHECK), dg.AssetCheckKey(INDEX, POINTS_CHECK),
+})
 
 Event = dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.AssetObservation
 
@@ -52,8 +60,14 @@ class VideoRun:
     """The events one video produced, in order, and its failure if it did not finish."""
 
     video_id: int
+    checks: AbstractSet[dg.AssetCheckKey] = frozenset(ALL_CHECKS)  # the run's selected checks
     events: list[Event] = field(default_factory=list)
     failure: VideoFailure | None = None
+
+    def take(self) -> list[Event]:
+        """The events not yet handed out (to be yielded now)."""
+        events, self.events = self.events, []
+        return [e for e in events if not isinstance(e, dg.AssetCheckEvaluation) or e.asset_check_key in self.checks]
 
     def fail(self, stage: str, reason: str, transient: bool = False) -> VideoRun:
         self.failure = VideoFailure(self.video_id, stage, reason, transient)
@@ -77,6 +91,7 @@ class PipelineParts:
     max_pixels: int
     signature: str | None  # the source signature the run was requested for (sensor runs)
     code_version: str  # frame_embeddings' code version (assets.videos.embedding_code_version)
+    instance: dg.DagsterInstance  # to point each materialization at the manifest it was made from
     log: Callable[[str], None]
 
 
@@ -136,39 +151,75 @@ def stored_manifest_body(store: CheckpointStoreResource, video_id: int) -> dict 
     return store.store().read_json(manifest_key(video_id))
 
 
-def run_video(video_id: int, parts: PipelineParts, selected: AbstractSet[dg.AssetKey] = frozenset({MANIFEST, EMBEDDINGS, INDEX})) -> VideoRun:
-    """Manifest -> checkpoint -> index for one video; see the module docstring.
+def run_video(
+    video_id: int, parts: PipelineParts, selected: AbstractSet[dg.AssetKey] = ALL_ASSETS, checks: AbstractSet[dg.AssetCheckKey] = ALL_CHECKS,
+) -> Generator[Event, None, VideoRun]:
+    """Manifest -> checkpoint -> index for one video; see the module docstring. Yields the video's
+    events as they happen and returns its :class:`VideoRun` (``video = yield from run_video(...)``).
 
     Stages whose asset is not ``selected`` (the UI can materialize one asset alone) are not run:
     their stored result - the manifest file, the published checkpoint - is used instead.
     """
-    video = VideoRun(video_id)
+    video = VideoRun(video_id, checks)
+    yield from _stages(video, parts, selected)
+    yield from video.take()
+    return video
+
+
+def _stages(video: VideoRun, parts: PipelineParts, selected: AbstractSet[dg.AssetKey]) -> Iterator[Event]:
+    video_id = video.video_id
     if MANIFEST in selected:
         try:
             refs = parts.source.manifest(video_id)
         except FrameSourceError as exc:
-            return video.fail("manifest", str(exc), transient=exc.transient)
+            video.fail("manifest", str(exc), transient=exc.transient)
+            return
         path = write_manifest(parts.store, video_id, parts.source.describe(), parts.signature, refs)
         video.events.append(dg.AssetMaterialization(
             asset_key=MANIFEST, partition=str(video_id), metadata=manifest_metadata(len(refs), parts.source.describe(), path, parts.signature),
+            tags={DATA_VERSION_TAG: manifest_version(refs)},
         ))
+        yield from video.take()  # stored before the embeddings, whose provenance points at it
     elif EMBEDDINGS in selected:
         stored = stored_manifest(parts.store, video_id)
         if stored is None:
-            return video.fail("embed", f"video {video_id}: no frame manifest at {parts.store.store().uri(manifest_key(video_id))}; materialize frame_manifest first")
+            video.fail("embed", f"video {video_id}: no frame manifest at {parts.store.store().uri(manifest_key(video_id))}; materialize frame_manifest first")
+            return
         refs = stored
     if EMBEDDINGS in selected:
         checkpoint, rows = _embed(video, refs, parts)
         if checkpoint is None:
-            return video
+            return
     elif INDEX in selected:
         checkpoints, key = parts.store.store(), published_key(video_id)
         if not checkpoints.exists(key):
-            return video.fail("index", f"video {video_id}: no checkpoint at {checkpoints.uri(key)}; materialize frame_embeddings first")
+            video.fail("index", f"video {video_id}: no checkpoint at {checkpoints.uri(key)}; materialize frame_embeddings first")
+            return
         rows = checkpoints.read_table(key, columns=["frame_id"]).num_rows
     if INDEX in selected:
         _sync(video, rows, parts)
-    return video
+
+
+def manifest_version(refs: list[FrameRef]) -> str:
+    """frame_manifest's data version: a digest of the frames listed."""
+    digest = hashlib.sha256()
+    for ref in refs:
+        digest.update(f"{ref.frame_id},{ref.timestamp_ms},{ref.url}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _provenance(parts: PipelineParts, video_id: int, report_version: str) -> dict[str, str]:
+    """Data-version tags of a frame_embeddings materialization: its checkpoint's content version,
+    the code version it was made under and the manifest materialization it was made from, so the
+    UI can tell a partition fresh from stale (a new code version, or a newer manifest)."""
+    tags = {DATA_VERSION_TAG: report_version, CODE_VERSION_TAG: parts.code_version}
+    records = parts.instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=MANIFEST, asset_partitions=[str(video_id)]), limit=1).records
+    if records:
+        record = records[0]
+        version = (record.asset_materialization.tags or {}).get(DATA_VERSION_TAG) if record.asset_materialization else None
+        tags[f"{INPUT_DATA_VERSION_TAG_PREFIX}/{MANIFEST.to_user_string()}"] = version or "INITIAL"
+        tags[f"{INPUT_EVENT_POINTER_TAG_PREFIX}/{MANIFEST.to_user_string()}"] = str(record.storage_id)
+    return tags
 
 
 def _embed(video: VideoRun, refs: list[FrameRef], parts: PipelineParts) -> tuple[str | None, int]:
@@ -196,9 +247,7 @@ def _embed(video: VideoRun, refs: list[FrameRef], parts: PipelineParts) -> tuple
     video.events.append(dg.AssetMaterialization(
         asset_key=EMBEDDINGS, partition=str(video_id),
         metadata=embeddings_metadata(report, info, time.perf_counter() - started),
-        # The checkpoint's content version, and the code version it was made under: Dagster shows
-        # the partition stale when the configured model or patch settings change.
-        tags={"dagster/data_version": report.version, "dagster/code_version": parts.code_version},
+        tags=_provenance(parts, video_id, report.version),
     ))
     return report.checkpoint, report.frames
 

@@ -149,17 +149,16 @@ def video_assets(
     parts = PipelineParts(
         source=frames.source(), encoder=frame_encoder, store=store, index=index,
         patch_config=patch_config_from_env(), max_pixels=max_image_pixels_from_env(),
-        signature=context.run.tags.get(SIGNATURE_TAG), code_version=CODE_VERSION, log=context.log.info,
+        signature=context.run.tags.get(SIGNATURE_TAG), code_version=CODE_VERSION, instance=context.instance, log=context.log.info,
     )
     done, checks = _done_in_this_run(context), context.selected_asset_check_keys
     failed = []
+    # Each video's own events as they happen: materializations of its partitions (none for a stage
+    # it failed), its check results and, if it failed, an observation saying why.
     for key in context.partition_keys:
         if key in done:
             continue
-        video = run_video(int(key), parts, context.selected_asset_keys)
-        # Each video's own events, as it finishes: materializations of its partitions (none for a
-        # stage it failed), its check results and, if it failed, an observation saying why.
-        yield from (e for e in video.events if not isinstance(e, dg.AssetCheckEvaluation) or e.asset_check_key in checks)
+        video = yield from run_video(int(key), parts, context.selected_asset_keys, checks)
         if video.failure:
             context.log.error(f"video {key} failed at {video.failure.stage}: {video.failure.reason}")
             failed.append(video.failure)

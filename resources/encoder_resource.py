@@ -50,7 +50,7 @@ class EncoderResource(dg.ConfigurableResource):
         # Dagster builds a fresh resource object for every run; the model is loaded once per
         # process and configuration (the main job and its runs, several in-process runs) and its
         # fallback warning is logged once with it.
-        key = (self.config(), self.offline_fallback, self.offline_model_dir)
+        key = (self.config(), self.offline_fallback, str(offline_model_dir(self.offline_model_dir)) if self.offline_fallback else None)
         if key not in _LOADED:
             if self.offline_fallback:
                 _LOADED[key] = load_encoder_or_offline(self.config(), self.offline_model_dir)

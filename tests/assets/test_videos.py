@@ -156,7 +156,9 @@ def test_rerun_changes_nothing_and_shrinking_removes_frames(pipeline) -> None:
     assert pipeline(4).success
     before = index_ids(pipeline.root, 4)
     again = pipeline(4)
-    assert metadata(again, "frame_embeddings")["up_to_date"] is True
+    redone = metadata(again, "frame_embeddings")
+    assert redone["up_to_date"] is True and "up to date, nothing embedded" in redone["summary"]
+    assert not [k for k in redone if k.startswith("seconds") or k == "frames_per_s"]  # no zeros over the real timings
     assert metadata(again, "index_sync")["unchanged"] is True and index_ids(pipeline.root, 4) == before
     (folder / "frame_0001.png").unlink()
     (folder / "frame_0005.png").unlink()
@@ -396,3 +398,29 @@ def test_a_short_s3_outage_heals_by_the_step_retry(pipeline, drill_s3) -> None:
     embed = metadata(result, "frame_embeddings")
     assert (embed["frames"], embed["frames_skipped"], embed["chunks_resumed"]) == (8, 0, 1)
     assert index_ids(pipeline.root, 31) == {point_id(31, f) for f in range(8)}
+
+
+def test_staleness_in_dagsters_terms(pipeline) -> None:
+    """frame_embeddings partitions are fresh after a run, also after an up-to-date re-run, and
+    stale ("has a new code version") when the code location's code version changes - a change of
+    model or patch settings (assets.videos.embedding_code_version)."""
+    from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleCauseCategory, StaleStatus
+    from dagster._core.loader import LoadingContextForTest
+
+    write_video(pipeline.root / "videos", 11, frames=2)
+    instance = dg.DagsterInstance.ephemeral()
+
+    def status(code_version: str | None = None) -> tuple[StaleStatus, set]:
+        specs = dg.map_asset_specs(
+            lambda spec: spec.replace_attributes(code_version=code_version) if code_version and spec.key.path == ["frame_embeddings"] else spec, ASSETS,
+        )
+        resolver = CachingStaleStatusResolver(instance, AssetGraph.from_assets(specs), LoadingContextForTest(instance))
+        key = dg.AssetKey("frame_embeddings")
+        return resolver.get_status(key, "11"), {c.category for c in resolver.get_stale_causes(key, "11")}
+
+    instance.add_dynamic_partitions(videos_partitions.name, ["11"])
+    for _ in range(2):  # the second run finds the checkpoint up to date
+        assert dg.materialize(ASSETS, partition_key="11", instance=instance, resources=pipeline.resources).success
+        assert status() == (StaleStatus.FRESH, set())
+    assert status("another-model-or-patch-settings") == (StaleStatus.STALE, {StaleCauseCategory.CODE})
