@@ -2,9 +2,10 @@
 
 ``CHECKPOINT_DIR`` names the store. Keys inside it are the same on both: ``video_<id>.parquet``
 (published checkpoints), ``_work/video_<id>/chunk_<n>.parquet`` and ``plan.json`` (resumable
-chunks), ``manifests/video_<id>.json``. On S3 the client honours ``S3_ENDPOINT_URL`` (MinIO, moto,
-...), ``AWS_REGION`` and the AWS SDK's credential chain (environment, profile, web identity,
-instance/pod role); nothing is configured twice.
+chunks), ``manifests/video_<id>.json``. On S3 the client honours ``S3_ENDPOINT_URL`` (MinIO,
+moto, ...), ``AWS_REGION``, ``S3_TIMEOUT_SECONDS``, ``S3_MAX_ATTEMPTS`` (the frame source's
+settings) and the AWS SDK's credential chain (environment, profile, web identity, instance/pod
+role); nothing is configured twice.
 
 The guarantees are the local folder's:
 
@@ -43,6 +44,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from resources.checkpoint import META_KEY, content_version, write_table_atomic
+from resources.s3_client import s3_settings_from_env
 
 T = TypeVar("T")
 PUBLISHED_NAME = re.compile(r"^video_(\d+)\.parquet$")
@@ -102,12 +104,19 @@ def manifest_key(video_id: int) -> str:
 
 
 def _s3_filesystem(endpoint_url: str | None) -> pafs.S3FileSystem:
-    options: dict[str, object] = {"region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"}
+    """pyarrow's S3 client with the frame source's settings: AWS_REGION, S3_TIMEOUT_SECONDS and
+    S3_MAX_ATTEMPTS (``resources.s3_client``), and ``endpoint_url`` (S3_ENDPOINT_URL)."""
+    settings = s3_settings_from_env()
+    options: dict[str, object] = {
+        "region": settings.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        "connect_timeout": settings.timeout_s, "request_timeout": settings.timeout_s,
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=settings.max_attempts),
+    }
     if endpoint_url:
         parsed = urlparse(endpoint_url)
         options.update(endpoint_override=parsed.netloc or parsed.path, scheme=parsed.scheme or "https")
     # Credentials are left to the AWS SDK's default chain: never read or stored here.
-    return pafs.S3FileSystem(retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=5), **options)
+    return pafs.S3FileSystem(**options)
 
 
 class CheckpointStore:
