@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from collections.abc import Callable, Generator, Iterator, Set as AbstractSet
 
 import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
 from dagster._core.definitions.data_version import (  # the tags Dagster's own materializations carry
     CODE_VERSION_TAG, DATA_VERSION_TAG, INPUT_DATA_VERSION_TAG_PREFIX, INPUT_EVENT_POINTER_TAG_PREFIX,
 )
@@ -64,10 +65,15 @@ class VideoRun:
     events: list[Event] = field(default_factory=list)
     failure: VideoFailure | None = None
 
-    def take(self) -> list[Event]:
-        """The events not yet handed out (to be yielded now)."""
+    def take(self, parts: PipelineParts) -> Iterator[Event]:
+        """Yield the events not yet handed out: materializations first, then the selected check
+        results, each pointed at the materialization of this run it judged (found once stored),
+        which is what the UI's per-partition check status goes by."""
         events, self.events = self.events, []
-        return [e for e in events if not isinstance(e, dg.AssetCheckEvaluation) or e.asset_check_key in self.checks]
+        yield from (e for e in events if not isinstance(e, dg.AssetCheckEvaluation))
+        for check in events:
+            if isinstance(check, dg.AssetCheckEvaluation) and check.asset_check_key in self.checks:
+                yield _targeted(check, parts)
 
     def fail(self, stage: str, reason: str, transient: bool = False) -> VideoRun:
         self.failure = VideoFailure(self.video_id, stage, reason, transient)
@@ -92,11 +98,28 @@ class PipelineParts:
     signature: str | None  # the source signature the run was requested for (sensor runs)
     code_version: str  # frame_embeddings' code version (assets.videos.embedding_code_version)
     instance: dg.DagsterInstance  # to point each materialization at the manifest it was made from
+    run_id: str  # and each check result at the materialization it judged
     log: Callable[[str], None]
 
 
 class CheckpointRejected(RuntimeError):
     """The finished checkpoint failed a check; it was not published."""
+
+
+def _targeted(check: dg.AssetCheckEvaluation, parts: PipelineParts) -> dg.AssetCheckEvaluation:
+    """``check`` pointed at this run's materialization of its asset's partition, if there is one."""
+    records = parts.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=check.asset_key, asset_partitions=[str(check.partition)]), limit=1,
+    ).records
+    if not records or records[0].run_id != parts.run_id:
+        return check  # the stage failed: nothing of this run to point at
+    target = AssetCheckEvaluationTargetMaterializationData(
+        storage_id=records[0].storage_id, run_id=records[0].run_id, timestamp=records[0].timestamp,
+    )
+    return dg.AssetCheckEvaluation(
+        asset_key=check.asset_key, check_name=check.check_name, passed=check.passed, metadata=check.metadata,
+        target_materialization_data=target, severity=check.severity, description=check.description, partition=check.partition,
+    )
 
 
 def _check(asset: dg.AssetKey, name: str, video_id: int, passed: bool, description: str, **kwargs: object) -> dg.AssetCheckEvaluation:
@@ -162,7 +185,7 @@ def run_video(
     """
     video = VideoRun(video_id, checks)
     yield from _stages(video, parts, selected)
-    yield from video.take()
+    yield from video.take(parts)
     return video
 
 
@@ -179,7 +202,7 @@ def _stages(video: VideoRun, parts: PipelineParts, selected: AbstractSet[dg.Asse
             asset_key=MANIFEST, partition=str(video_id), metadata=manifest_metadata(len(refs), parts.source.describe(), path, parts.signature),
             tags={DATA_VERSION_TAG: manifest_version(refs)},
         ))
-        yield from video.take()  # stored before the embeddings, whose provenance points at it
+        yield from video.take(parts)  # stored before the embeddings, whose provenance points at it
     elif EMBEDDINGS in selected:
         stored = stored_manifest(parts.store, video_id)
         if stored is None:
@@ -190,6 +213,7 @@ def _stages(video: VideoRun, parts: PipelineParts, selected: AbstractSet[dg.Asse
         checkpoint, rows = _embed(video, refs, parts)
         if checkpoint is None:
             return
+        yield from video.take(parts)
     elif INDEX in selected:
         checkpoints, key = parts.store.store(), published_key(video_id)
         if not checkpoints.exists(key):

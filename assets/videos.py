@@ -149,7 +149,8 @@ def video_assets(
     parts = PipelineParts(
         source=frames.source(), encoder=frame_encoder, store=store, index=index,
         patch_config=patch_config_from_env(), max_pixels=max_image_pixels_from_env(),
-        signature=context.run.tags.get(SIGNATURE_TAG), code_version=CODE_VERSION, instance=context.instance, log=context.log.info,
+        signature=context.run.tags.get(SIGNATURE_TAG), code_version=CODE_VERSION, instance=context.instance,
+        run_id=context.run.run_id, log=context.log.info,
     )
     done, checks = _done_in_this_run(context), context.selected_asset_check_keys
     failed = []

@@ -267,6 +267,13 @@ def test_a_bad_video_in_a_multi_video_run_fails_only_itself(pipeline) -> None:
     assert not [e for e in result.get_asset_materialization_events() if e.partition == "6" and e.asset_key.path != ["frame_manifest"]]
     checks = {(c.check_name, c.partition): c.passed for c in check_evaluations(result)}
     assert checks == {("rows_match_manifest", "5"): True, ("vectors_finite_unit_norm", "5"): True, ("points_match_checkpoint", "5"): True}
+    # Each result points at the materialization it judged: what the UI's per-partition status goes by.
+    materialized = {(e.asset_key.path[0], e.partition): e for e in result.get_asset_materialization_events()}
+    for check in check_evaluations(result):
+        assert check.target_materialization_data is not None and check.target_materialization_data.run_id == result.run_id
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("frame_embeddings"), asset_partitions=["5"]), limit=1).records
+    [rows_check] = [c for c in check_evaluations(result) if c.check_name == "rows_match_manifest"]
+    assert rows_check.target_materialization_data.storage_id == records[0].storage_id and ("frame_embeddings", "5") in materialized
     [why] = [e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION" and e.partition == "6"]
     assert "no usable frame" in why.event_specific_data.asset_observation.metadata["reason"].value
 
