@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from resources.index_schema import SearchFilters
+from resources.vector_index.fusion import DEFAULT_ALPHA
 
 
 MAX_ID = 2**63 - 1  # int64: video and frame ids, timestamps
@@ -71,7 +72,7 @@ class FilterFields(BaseModel):
 class RankFields(FilterFields):
     top_k: int = Field(10, ge=1, le=100, description="number of results (the frames moments are made of, with group_by=moments)")
     rerank: bool = Field(False, description="patch-level MaxSim rerank of the global candidates")
-    rerank_alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of the global score; 1 = global only")
+    rerank_alpha: float = Field(DEFAULT_ALPHA, ge=0.0, le=1.0, description="weight of the global score in alpha * global + (1 - alpha) * maxsim; 1 = global only, 0 = patches only")
     # Moments (search_service.moments): off unless group_by is "moments".
     group_by: Literal["frames", "moments"] = Field(
         "frames", description='"moments": also merge each video\'s adjacent hits among the top_k into time segments (response field "moments")'

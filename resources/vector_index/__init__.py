@@ -18,11 +18,12 @@ input (and Edge raises bare ``Exception`` s): callers never need to branch on ba
 
 from resources.index_schema import SchemaMismatchError, SearchFilters, SearchHit
 from resources.vector_index.backend import IndexBusyError, IndexUnavailableError
-from resources.vector_index.fusion import DEFAULT_FUSION, FUSIONS, fuse
+from resources.vector_index.fusion import DEFAULT_ALPHA, DEFAULT_FUSION, FUSIONS, fuse
 from resources.vector_index.index import SyncResult, VectorIndex
 from resources.vector_index.layout import IndexLayout, index_layout
 
 __all__ = [
+    "DEFAULT_ALPHA",
     "DEFAULT_FUSION",
     "FUSIONS",
     "IndexBusyError",

@@ -37,7 +37,7 @@ from resources.index_schema import (
     validate_point,
 )
 from resources.vector_index.backend import Backend, StoredPoint, VectorQuery, Where
-from resources.vector_index.fusion import DEFAULT_FUSION, fuse
+from resources.vector_index.fusion import DEFAULT_ALPHA, DEFAULT_FUSION, fuse
 from resources.vector_index.layout import PATCH_POINT_VECTOR, IndexLayout, index_layout, patch_payload, patch_point_id
 
 UPSERT_BATCH = 512  # frames per write: ~25 MB at 24 patches x 512-d
@@ -279,7 +279,7 @@ class VectorIndex:
         top_k: int = 10,
         filters: SearchFilters = SearchFilters(),
         patch_queries: np.ndarray | None = None,
-        alpha: float = 0.5,
+        alpha: float = DEFAULT_ALPHA,
         pool: int | None = None,
         patch_pool: int | None = None,
         fusion: str = DEFAULT_FUSION,

@@ -126,7 +126,7 @@ def test_text_search_with_rerank(client: TestClient) -> None:
     body = client.post("/search/text", json={"query": "red car", "rerank": True, "rerank_alpha": 0.3}).json()
     assert body["rerank_enabled"] is True
     for r in body["results"]:
-        assert r["global_score"] is not None and r["maxsim_score"] is not None  # both parts of the fused score
+        assert r["score"] == pytest.approx(0.3 * r["global_score"] + 0.7 * r["maxsim_score"], abs=1e-5)
     scores = [r["score"] for r in body["results"]]
     assert scores == sorted(scores, reverse=True)
 
