@@ -23,7 +23,8 @@ from resources.index_schema import (
     SearchFilters,
     point_id,
 )
-from resources.vector_index import IndexBusyError, IndexUnavailableError, VectorIndex, fuse
+from resources.vector_index import IndexBusyError, IndexUnavailableError, VectorIndex, fuse, index_layout
+from resources.vector_index.backend import Where
 
 DIM = 16
 BACKENDS = ["embedded", "memory"]
@@ -119,7 +120,56 @@ def test_interrupted_sync_is_repaired_by_the_next(open_index) -> None:
     points = make_points(4, 8, seed=5)
     index.sync_video(4, points[:3], "v1")  # as if a crash left only part of the video
     result = index.sync_video(4, points, "v1")
+    patches = sum(len(p.patch_vectors) for p in points)
     assert not result.skipped and index.count(4) == 8 == index.count(4, "v1")
+    assert result.patches_indexed == patches == index.count_patches(4) == index.count_patches(4, "v1")
+
+
+def test_companion_patch_points_follow_every_sync(open_index) -> None:
+    """One patch point per stored patch vector, whatever the sync did: first sync, re-sync,
+    shrink, another version, a companion left behind by a crash between the two collections."""
+    index = open_index()
+    first = make_points(7, 10, seed=1)
+    n = lambda pts: sum(len(p.patch_vectors) for p in pts)  # noqa: E731
+    result = index.sync_video(7, first, "v1")
+    assert (result.patch_points, result.patches_indexed, index.count_patches(7)) == (n(first), n(first), n(first))
+    assert index.sync_video(7, first, "v1").skipped
+    shrunk = make_points(7, 4, seed=2)
+    index.sync_video(7, shrunk, "v2")
+    assert index.count_patches(7) == n(shrunk) == index.count_patches(7, "v2")
+    # A crash after the frames were written but before their patches: the counts differ, so the
+    # next sync of the same version is not skipped and repairs the companion collection.
+    index._backend.delete(index.layout.patches.name, Where(video_id=7))
+    repaired = index.sync_video(7, shrunk, "v2")
+    assert not repaired.skipped and index.count_patches(7) == n(shrunk)
+    index.delete_video(7)
+    assert index.count(7) == 0 == index.count_patches(7) == index.count_patches()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_mismatch_in_the_companion_collection_is_refused(backend: str, tmp_path: Path) -> None:
+    """An index written with other patch datatypes, or by a framesearch without the companion
+    collection, is refused naming the collection; nothing is created or written."""
+    client = QdrantClient(":memory:") if backend == "memory" else None
+    where = {"client": client} if client else {"path": tmp_path}
+
+    def open_(name: str, **layout: str) -> VectorIndex:
+        schema = IndexSchema(name, DIM)
+        return VectorIndex.open(schema, layout=index_layout(schema, **layout) if layout else None, **where)
+
+    open_("frames_other", patch_datatype="turbo8").close()
+    with pytest.raises(SchemaMismatchError, match="frames_other_patches"):
+        open_("frames_other")
+    open_("frames_old").close()
+    if client:  # as an older framesearch left it: the frames collection alone
+        client.delete_collection("frames_old_patches")
+    else:
+        import shutil
+
+        shutil.rmtree(tmp_path / "frames_old_patches")
+    with pytest.raises(SchemaMismatchError, match="no such collection"):
+        open_("frames_old")
+    assert (not client.collection_exists("frames_old_patches")) if client else not (tmp_path / "frames_old_patches").exists()
 
 
 @pytest.mark.parametrize(
