@@ -8,6 +8,7 @@ to rerank candidates the global index found). One point per frame.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 
@@ -157,7 +158,7 @@ def rerank_pool(top_k: int, pool: int | None = None) -> int:
 
 def points_from_checkpoint(table: pa.Table, dim: int, checkpoint_version: str) -> list[IndexPoint]:
     """Index points for every row of a checkpoint table (see ``resources.checkpoint``)."""
-    from resources.checkpoint import vectors
+    from resources.checkpoint import META_KEY, vectors
 
     globals_ = vectors(table.column("global_vector"), dim)  # (frames, dim)
     patch_lists = table.column("patch_vectors").combine_chunks()
@@ -167,6 +168,10 @@ def points_from_checkpoint(table: pa.Table, dim: int, checkpoint_version: str) -
     rows = table.select(
         ["video_id", "frame_id", "timestamp_ms", "url", "width", "height", "patch_boxes", "model_id"]
     ).to_pylist()
+    # A kept frame that absorbed dropped near-duplicates stands for [timestamp_ms, span_end_ms):
+    # the checkpoint's footer lists those spans, and moments read them from the payload.
+    footer = json.loads((table.schema.metadata or {}).get(META_KEY, b"{}"))
+    spans = {int(k): int(v) for k, v in dict(footer.get("span_end_ms") or {}).items()}
     points = []
     for i, row in enumerate(rows):
         payload = {
@@ -174,6 +179,8 @@ def points_from_checkpoint(table: pa.Table, dim: int, checkpoint_version: str) -
             **row,
             "checkpoint_version": checkpoint_version,
         }
+        if row["frame_id"] in spans:
+            payload["span_end_ms"] = spans[row["frame_id"]]
         points.append(
             IndexPoint(row["video_id"], row["frame_id"], globals_[i], patch_values[offsets[i] : offsets[i + 1]], payload)
         )
