@@ -1,9 +1,11 @@
 """One video through the pipeline - manifest, embeddings checkpoint, index sync - as Dagster events.
 
-:func:`run_video` never raises for a problem of the video itself: it returns the events to log
-for that video's partitions (materializations, check evaluations, and an observation naming why it
-failed) and the failure, if any. So a run of several videos records each video's own figures and
-checks, and one bad video fails only its own partitions (see ``assets/videos.py``).
+:func:`run_video` never raises for a problem of the video itself: it yields the events of that
+video's partitions as they happen (materializations, check results, and an observation naming why
+it failed) and returns the failure, if any. So a run of several videos records each video's own
+figures and checks, and one bad video fails only its own partitions (see ``assets/videos.py``).
+Materializations carry the provenance tags Dagster's own carry (code and data versions, the
+manifest they were made from), and check results point at the materialization they judged.
 
 A video's checkpoint is published only after its checks pass (``embed_video``'s ``validate``
 hook): the index and its follower never see a video that failed.
