@@ -54,18 +54,19 @@ CODE_VERSION = embedding_code_version()
 SPECS = [
     dg.AssetSpec(
         MANIFEST, group_name=GROUP, owners=OWNERS, kinds={"json"}, skippable=True, partitions_def=videos_partitions,
+        tags={"storage": "checkpoint-store"},
         description="The video's frames (frame_id, timestamp_ms, URL) listed from its folder or manifest, "
         "stored as JSON under CHECKPOINT_DIR/manifests/.",
     ),
     dg.AssetSpec(
         EMBEDDINGS, deps=[MANIFEST], group_name=GROUP, owners=OWNERS, kinds={"pytorch", "parquet"}, skippable=True,
-        partitions_def=videos_partitions, code_version=CODE_VERSION,
+        partitions_def=videos_partitions, code_version=CODE_VERSION, tags={"storage": "checkpoint-store", "compute": "encoder"},
         description="Global and patch OpenCLIP vectors of every usable frame: the video's Parquet checkpoint "
         "CHECKPOINT_DIR/video_<id>.parquet, published only when its checks pass.",
     ),
     dg.AssetSpec(
         INDEX, deps=[EMBEDDINGS], group_name=GROUP, owners=OWNERS, kinds={"qdrant"}, skippable=True,
-        partitions_def=videos_partitions,
+        partitions_def=videos_partitions, tags={"storage": "vector-index"},
         description="The video's points in the vector index, equal to its checkpoint (or deferred to the "
         "process holding the embedded index, whose follower applies it).",
     ),
