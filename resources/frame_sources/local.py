@@ -31,7 +31,7 @@ from resources.frame_sources.manifests import (
     _unique_ids,
 )
 from resources.frame_sources.frames import png_bytes, read_frame_image
-from resources.frame_sources.reading import DEFAULT_MAX_BYTES, _check_limits, _file_url_path, _HttpFetcher, _read_file, _transient_os_error
+from resources.frame_sources.reading import DEFAULT_MAX_BYTES, _check_limits, _file_error, _file_url_path, _HttpFetcher, _read_file, _transient_os_error
 from resources.frame_sources.video import SamplingPolicy, is_video_file, parse_video_frame_url, sampling_from_env, scan_video
 from resources.s3_urls import is_presigned, is_s3_host
 
@@ -127,12 +127,8 @@ class LocalFolderSource(FrameSource):
             raise FrameReadError(url, "a local folder source opens file:// urls")
         try:
             return path.open("rb")
-        except (FileNotFoundError, NotADirectoryError):
-            raise FrameReadError(url, f"no such file {path}", missing=True) from None
-        except IsADirectoryError:
-            raise FrameReadError(url, f"{path} is a folder, not a file") from None
         except OSError as exc:
-            raise FrameReadError(url, f"cannot open {path}: {exc}", transient=_transient_os_error(exc)) from exc
+            raise _file_error(url, path, exc, "open") from exc
 
     def _folders(self) -> dict[int, Path]:
         try:

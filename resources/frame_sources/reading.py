@@ -135,6 +135,15 @@ def _file_url_path(url: str) -> Path:
     return path
 
 
+def _file_error(url: str, path: Path, exc: OSError, doing: str = "read") -> FrameReadError:
+    """A local file's OSError as a FrameReadError: missing, a folder, or (maybe transient) I/O."""
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        return FrameReadError(url, f"no such file {path}", missing=True)
+    if isinstance(exc, IsADirectoryError):
+        return FrameReadError(url, f"{path} is a folder, not a file")
+    return FrameReadError(url, f"cannot {doing} {path}: {exc}", transient=_transient_os_error(exc))
+
+
 def _read_file(path: Path, max_bytes: int, url: str | None = None) -> bytes:
     url = url if url is not None else str(path)
     try:
@@ -143,12 +152,8 @@ def _read_file(path: Path, max_bytes: int, url: str | None = None) -> bytes:
             if size > max_bytes:
                 raise FrameReadError(url, _too_large(size, max_bytes))
             return _read_limited(handle.read, max_bytes, url)  # the file may have grown since fstat
-    except (FileNotFoundError, NotADirectoryError):
-        raise FrameReadError(url, f"no such file {path}", missing=True) from None
-    except IsADirectoryError:
-        raise FrameReadError(url, f"{path} is a folder, not a file") from None
     except OSError as exc:
-        raise FrameReadError(url, f"cannot read {path}: {exc}", transient=_transient_os_error(exc)) from exc
+        raise _file_error(url, path, exc) from exc
 
 
 def _read_limited(read: Callable[[int], bytes], max_bytes: int, url: str) -> bytes:
