@@ -10,7 +10,8 @@ package, one idea a module:
   nearest queries, retrieve) and the shared errors; :mod:`.edge` and :mod:`.server` implement them.
 - :mod:`.fusion`: how a candidate's global and MaxSim scores become one (pure numpy).
 - :mod:`.index`: the facade - schema checks, per-video sync of both collections, search with
-  candidates from the global and the patch vectors.
+  candidates from the global and the patch vectors; :mod:`.queries`: that search's steps
+  (candidates, exact scores, best patches).
 
 Inputs are validated before any backend call, because the two backends fail differently on bad
 input (and Edge raises bare ``Exception`` s): callers never need to branch on backend errors.

@@ -13,7 +13,6 @@ global cosine, and Qdrant's MaxSim over the frame's stored patches - and fuses t
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ import numpy as np
 
 from resources.index_schema import (
     GLOBAL_VECTOR,
-    PATCH_BOXES,
     PATCH_VECTOR,
     IndexPoint,
     IndexSchema,
@@ -32,20 +30,16 @@ from resources.index_schema import (
     SearchFilters,
     SearchHit,
     check_id,
-    point_id,
     rerank_pool,
     validate_point,
 )
 from resources.vector_index.backend import Backend, StoredPoint, VectorQuery, Where
+from resources.vector_index import queries as queries_
 from resources.vector_index.fusion import DEFAULT_ALPHA, DEFAULT_FUSION, fuse
 from resources.vector_index.layout import PATCH_POINT_VECTOR, IndexLayout, index_layout, patch_payload, patch_point_id
 
 UPSERT_BATCH = 512  # frames per write: ~25 MB at 24 patches x 512-d
 PATCH_UPSERT_BATCH = 4096  # companion points per write
-# Reranked hits whose patch vectors are read at once to find each one's best patch. Both clients
-# hand vectors over as Python lists (~2.4 MB per 144 x 512-d frame), so reading all top_k=100 at
-# once cost ~240 MB per request; in batches of 8 it is ~20 MB whatever top_k is.
-BEST_PATCH_BATCH = 8
 
 
 @dataclass
@@ -70,15 +64,6 @@ def _normalized(vector: np.ndarray) -> np.ndarray:
     if not np.isfinite(vector).all() or (norms == 0).any():
         raise ValueError("query vectors must be finite and non-zero")
     return vector / norms
-
-
-def patch_rows_limit(rows: int, top_k: int, patch_pool: int) -> int:
-    """Nearest patches asked for per query row: ``patch_pool`` for one row (a text query); for
-    ``rows`` rows (an image's patches) about twice ``patch_pool`` in all, at least ``2 * top_k``
-    per row, so each row's best matches are in however many rows there are."""
-    if rows == 1:
-        return patch_pool
-    return max(2 * top_k, math.ceil(2 * patch_pool / rows))
 
 
 class VectorIndex:
@@ -306,88 +291,19 @@ class VectorIndex:
         if queries.ndim != 2 or queries.shape[1] != self.schema.dim or len(queries) == 0:
             raise ValueError(f"patch queries have shape {queries.shape}, expected (1+, {self.schema.dim})")
         pool = rerank_pool(top_k, pool)
-        candidates = self._candidates(vector, queries, filters, top_k, pool, pool if patch_pool is None else patch_pool)
+        candidates = queries_.candidates(self._backend, self.layout, vector, queries, filters, top_k, pool, pool if patch_pool is None else patch_pool)
         if not candidates:
             return []
-        ids, global_scores, maxsims = self._exact_scores(vector, queries, filters, candidates)
+        ids, global_scores, maxsims = queries_.exact_scores(self._backend, self.layout, vector, queries, filters, candidates)
         if not ids:
             return []
         fused = fuse(global_scores, maxsims, alpha, fusion)
         order = sorted(range(len(ids)), key=lambda i: (-fused[i], ids[i]))[:top_k]
         top = [ids[i] for i in order]
         payloads = {pid: payload for pid, (payload, _) in self._backend.retrieve(frames, top, "light").items()}
-        best = self._best_patches(top, payloads, queries)
+        best = queries_.best_patches(self._backend, self.layout, top, payloads, queries)
         return [
             SearchHit(ids[i], float(fused[i]), float(global_scores[i]), float(maxsims[i]), payloads[ids[i]], *best.get(ids[i], (None, None)))
             for i in order
             if ids[i] in payloads  # deleted between scoring and reading: left out
         ]
-
-    def _candidates(self, vector: np.ndarray, queries: np.ndarray, filters: SearchFilters, top_k: int, pool: int, patch_pool: int) -> list[str]:
-        """Frame point ids to score: the global pool, then the frames of each row's nearest
-        patches (companion collection), in that order, without repeats. With ``filters.point_ids``
-        the candidates are exactly those points (the caller knows what it wants scored)."""
-        if filters.point_ids is not None:
-            return list(dict.fromkeys(filters.point_ids))
-        [global_hits] = self._backend.query(self.layout.frames.name, [VectorQuery(GLOBAL_VECTOR, vector.tolist(), Where(filters), pool)])
-        if patch_pool == 0:  # the global pool alone (how search worked before the companion collection)
-            return [pid for pid, _, _ in global_hits]
-        per_row = patch_rows_limit(len(queries), top_k, patch_pool)
-        patch_hits = self._backend.query(
-            self.layout.patches.name,
-            [VectorQuery(PATCH_POINT_VECTOR, row, Where(filters), per_row, "frame") for row in queries.tolist()],
-        )
-        ids = dict.fromkeys(pid for pid, _, _ in global_hits)
-        for hits in patch_hits:
-            for _, _, payload in hits:
-                ids.setdefault(point_id(int(payload["video_id"]), int(payload["frame_id"])))
-        return list(ids)
-
-    def _exact_scores(self, vector: np.ndarray, queries: np.ndarray, filters: SearchFilters, candidates: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """The global cosine and maxsim (mean over rows) of each candidate, both computed in
-        Qdrant over exactly these points; candidates missing from either answer are dropped."""
-        where = Where(filters, ids=candidates)
-        n = len(candidates)
-        by_global, by_patches = self._backend.query(
-            self.layout.frames.name,
-            [
-                VectorQuery(GLOBAL_VECTOR, vector.tolist(), where, n, exact=True),
-                VectorQuery(PATCH_VECTOR, queries.tolist(), where, n, exact=True),
-            ],
-        )
-        g = {pid: score for pid, score, _ in by_global}
-        m = {pid: score / len(queries) for pid, score, _ in by_patches}  # Qdrant's MaxSim is a sum over rows
-        ids = [pid for pid in candidates if pid in g and pid in m]
-        return ids, np.array([g[p] for p in ids], np.float64), np.array([m[p] for p in ids], np.float64)
-
-    def _best_patches(self, ids: list[str], payloads: dict[str, dict], queries: np.ndarray) -> dict[str, tuple[int, list[int] | None]]:
-        """``{id: (index, box)}`` of each frame's patch that matched a query row best, for the
-        response's box, once the ranking is done.
-
-        One query row (text): each frame's nearest patch in the companion collection, all frames
-        in one batch of tiny exact queries - no vectors travel. Several rows (an image's patches):
-        the frames' stored patch vectors are read BEST_PATCH_BATCH frames at a time and compared
-        here, so a request's memory does not grow with top_k."""
-        best: dict[str, int] = {}
-        if len(queries) == 1:
-            row = queries[0].tolist()
-            asked = [pid for pid in ids if pid in payloads]
-            one_frame = [
-                SearchFilters(video_ids=(int(payloads[pid]["video_id"]),), frame_id_min=int(payloads[pid]["frame_id"]), frame_id_max=int(payloads[pid]["frame_id"]))
-                for pid in asked
-            ]
-            answers = self._backend.query(self.layout.patches.name, [VectorQuery(PATCH_POINT_VECTOR, row, Where(f), 1, "frame", exact=True) for f in one_frame])
-            best = {pid: int(hits[0][2]["patch"]) for pid, hits in zip(asked, answers) if hits}
-        out = {}
-        for start in range(0, len(ids), BEST_PATCH_BATCH):  # boxes (~150 lists a frame) and vectors in small batches
-            vectors = [] if len(queries) == 1 else [PATCH_VECTOR]
-            for pid, (payload, stored) in self._backend.retrieve(self.layout.frames.name, ids[start : start + BEST_PATCH_BATCH], "boxes", vectors).items():
-                if stored:
-                    patches = np.asarray(stored[PATCH_VECTOR], np.float32)
-                    best[pid] = int((patches @ queries.T).max(axis=1).argmax())  # (patches, rows) -> best patch
-                if pid not in best:
-                    continue
-                i, frame_boxes = best[pid], payload.get(PATCH_BOXES)
-                box = frame_boxes[i] if isinstance(frame_boxes, list) and i < len(frame_boxes) else None
-                out[pid] = (i, None if box is None else [int(v) for v in box])
-        return out
