@@ -36,10 +36,10 @@ from resources.encoder_resource import EncoderResource
 from resources.frame_sources import LocalFolderSource
 from resources.index_schema import IndexSchema
 from resources.pipeline_resources import CheckpointStoreResource, FrameSourceResource, IndexResource, s3_resource_from_env
-from resources.vector_index import IndexBusyError, VectorIndex
+from resources.vector_index import DEFAULT_ALPHA, IndexBusyError, VectorIndex
 
 TOP_K = 3
-RERANK_ALPHA = 0.5  # the search service's default rerank_alpha (search_service/schemas.py)
+RERANK_ALPHA = DEFAULT_ALPHA  # the search service's default rerank_alpha (search_service/schemas.py)
 RANDOM_BANNER = (
     "!! RANDOM WEIGHTS: the offline model {model_id} is untrained; its vectors and any search "
     "results built on them carry no meaning. Set OPENCLIP_PRETRAINED to real weights for real use."
