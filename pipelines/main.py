@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[main] index ({opened.mode}, collection {settings.collection}): {opened.count()} frames")
             truth = load_ground_truth(videos)
             print(
-                f"[main] sample queries: top {TOP_K} by global search and by MaxSim rerank of the global candidates "
+                f"[main] sample queries: top {TOP_K} by global search and by MaxSim rerank of the candidates from global and patch search "
                 f"(score = alpha * global + (1 - alpha) * best patch); ✓/✗ the frame holds the object or not (ground truth)"
             )
             tally = Tally()
