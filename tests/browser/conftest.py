@@ -36,7 +36,7 @@ def browser() -> Iterator:
         options.add_argument(arg)
     # Service(path) skips Selenium Manager, which would try to download a driver.
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
+    driver.set_page_load_timeout(120)
     try:
         yield driver
     finally:

@@ -47,7 +47,8 @@ def js(browser, script: str, *args):  # noqa: ANN001, ANN201
 
 def open_page(browser, base: str) -> None:  # noqa: ANN001
     browser.get(f"{base}/")
-    wait(browser, lambda b: b.find_element(By.ID, "model").text != "model…")
+    # Generous: the first page of a fresh Chromium on 2 busy cores took over 30 s once in CI.
+    wait(browser, lambda b: b.find_element(By.ID, "model").text != "model…", timeout=120)
 
 
 def search(browser, text: str | None = None) -> list[str]:  # noqa: ANN001
