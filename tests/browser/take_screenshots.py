@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--var", type=Path, default=REPO / "var", help="the folder ./dev main wrote")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "img")
     parser.add_argument("--query", default="a yellow triangle")
-    parser.add_argument("--alpha-steps", type=int, default=10, help="slider steps left from 0.5 (10 = alpha 0)")
+    parser.add_argument("--alpha-steps", type=int, default=10, help="slider steps of 0.05 left from the default alpha 0.3 (6 or more = alpha 0)")
     args = parser.parse_args(argv)
     assert CHROMIUM and CHROMEDRIVER, "install chromium and chromium-driver first"
     with tempfile.TemporaryDirectory(prefix="framesearch-shots-") as tmp:
