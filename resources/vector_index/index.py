@@ -301,7 +301,7 @@ class VectorIndex:
         order = sorted(range(len(ids)), key=lambda i: (-fused[i], ids[i]))[:top_k]
         top = [ids[i] for i in order]
         payloads = {pid: payload for pid, (payload, _) in self._backend.retrieve(frames, top, "light").items()}
-        best = queries_.best_patches(self._backend, self.layout, top, payloads, queries)
+        best = queries_.best_patches(self._backend, self.layout, top, queries)
         return [
             SearchHit(ids[i], float(fused[i]), float(global_scores[i]), float(maxsims[i]), payloads[ids[i]], *best.get(ids[i], (None, None)))
             for i in order
