@@ -35,9 +35,9 @@ class Where:
     ids: Sequence[str] | None = None  # only these point ids
 
 
-# Which payload a query returns: none, all but the frame's patch boxes, only the patch boxes, only
-# the frame a companion point belongs to and its index there (video_id, frame_id, patch), or all.
-PayloadChoice = Literal["none", "light", "boxes", "frame", "all"]
+# Which payload a query returns: none, all but the frame's patch boxes, only the frame a companion
+# point belongs to (video_id, frame_id), or all.
+PayloadChoice = Literal["none", "light", "frame", "all"]
 
 
 @dataclass(frozen=True)

@@ -117,8 +117,8 @@ class EdgeBackend(Backend):
 
     def _payload(self, choice: PayloadChoice) -> Any:
         selector = self.qe.PayloadSelector
-        return {"none": False, "light": selector.Exclude([PATCH_BOXES]), "boxes": selector.Include([PATCH_BOXES]),
-                "frame": selector.Include(["video_id", "frame_id", "patch"]), "all": True}[choice]
+        return {"none": False, "light": selector.Exclude([PATCH_BOXES]),
+                "frame": selector.Include(["video_id", "frame_id"]), "all": True}[choice]
 
     def upsert(self, collection, points):
         qe = self.qe

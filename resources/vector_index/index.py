@@ -299,11 +299,9 @@ class VectorIndex:
             return []
         fused = fuse(global_scores, maxsims, alpha, fusion)
         order = sorted(range(len(ids)), key=lambda i: (-fused[i], ids[i]))[:top_k]
-        top = [ids[i] for i in order]
-        payloads = {pid: payload for pid, (payload, _) in self._backend.retrieve(frames, top, "light").items()}
-        best = queries_.best_patches(self._backend, self.layout, top, queries)
+        read = queries_.best_patches(self._backend, self.layout, [ids[i] for i in order], queries)
         return [
-            SearchHit(ids[i], float(fused[i]), float(global_scores[i]), float(maxsims[i]), payloads[ids[i]], *best.get(ids[i], (None, None)))
+            SearchHit(ids[i], float(fused[i]), float(global_scores[i]), float(maxsims[i]), *read[ids[i]])
             for i in order
-            if ids[i] in payloads  # deleted between scoring and reading: left out
+            if ids[i] in read  # deleted between scoring and reading: left out
         ]

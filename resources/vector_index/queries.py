@@ -47,6 +47,7 @@ def candidates(backend: Backend, layout: IndexLayout, vector: np.ndarray, querie
             ids.setdefault(point_id(int(payload["video_id"]), int(payload["frame_id"])))
     return list(ids)
 
+
 def exact_scores(backend: Backend, layout: IndexLayout, vector: np.ndarray, queries: np.ndarray, filters: SearchFilters, candidates: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """The global cosine and maxsim (mean over rows) of each candidate, both computed in
     Qdrant over exactly these points; candidates missing from either answer are dropped."""
@@ -64,19 +65,21 @@ def exact_scores(backend: Backend, layout: IndexLayout, vector: np.ndarray, quer
     ids = [pid for pid in candidates if pid in g and pid in m]
     return ids, np.array([g[p] for p in ids], np.float64), np.array([m[p] for p in ids], np.float64)
 
-def best_patches(backend: Backend, layout: IndexLayout, ids: list[str], queries: np.ndarray) -> dict[str, tuple[int, list[int] | None]]:
-    """``{id: (index, box)}`` of each frame's patch that matched a query row best, for the
-    response's box, once the ranking is done: the frames' stored patch vectors (turbo8, the same
-    ones MaxSim scored) are read BEST_PATCH_BATCH frames at a time and compared here, so a
-    request's memory does not grow with top_k. (The companion collection's 4-bit vectors were
-    tried for text queries - no vectors read - but picked a neighbouring window too often: on the
-    sample library the box lay on the object for 6 of 9 hits instead of 7.)"""
+
+def best_patches(backend: Backend, layout: IndexLayout, ids: list[str], queries: np.ndarray) -> dict[str, tuple[dict, int, list[int] | None]]:
+    """``{id: (payload, index, box)}`` of the ranked hits that still exist: each one's payload
+    without its patch boxes, and the patch that matched a query row best with that patch's box.
+    One read per BEST_PATCH_BATCH frames brings payload, boxes and the stored patch vectors (turbo8,
+    the same ones MaxSim scored), so a request's memory does not grow with top_k. (The companion
+    collection's 4-bit vectors were tried for text queries - no vectors read - but picked a
+    neighbouring window too often: on the sample library the box lay on the object for 6 of 9
+    hits instead of 7.)"""
     out = {}
     for start in range(0, len(ids), BEST_PATCH_BATCH):  # boxes (~150 lists a frame) and vectors in small batches
-        for pid, (payload, stored) in backend.retrieve(layout.frames.name, ids[start : start + BEST_PATCH_BATCH], "boxes", [PATCH_VECTOR]).items():
+        for pid, (payload, stored) in backend.retrieve(layout.frames.name, ids[start : start + BEST_PATCH_BATCH], "all", [PATCH_VECTOR]).items():
             patches = np.asarray(stored[PATCH_VECTOR], np.float32)
             i = int((patches @ queries.T).max(axis=1).argmax())  # (patches, rows) -> best patch
-            frame_boxes = payload.get(PATCH_BOXES)
+            frame_boxes = payload.pop(PATCH_BOXES, None)
             box = frame_boxes[i] if isinstance(frame_boxes, list) and i < len(frame_boxes) else None
-            out[pid] = (i, None if box is None else [int(v) for v in box])
+            out[pid] = (payload, i, None if box is None else [int(v) for v in box])
     return out

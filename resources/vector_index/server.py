@@ -112,8 +112,7 @@ class ServerBackend(Backend):
         return {
             "none": False, "all": True,
             "light": models.PayloadSelectorExclude(exclude=[PATCH_BOXES]),
-            "boxes": models.PayloadSelectorInclude(include=[PATCH_BOXES]),
-            "frame": models.PayloadSelectorInclude(include=["video_id", "frame_id", "patch"]),
+            "frame": models.PayloadSelectorInclude(include=["video_id", "frame_id"]),
         }[choice]
 
     def upsert(self, collection, points):
