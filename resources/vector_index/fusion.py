@@ -16,7 +16,8 @@ model; README "Retrieval quality"), recall@10 small / large objects:
     zscore                 0.36/0.33  0.39/0.56  0.25/0.67  0.22/0.72  0.22/0.83  0.03/0.83
     evidence               0.36/0.33  0.36/0.50  0.33/0.61  0.28/0.72  0.22/0.89  0.03/0.83
 
-The alternatives stay here for ``./dev bench quality`` to measure, not for the API:
+The alternatives stay here for ``./dev bench fusion`` to measure (over the checkpoints of
+``./dev bench quality --keep``), not for the API:
 
 - ``zscore``: the same sum over per-query standardised scores (each minus its median over the
   candidates, divided by its robust spread).

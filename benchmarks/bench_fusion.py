@@ -1,0 +1,84 @@
+"""Fusion methods and alphas side by side, over the quality benchmark's checkpoints (numpy only).
+
+    ./dev bench quality --frames 1000 --keep     # first: library, pipeline, checkpoints
+    ./dev bench fusion --frames 1000
+
+For every caption of the needle library, every frame's global cosine and best-patch cosine are
+computed from its checkpoint; the candidates are what the index would score (the global top
+``--pool`` frames and the frames of the top ``--pool`` patches, found exactly here), ranked by each
+method of ``resources.vector_index.fusion`` at each alpha. Prints recall@10 small / large per
+method and alpha: the table behind the default in README "The vector index".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from benchmarks.quality import K, text_vectors  # noqa: E402
+from resources.checkpoint import vectors  # noqa: E402
+from resources.encoder import load_encoder_or_offline  # noqa: E402
+from resources.settings import encoder_config_from_env  # noqa: E402
+from resources.vector_index.fusion import FUSIONS, fuse  # noqa: E402
+
+ALPHAS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0)
+
+
+def load_checkpoints(folder: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Image ids, global vectors (frames, dim) and patch vectors (frames, patches, dim); every
+    frame of the quality library has the same patch count (one frame size)."""
+    ids, globals_, patches = [], [], []
+    for path in sorted(folder.glob("video_*.parquet")):
+        table = pq.read_table(path)
+        dim = len(table.column("global_vector")[0])
+        ids += [f"{v}:{f}" for v, f in zip(table.column("video_id").to_pylist(), table.column("frame_id").to_pylist())]
+        globals_.append(vectors(table.column("global_vector"), dim))
+        flat = vectors(table.column("patch_vectors").combine_chunks().flatten(), dim)
+        patches.append(flat.reshape(len(table), -1, dim))
+    return ids, np.concatenate(globals_), np.concatenate(patches)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=2_000, help="the library size given to bench quality")
+    parser.add_argument("--path", type=Path, help="bench quality's working folder (default var/bench/quality-<frames>)")
+    parser.add_argument("--pool", type=int, default=100, help="global pool and patch hits (the service's defaults)")
+    args = parser.parse_args(argv)
+    work = args.path or Path(f"var/bench/quality-{args.frames}")
+    if not (work / "checkpoints").is_dir():
+        parser.error(f"no checkpoints under {work}: run ./dev bench quality --frames {args.frames} --keep first")
+    queries = json.loads((work / "library" / "ground_truth.json").read_text())["queries"]
+    ids, globals_, patches = load_checkpoints(work / "checkpoints")
+    position = {image_id: i for i, image_id in enumerate(ids)}
+    encoder, _ = load_encoder_or_offline(encoder_config_from_env())
+    texts = text_vectors(encoder, [q["caption"] for q in queries])
+    recall: dict[tuple[str, str, float], list[float]] = {}
+    for query, text in zip(queries, texts):
+        g = globals_ @ text
+        per_patch = np.einsum("fpd,d->fp", patches, text)
+        m = per_patch.max(axis=1)
+        candidates = np.unique(np.concatenate([np.argsort(-g)[: args.pool], np.argsort(-per_patch.ravel())[: args.pool] // patches.shape[1]]))
+        relevant = {position[r] for r in query["relevant"]}
+        for method in FUSIONS:
+            for alpha in ALPHAS:
+                top = candidates[np.argsort(-fuse(g[candidates], m[candidates], alpha, method), kind="stable")[:K]]
+                recall.setdefault((query["size"], method, alpha), []).append(len(relevant & set(top.tolist())) / len(relevant))
+    print(f"{len(ids):,} frames, {len(queries)} captions; recall@{K} small / large, candidates = global top {args.pool} + frames of the top {args.pool} patches")
+    print(f"{'fusion':10s}" + "".join(f"{'alpha ' + str(a):>14s}" for a in ALPHAS))
+    for method in FUSIONS:
+        cells = "".join(f"{np.mean(recall[('small', method, a)]):>8.2f} /{np.mean(recall[('large', method, a)]):>4.2f}" for a in ALPHAS)
+        print(f"{method:10s}{cells}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
