@@ -61,6 +61,11 @@ def stack(tmp_path: Path, s3_client, moto_s3_endpoint: str, tiny_weights: Path, 
     port = free_port()
     logs = tmp_path / "logs"
     logs.mkdir()
+    # The storage is created before the two processes start, as the README's deployment does: a
+    # webserver and a daemon that both find an empty DAGSTER_HOME each stamp the schema, and the
+    # loser's code location fails with "alembic_version has more than one head" (CI, stop 17).
+    subprocess.run([str(BIN / "dagster"), "instance", "migrate"], cwd=REPO, env=os.environ.copy(), check=True,
+                   stdout=open(logs / "migrate.log", "w"), stderr=subprocess.STDOUT)
     processes = [
         subprocess.Popen([str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
                          cwd=REPO, env=os.environ.copy(), stdout=open(logs / "webserver.log", "w"), stderr=subprocess.STDOUT),
