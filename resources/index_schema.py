@@ -21,8 +21,6 @@ PATCH_VECTOR = "patches"
 MAX_MULTIVECTOR_VALUES = 1_048_576
 # uuid5 namespace for point ids: fixed forever, or every stored id changes.
 POINT_NAMESPACE = uuid.UUID("6f1c1d4e-5b0e-4d7e-9a53-3f1f0c6a8e21")
-INDEXED_INTEGER_FIELDS = ("video_id", "frame_id", "timestamp_ms")
-INDEXED_KEYWORD_FIELDS = ("checkpoint_version",)
 # Payload fields search results leave out: one frame's boxes are ~150 lists of 4 ints, read only
 # for the one best patch of a reranked hit (SearchHit.best_patch_box).
 PATCH_BOXES = "patch_boxes"

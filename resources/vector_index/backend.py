@@ -51,6 +51,7 @@ class VectorQuery:
     limit: int
     payload: PayloadChoice = "none"
     exact: bool = False  # score every matching point (for a small id set: no graph involved)
+    hnsw_ef: int = 128  # the graph search's beam (VectorLayout.search_ef of the vector searched)
 
 
 @dataclass
@@ -101,6 +102,10 @@ class Backend(ABC):
         as Python lists (~2.4 MB for a frame of 144 x 512-d patches): keep ``ids`` short."""
 
     def optimize(self) -> None:  # building indexes is explicit on Edge, automatic on a server
+        return None
+
+    def flush(self) -> None:
+        """Make every write so far durable (Edge keeps no write-ahead log; a server has its own)."""
         return None
 
     @abstractmethod

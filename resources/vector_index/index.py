@@ -88,25 +88,23 @@ class VectorIndex:
         api_key: str | None = None,
         lock_timeout_s: float = 0.0,
         client: Any = None,
-        hnsw_ef: int = 128,
         layout: IndexLayout | None = None,
     ) -> VectorIndex:
         """A server index when ``url`` is given (``":memory:"`` for qdrant-client's in-process
         mode; or a ready ``qdrant_client.QdrantClient`` as ``client``), else the embedded index
         under ``path``. Creates the collections if they are missing; refuses any whose schema
         differs. Raises :class:`IndexBusyError` if another process holds the embedded index (after
-        waiting up to ``lock_timeout_s``). ``hnsw_ef`` is the HNSW search beam of both graphs:
-        larger is slower and recalls more."""
+        waiting up to ``lock_timeout_s``)."""
         layout = layout or index_layout(schema)
         if url or client is not None:
             from resources.vector_index.server import ServerBackend
 
-            backend: Backend = ServerBackend(url, api_key, client=client, hnsw_ef=hnsw_ef)
+            backend: Backend = ServerBackend(url, api_key, client=client)
         elif path is not None:
             from resources.vector_index.edge import EdgeBackend
 
             names = [c.name for c in layout.collections]
-            backend = EdgeBackend(Path(path), schema.collection, names, lock_timeout_s, hnsw_ef=hnsw_ef)
+            backend = EdgeBackend(Path(path), schema.collection, names, lock_timeout_s)
         else:
             raise ValueError("give a Qdrant url (QDRANT_URL) or an embedded index path (QDRANT_PATH)")
         try:
@@ -191,6 +189,7 @@ class VectorIndex:
         for collection in (patches, frames):
             self._backend.delete(collection, stale)
         result.indexed, result.patches_indexed = self._counts(video_id)
+        self._backend.flush()  # durable when this returns (the embedded index keeps no WAL)
         if (result.indexed, result.patches_indexed) != want:
             raise RuntimeError(
                 f"video {video_id}: index holds {result.indexed} frame and {result.patches_indexed} patch points "
@@ -210,10 +209,8 @@ class VectorIndex:
         list conversion is most of a sync's own time)."""
         rows = point.patch_vectors.tolist()
         frame = StoredPoint(point.id, {GLOBAL_VECTOR: point.global_vector.tolist(), PATCH_VECTOR: rows}, point.payload)
-        patches = [
-            StoredPoint(patch_point_id(point.video_id, point.frame_id, j), {PATCH_POINT_VECTOR: row}, patch_payload(point, j))
-            for j, row in enumerate(rows)
-        ]
+        payload = patch_payload(point)
+        patches = [StoredPoint(patch_point_id(point.video_id, point.frame_id, j), {PATCH_POINT_VECTOR: row}, payload) for j, row in enumerate(rows)]
         return frame, patches
 
     def delete_video(self, video_id: int) -> None:
@@ -221,6 +218,7 @@ class VectorIndex:
         where = Where(video_id=check_id(video_id))
         for collection in (self.layout.patches.name, self.layout.frames.name):
             self._backend.delete(collection, where)
+        self._backend.flush()
 
     def count(self, video_id: int | None = None, version: str | None = None) -> int:
         """Frame points in the index, or of one video (and checkpoint ``version``)."""
@@ -285,7 +283,7 @@ class VectorIndex:
             raise ValueError(f"query vector has shape {vector.shape}, expected ({self.schema.dim},)")
         frames = self.layout.frames.name
         if patch_queries is None:
-            [hits] = self._backend.query(frames, [VectorQuery(GLOBAL_VECTOR, vector.tolist(), Where(filters), top_k, "light")])
+            [hits] = self._backend.query(frames, [VectorQuery(GLOBAL_VECTOR, vector.tolist(), Where(filters), top_k, "light", hnsw_ef=self.layout.frames.vectors[0].search_ef)])
             return [SearchHit(pid, score, score, None, payload) for pid, score, payload in hits]
         queries = _normalized(np.atleast_2d(patch_queries))
         if queries.ndim != 2 or queries.shape[1] != self.schema.dim or len(queries) == 0:

@@ -33,13 +33,14 @@ def candidates(backend: Backend, layout: IndexLayout, vector: np.ndarray, querie
     the candidates are exactly those points (the caller knows what it wants scored)."""
     if filters.point_ids is not None:
         return list(dict.fromkeys(filters.point_ids))
-    [global_hits] = backend.query(layout.frames.name, [VectorQuery(GLOBAL_VECTOR, vector.tolist(), Where(filters), pool)])
+    global_ef, patch_ef = layout.frames.vector(GLOBAL_VECTOR).search_ef, layout.patches.vector(PATCH_POINT_VECTOR).search_ef
+    [global_hits] = backend.query(layout.frames.name, [VectorQuery(GLOBAL_VECTOR, vector.tolist(), Where(filters), pool, hnsw_ef=global_ef)])
     if patch_pool == 0:  # the global pool alone (how search worked before the companion collection)
         return [pid for pid, _, _ in global_hits]
     per_row = patch_rows_limit(len(queries), top_k, patch_pool)
     patch_hits = backend.query(
         layout.patches.name,
-        [VectorQuery(PATCH_POINT_VECTOR, row, Where(filters), per_row, "frame") for row in queries.tolist()],
+        [VectorQuery(PATCH_POINT_VECTOR, row, Where(filters), per_row, "frame", hnsw_ef=patch_ef) for row in queries.tolist()],
     )
     ids = dict.fromkeys(pid for pid, _, _ in global_hits)
     for hits in patch_hits:

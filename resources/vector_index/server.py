@@ -21,18 +21,16 @@ class ServerBackend(Backend):
 
     kind = "server"
 
-    def __init__(self, url: str | None, api_key: str | None = None, timeout_s: float = 30.0, client: Any = None, hnsw_ef: int = 128) -> None:
+    def __init__(self, url: str | None, api_key: str | None = None, timeout_s: float = 30.0, client: Any = None) -> None:
         from qdrant_client import QdrantClient, models
 
         self.models = models
-        self.params: Any = models.SearchParams(hnsw_ef=hnsw_ef)
-        self.exact_params: Any = models.SearchParams(exact=True)
+        self._local = False  # qdrant-client's local mode: always exact, and warns about search params
         self._owns_client = client is None
         if client is not None or url == ":memory:":
             self.kind = "memory" if url == ":memory:" else "server"
             self.client = client if client is not None else QdrantClient(":memory:")
-            if self.client._client.__class__.__name__ == "QdrantLocal":
-                self.params = self.exact_params = None  # local mode is exact and warns about search params
+            self._local = self.client._client.__class__.__name__ == "QdrantLocal"
             return
         # Our own version check below says what is wrong; the client's only warns.
         self.client = QdrantClient(url=url, api_key=api_key or None, timeout=int(timeout_s), check_compatibility=False)
@@ -80,10 +78,12 @@ class ServerBackend(Backend):
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # ":memory:" mode ignores payload indexes
-            for name in layout.integer_fields:
-                self.client.create_payload_index(layout.name, name, field_schema=models.PayloadSchemaType.INTEGER)
-            for name in layout.keyword_fields:
-                self.client.create_payload_index(layout.name, name, field_schema=models.PayloadSchemaType.KEYWORD)
+            for field in layout.payload_indexes:
+                schema = (
+                    models.IntegerIndexParams(type=models.IntegerIndexType.INTEGER, lookup=field.lookup, range=field.range)
+                    if field.kind == "integer" else models.PayloadSchemaType.KEYWORD
+                )
+                self.client.create_payload_index(layout.name, field.name, field_schema=schema)
 
     def _filter(self, where: Where) -> Any:
         models = self.models
@@ -138,7 +138,7 @@ class ServerBackend(Backend):
         requests = [
             models.QueryRequest(
                 query=q.vector, using=q.using, filter=self._filter(q.where), limit=q.limit,
-                with_payload=self._payload(q.payload), params=self.exact_params if q.exact else self.params,
+                with_payload=self._payload(q.payload), params=self._params(q),
             )
             for q in queries
         ]
@@ -148,6 +148,11 @@ class ServerBackend(Backend):
     def retrieve(self, collection, ids, payload, vectors=()):
         records = self.client.retrieve(collection, ids=list(ids), with_payload=self._payload(payload), with_vectors=list(vectors) or False)
         return {str(r.id): (r.payload or {}, dict(r.vector or {})) for r in records}
+
+    def _params(self, q: VectorQuery) -> Any:
+        if self._local:
+            return None
+        return self.models.SearchParams(exact=True) if q.exact else self.models.SearchParams(hnsw_ef=q.hnsw_ef)
 
     def close(self) -> None:
         if self._owns_client:

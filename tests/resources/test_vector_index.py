@@ -125,6 +125,44 @@ def test_interrupted_sync_is_repaired_by_the_next(open_index) -> None:
     assert result.patches_indexed == patches == index.count_patches(4) == index.count_patches(4, "v1")
 
 
+_SYNC_THEN_HANG = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from resources.index_schema import IndexSchema
+from resources.vector_index import VectorIndex
+from tests.resources.test_vector_index import DIM, make_points
+index = VectorIndex.open(IndexSchema("frames_test", DIM), path={path!r})
+index.sync_video(4, make_points(4, 30, seed=5), "v1")
+index.sync_video(5, make_points(5, 10, seed=6), "v1")
+index.delete_video(5)
+print("synced", flush=True)
+time.sleep(600)  # killed here: never closed, never flushed by a close
+"""
+
+
+def test_a_sync_is_durable_when_it_returns_even_if_the_process_is_killed(tmp_path: Path) -> None:
+    """The embedded index keeps no write-ahead log (Edge never truncated it: it was larger than the
+    data), so each sync and delete flushes before returning. A process SIGKILLed right after them
+    leaves an index that holds exactly what they reported, in both collections."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "qdrant"
+    repo = str(Path(__file__).resolve().parents[2])
+    child = subprocess.Popen([sys.executable, "-c", _SYNC_THEN_HANG.format(repo=repo, path=str(path))], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "synced"
+    finally:
+        child.kill()
+        child.wait(30)
+    assert not (path / "frames_test" / "wal").exists() and not (path / "frames_test_patches" / "wal").exists()
+    points = make_points(4, 30, seed=5)
+    with VectorIndex.open(IndexSchema("frames_test", DIM), path=path) as index:
+        assert index.count(4, "v1") == 30 and index.count_patches(4, "v1") == sum(len(p.patch_vectors) for p in points)
+        assert index.count(5) == 0 == index.count_patches(5)
+        assert index.sync_video(4, points, "v1").skipped
+
+
 def test_companion_patch_points_follow_every_sync(open_index) -> None:
     """One patch point per stored patch vector, whatever the sync did: first sync, re-sync,
     shrink, another version, a companion left behind by a crash between the two collections."""
