@@ -35,7 +35,8 @@ class EdgeBackend(Backend):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         # Our own advisory lock, held as long as the shards are open: a typed, immediate answer to
-        # "is another process using this index?" instead of parsing Edge's WAL error text.
+        # "is another process using this index?", and the only guard there is - without a
+        # write-ahead log Edge lets a second process open the same shard.
         self._lock_file = open(root / f".{lock_name}.lock", "a+")  # noqa: SIM115
         deadline = time.monotonic() + lock_timeout_s
         while True:
