@@ -16,6 +16,10 @@ from resources.vector_index.layout import PATCH_POINT_VECTOR, IndexLayout
 # hand vectors over as Python lists (~2.4 MB per 144 x 512-d frame), so reading all top_k=100 at
 # once cost ~240 MB per request; in batches of 8 it is ~20 MB whatever top_k is.
 BEST_PATCH_BATCH = 8
+# The patch graph's beam for each row of a many-row (image) query. One text row decides alone
+# which patches become candidates, so it searches with the layout's deep beam (512); an image's
+# 24 rows each bring their own, and 24 deep searches cost 189 ms at 2.4 million patch points.
+MANY_ROWS_EF = 128
 
 
 def patch_rows_limit(rows: int, top_k: int, patch_pool: int) -> int:
@@ -34,6 +38,7 @@ def candidates(backend: Backend, layout: IndexLayout, vector: np.ndarray, querie
     if filters.point_ids is not None:
         return list(dict.fromkeys(filters.point_ids))
     global_ef, patch_ef = layout.frames.vector(GLOBAL_VECTOR).search_ef, layout.patches.vector(PATCH_POINT_VECTOR).search_ef
+    patch_ef = patch_ef if len(queries) == 1 else min(patch_ef, MANY_ROWS_EF)
     [global_hits] = backend.query(layout.frames.name, [VectorQuery(GLOBAL_VECTOR, vector.tolist(), Where(filters), pool, hnsw_ef=global_ef)])
     if patch_pool == 0:  # the global pool alone (how search worked before the companion collection)
         return [pid for pid, _, _ in global_hits]
