@@ -107,6 +107,7 @@ class IndexResource(dg.ConfigurableResource):
             api_key=self.api_key or env.api_key,
             collection=self.collection or env.collection,
             rerank_pool=env.rerank_pool,
+            patch_search_ef=env.patch_search_ef,
         )
 
     def open(self, dim: int) -> VectorIndex:

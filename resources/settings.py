@@ -103,14 +103,21 @@ class IndexSettings:
     api_key: str | None  # QDRANT_API_KEY
     collection: str  # QDRANT_COLLECTION
     rerank_pool: int | None  # RERANK_POOL_SIZE: candidates for MaxSim rerank; unset = max(100, 3 x top_k)
+    # PATCH_SEARCH_EF: the patch graph's search beam for a text query: recall of small objects
+    # against latency (bench index at 2.4M patch points: 512 -> 0.57 of the needles in 31 ms,
+    # 4096 -> 0.95 in 61 ms). Queries only; the stored index does not change.
+    patch_search_ef: int = 512
 
 
 def index_settings_from_env(env: Mapping[str, str] | None = None) -> IndexSettings:
-    """QDRANT_URL, QDRANT_PATH, QDRANT_API_KEY, QDRANT_COLLECTION, RERANK_POOL_SIZE."""
+    """QDRANT_URL, QDRANT_PATH, QDRANT_API_KEY, QDRANT_COLLECTION, RERANK_POOL_SIZE, PATCH_SEARCH_EF."""
     env = os.environ if env is None else env
     pool = _int(env, "RERANK_POOL_SIZE", None)
     if pool is not None and pool < 1:
         raise SettingsError(f"RERANK_POOL_SIZE must be a positive integer, got {pool}")
+    patch_ef = _int(env, "PATCH_SEARCH_EF", 512)
+    if not 1 <= patch_ef <= 65_536:
+        raise SettingsError(f"PATCH_SEARCH_EF must be an integer from 1 to 65536, got {patch_ef}")
     collection = _get(env, "QDRANT_COLLECTION", "frames_v1")
     if not collection.replace("_", "").replace("-", "").isalnum():
         raise SettingsError(f"QDRANT_COLLECTION may hold letters, digits, '_' and '-', got {collection!r}")
@@ -120,4 +127,5 @@ def index_settings_from_env(env: Mapping[str, str] | None = None) -> IndexSettin
         api_key=env.get("QDRANT_API_KEY", "").strip() or None,
         collection=collection,
         rerank_pool=pool,
+        patch_search_ef=patch_ef,
     )

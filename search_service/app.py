@@ -30,7 +30,7 @@ from resources.settings import (
     max_image_pixels_from_env,
     patch_config_from_env,
 )
-from resources.vector_index import IndexBusyError, IndexUnavailableError, VectorIndex
+from resources.vector_index import IndexBusyError, IndexUnavailableError, VectorIndex, index_layout
 from resources.frame_sources import DEFAULT_MAX_BYTES as FRAME_MAX_BYTES, FrameSourceError
 from search_service.config import ServiceSettings, service_settings_from_env
 from search_service.dagster_api import DagsterApi, DagsterUnavailable
@@ -134,9 +134,10 @@ def create_app(
         dim = frame_encoder.info.embed_dim
 
         def default_open() -> VectorIndex:
+            schema = IndexSchema(index_settings.collection, dim)
             return VectorIndex.open(
-                IndexSchema(index_settings.collection, dim),
-                url=index_settings.url, path=index_settings.path, api_key=index_settings.api_key,
+                schema, url=index_settings.url, path=index_settings.path, api_key=index_settings.api_key,
+                layout=index_layout(schema, patch_search_ef=index_settings.patch_search_ef),
             )
 
         s3 = s3_settings_from_env()

@@ -135,6 +135,8 @@ class ServiceState:
                 "collection": self.index_settings.collection,
                 "patch_config": self.patch_config.fingerprint(),
                 "rerank_pool": self.index_settings.rerank_pool or "max(100, 3 x top_k)",
+                # what the open index searches with (PATCH_SEARCH_EF), None until it is open
+                "patch_search_ef": index.layout.patches.vector("patch").search_ef if index is not None else None,
             },
             "qdrant_reachable": index is not None,
             "model_loaded": True,

@@ -9,6 +9,7 @@ from resources.patches import PatchConfig
 from resources.settings import (
     SettingsError,
     encoder_config_from_env,
+    index_settings_from_env,
     max_image_pixels_from_env,
     patch_config_from_env,
 )
@@ -61,6 +62,14 @@ def test_bad_patch_values_name_the_variable(env: dict, name: str) -> None:
 def test_bad_encoder_values_name_the_variable(env: dict, name: str) -> None:
     with pytest.raises(SettingsError, match=name):
         encoder_config_from_env(env)
+
+
+def test_index_settings() -> None:
+    assert index_settings_from_env({}).patch_search_ef == 512
+    assert index_settings_from_env({"PATCH_SEARCH_EF": "4096"}).patch_search_ef == 4096
+    for bad in ("0", "lots", "100000"):
+        with pytest.raises(SettingsError, match="PATCH_SEARCH_EF"):
+            index_settings_from_env({"PATCH_SEARCH_EF": bad})
 
 
 def test_bad_pixel_limit() -> None:

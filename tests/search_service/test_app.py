@@ -111,6 +111,18 @@ def test_lifespan_falls_back_to_the_offline_model_and_health_says_what_it_is(
     assert config["weights_kind"] == "synthetic-world" and "knows only the 36 captions" in config["weights_description"]
 
 
+def test_the_patch_search_beam_comes_from_the_environment(tmp_path: Path, tiny_encoder: FrameEncoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PATCH_SEARCH_EF reaches the index the service opens by itself (recall against latency)."""
+    monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
+    monkeypatch.setenv("QDRANT_COLLECTION", "frames_ef")
+    monkeypatch.setenv("PATCH_SEARCH_EF", "2048")
+    app = create_app(ServiceSettings(checkpoint_dir=str(tmp_path / "checkpoints")), encoder=tiny_encoder)
+    with TestClient(app) as test_client:
+        wait_ready(test_client)
+        assert test_client.get("/healthz").json()["config"]["patch_search_ef"] == 2048
+        assert test_client.post("/search/text", json={"query": "red car", "rerank": True}).status_code == 200
+
+
 def test_text_search(client: TestClient) -> None:
     response = client.post("/search/text", json={"query": "a person riding a bicycle", "top_k": 5})
     assert response.status_code == 200
