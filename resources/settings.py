@@ -104,8 +104,8 @@ class IndexSettings:
     collection: str  # QDRANT_COLLECTION
     rerank_pool: int | None  # RERANK_POOL_SIZE: candidates for MaxSim rerank; unset = max(100, 3 x top_k)
     # PATCH_SEARCH_EF: the patch graph's search beam for a text query: recall of small objects
-    # against latency (bench index at 2.4M patch points: 512 -> 0.57 of the needles in 31 ms,
-    # 4096 -> 0.95 in 61 ms). Queries only; the stored index does not change.
+    # against latency (bench index at 2.4M patch points: 512 -> 0.82 of the needles in 28 ms,
+    # 2048 -> 0.96 in 55 ms). Queries only; the stored index does not change.
     patch_search_ef: int = 512
 
 
