@@ -42,6 +42,7 @@ from benchmarks.common import write_results  # noqa: E402
 
 from resources.index_schema import IndexPoint, IndexSchema, SearchFilters, point_id  # noqa: E402
 from resources.vector_index import VectorIndex, index_layout  # noqa: E402
+from resources.vector_index.layout import DEFAULT_PATCH_SEARCH_EF  # noqa: E402
 
 DIM, PATCHES, FRAMES_PER_VIDEO = 512, 24, 100
 
@@ -143,21 +144,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-queries", type=int, default=50)
     parser.add_argument("--path", type=Path, default=Path("var/bench/index"))
     parser.add_argument("--keep", action="store_true", help="keep the index on disk afterwards")
-    parser.add_argument("--patch-ef", type=int, default=None, help="search beam of the patch graph (default: the product's)")
+    parser.add_argument("--patch-ef", type=int, default=DEFAULT_PATCH_SEARCH_EF, help="search beam of the patch graph for text queries (PATCH_SEARCH_EF)")
     parser.add_argument("--out", type=Path, default=Path("var/bench/index.json"))
     args = parser.parse_args(argv)
 
     shutil.rmtree(args.path, ignore_errors=True)
     schema = IndexSchema("frames_bench", DIM)
-    layout = index_layout(schema) if args.patch_ef is None else index_layout(schema, patch_search_ef=args.patch_ef)
+    layout = index_layout(schema, patch_search_ef=args.patch_ef)
     videos = args.frames // FRAMES_PER_VIDEO
     frames = videos * FRAMES_PER_VIDEO
     needles = Needles(frames, args.needles, args.needle_frames)
     globals_ = np.empty((frames, DIM), np.float32)
-    patch_ef = layout.patches.vector("patch").search_ef
-    results: dict[str, object] = {"frames": frames, "patches_per_frame": PATCHES, "dim": DIM, "cpu": os.cpu_count(), "patch_search_ef": patch_ef}
+    results: dict[str, object] = {"frames": frames, "patches_per_frame": PATCHES, "dim": DIM, "cpu": os.cpu_count(), "patch_search_ef": args.patch_ef}
     print(f"{frames:,} frames x {PATCHES} patches x {DIM}-d ({frames * PATCHES:,} patch vectors), {videos} videos, "
-          f"{args.needles} targets planted in {args.needle_frames} frames each; embedded Qdrant Edge, patch graph beam {patch_ef}", flush=True)
+          f"{args.needles} targets planted in {args.needle_frames} frames each; embedded Qdrant Edge, patch graph beam {args.patch_ef}", flush=True)
 
     rss_before = rss_bytes()
     with VectorIndex.open(schema, path=args.path, layout=layout) as index:

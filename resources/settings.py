@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from resources.encoder import EncoderConfig
 from resources.images import DEFAULT_MAX_PIXELS
 from resources.patches import PatchConfig
+from resources.vector_index.layout import DEFAULT_PATCH_SEARCH_EF
 
 
 class SettingsError(ValueError):
@@ -106,7 +107,7 @@ class IndexSettings:
     # PATCH_SEARCH_EF: the patch graph's search beam for a text query: recall of small objects
     # against latency (bench index at 2.4M patch points: 512 -> 0.82 of the needles in 28 ms,
     # 2048 -> 0.96 in 55 ms). Queries only; the stored index does not change.
-    patch_search_ef: int = 512
+    patch_search_ef: int = DEFAULT_PATCH_SEARCH_EF
 
 
 def index_settings_from_env(env: Mapping[str, str] | None = None) -> IndexSettings:
@@ -115,7 +116,7 @@ def index_settings_from_env(env: Mapping[str, str] | None = None) -> IndexSettin
     pool = _int(env, "RERANK_POOL_SIZE", None)
     if pool is not None and pool < 1:
         raise SettingsError(f"RERANK_POOL_SIZE must be a positive integer, got {pool}")
-    patch_ef = _int(env, "PATCH_SEARCH_EF", 512)
+    patch_ef = _int(env, "PATCH_SEARCH_EF", DEFAULT_PATCH_SEARCH_EF)
     if not 1 <= patch_ef <= 65_536:
         raise SettingsError(f"PATCH_SEARCH_EF must be an integer from 1 to 65536, got {patch_ef}")
     collection = _get(env, "QDRANT_COLLECTION", "frames_v1")

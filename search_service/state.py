@@ -22,6 +22,7 @@ from resources.patches import PatchConfig
 from resources.s3_client import S3Settings, make_s3_client
 from resources.settings import IndexSettings
 from resources.vector_index import IndexBusyError, IndexUnavailableError, VectorIndex
+from resources.vector_index.layout import PATCH_POINT_VECTOR
 from search_service.config import ServiceSettings
 from search_service.dagster_api import DagsterApi
 from search_service.frames import FrameReader
@@ -136,7 +137,7 @@ class ServiceState:
                 "patch_config": self.patch_config.fingerprint(),
                 "rerank_pool": self.index_settings.rerank_pool or "max(100, 3 x top_k)",
                 # what the open index searches with (PATCH_SEARCH_EF), None until it is open
-                "patch_search_ef": index.layout.patches.vector("patch").search_ef if index is not None else None,
+                "patch_search_ef": index.layout.patches.vector(PATCH_POINT_VECTOR).search_ef if index is not None else None,
             },
             "qdrant_reachable": index is not None,
             "model_loaded": True,

@@ -87,11 +87,11 @@ class EdgeBackend(Backend):
                 multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim) if v.multivector else None,
                 hnsw_config=qe.HnswIndexConfig(m=v.hnsw_m, ef_construct=v.ef_construct, full_scan_threshold=v.full_scan_threshold),
             )
-        # No write-ahead log: Edge never truncates it (flush and reopen keep every entry), so it
-        # grew by ~2.7 KB per patch point - larger than the collection it protects (1,333 B of
-        # 2,062 per patch at 48,000 patch points; 12.3 GB of 17.4 at 2.4 million). The index is a
-        # view of the checkpoints: each sync flushes before it returns (``flush``), and what a
-        # crash loses before that is rewritten by the next sync, whose counts differ.
+        # No write-ahead log: Edge keeps up to 64 MB of it per collection once flushed (1,333 B of
+        # 2,062 per patch at 48,000 patch points), and everything while nothing flushes (12.3 GB
+        # of 17.4 during a 2.4-million-point load). The index is a view of the checkpoints: each
+        # sync flushes before it returns (``flush``), and what a crash loses before that is
+        # rewritten by the next sync, whose counts differ.
         shard = qe.EdgeShard.create(str(self.root / layout.name), qe.EdgeConfig(vectors=vectors, wal_enabled=False))
         for field in layout.payload_indexes:
             params = qe.IntegerIndexParams(lookup=field.lookup, range=field.range) if field.kind == "integer" else qe.KeywordIndexParams()

@@ -283,7 +283,7 @@ class VectorIndex:
             raise ValueError(f"query vector has shape {vector.shape}, expected ({self.schema.dim},)")
         frames = self.layout.frames.name
         if patch_queries is None:
-            [hits] = self._backend.query(frames, [VectorQuery(GLOBAL_VECTOR, vector.tolist(), Where(filters), top_k, "light", hnsw_ef=self.layout.frames.vectors[0].search_ef)])
+            [hits] = self._backend.query(frames, [VectorQuery(GLOBAL_VECTOR, vector.tolist(), Where(filters), top_k, "light", hnsw_ef=self.layout.frames.vector(GLOBAL_VECTOR).search_ef)])
             return [SearchHit(pid, score, score, None, payload) for pid, score, payload in hits]
         queries = _normalized(np.atleast_2d(patch_queries))
         if queries.ndim != 2 or queries.shape[1] != self.schema.dim or len(queries) == 0:

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from resources.index_schema import GLOBAL_VECTOR, PATCH_VECTOR, POINT_NAMESPACE, IndexPoint, IndexSchema
 
 PATCH_POINT_VECTOR = "patch"
+# The patch graph's search beam for a text query (PATCH_SEARCH_EF): see index_layout.
+DEFAULT_PATCH_SEARCH_EF = 512
 PATCH_COLLECTION_SUFFIX = "_patches"
 # Fields of a companion point: the frame it belongs to and what filters test (plus the sync's
 # checkpoint_version). Nothing else: at millions of patch points every byte counts.
@@ -104,7 +106,7 @@ class IndexLayout:
         return (self.frames, self.patches)
 
 
-def index_layout(schema: IndexSchema, patch_datatype: str = "turbo4", multivector_datatype: str = "turbo8", patch_search_ef: int = 512) -> IndexLayout:
+def index_layout(schema: IndexSchema, patch_datatype: str = "turbo4", multivector_datatype: str = "turbo8", patch_search_ef: int = DEFAULT_PATCH_SEARCH_EF) -> IndexLayout:
     """The layout framesearch writes for ``schema``. The parameters exist only so that ``./dev
     bench index`` can measure the alternatives side by side; the product uses the defaults."""
     frames = CollectionLayout(
@@ -119,8 +121,9 @@ def index_layout(schema: IndexSchema, patch_datatype: str = "turbo4", multivecto
         # ef_construct 64: the graph only proposes candidates, which are rescored exactly; building
         # it is the bulk of an optimize, and 64 halves that against 128 (measured, bench index).
         # search_ef 512: a small object's patch lies far from every other patch, so few graph
-        # links lead to it; at 240,000 patch points a beam of 128 found 0.87 of the planted ones,
-        # 256 0.91, 512 all, for ~3 ms more per query (bench index; the frames' graph stays 128).
+        # links lead to it; at 240,000 patch points a beam of 128 found 0.89 of the planted ones,
+        # 256 0.94, 512 0.99, for ~1 ms more per query; at 2.4 million 512 finds 0.82 and 0.95
+        # takes 2048 (bench index; the frames' graph stays 128).
         (VectorLayout(PATCH_POINT_VECTOR, patch_datatype, ef_construct=64, full_scan_threshold=10_000, search_ef=patch_search_ef),),
         # No index on checkpoint_version here: a sync's counts and deletes filter by video_id
         # first (its index narrows to the video's points) and test the version on those.

@@ -141,8 +141,8 @@ time.sleep(600)  # killed here: never closed, never flushed by a close
 
 
 def test_a_sync_is_durable_when_it_returns_even_if_the_process_is_killed(tmp_path: Path) -> None:
-    """The embedded index keeps no write-ahead log (Edge never truncated it: it was larger than the
-    data), so each sync and delete flushes before returning. A process SIGKILLed right after them
+    """The embedded index keeps no write-ahead log (Edge's held up to 64 MB per collection, and
+    everything during a load that nothing flushed), so each sync and delete flushes before returning. A process SIGKILLed right after them
     leaves an index that holds exactly what they reported, in both collections."""
     import subprocess
     import sys
