@@ -16,9 +16,9 @@ from typing import Any
 
 import dagster as dg
 
-from resources.encoder import EncoderInfo
+from resources.checkpoints.video_embedding import EmbedReport
+from resources.embedding.encoder import EncoderInfo
 from resources.vector_index import SyncResult
-from resources.video_embedding import EmbedReport
 
 SKIPPED_TABLE_ROWS = 200  # a table is for reading: the full list is in the run's log and `skipped`
 SKIPPED_SCHEMA = dg.TableSchema(

@@ -16,25 +16,29 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable, Generator, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from collections.abc import Callable, Generator, Iterator, Set as AbstractSet
 
 import dagster as dg
-from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
-from dagster._core.definitions.data_version import (  # the tags Dagster's own materializations carry
-    CODE_VERSION_TAG, DATA_VERSION_TAG, INPUT_DATA_VERSION_TAG_PREFIX, INPUT_EVENT_POINTER_TAG_PREFIX,
-)
 import numpy as np
 import pyarrow as pa
+from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
+from dagster._core.definitions.data_version import (  # the tags Dagster's own materializations carry
+    CODE_VERSION_TAG,
+    DATA_VERSION_TAG,
+    INPUT_DATA_VERSION_TAG_PREFIX,
+    INPUT_EVENT_POINTER_TAG_PREFIX,
+)
 
 from assets.metadata import embeddings_metadata, failure_metadata, manifest_metadata, sync_metadata
-from resources.checkpoint import META_KEY, vectors
-from resources.checkpoint_store import manifest_key, published_key
-from resources.encoder import FrameEncoder
+from resources.checkpoints.format import META_KEY, vectors
+from resources.checkpoints.store import manifest_key, published_key
+from resources.checkpoints.video_embedding import NoUsableFrameError, SourceUnavailableError, embed_video
+from resources.dagster_resources import CheckpointStoreResource, IndexResource
+from resources.embedding.encoder import FrameEncoder
+from resources.embedding.patches import PatchConfig
 from resources.frame_sources import FrameRef, FrameSource, FrameSourceError
-from resources.patches import PatchConfig
-from resources.pipeline_resources import CheckpointStoreResource, IndexResource
-from resources.video_embedding import NoUsableFrameError, SourceUnavailableError, embed_video
 
 MANIFEST = dg.AssetKey("frame_manifest")
 EMBEDDINGS = dg.AssetKey("frame_embeddings")

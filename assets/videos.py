@@ -20,10 +20,17 @@ import warnings
 import dagster as dg
 
 from assets.video_steps import (
-    EMBEDDINGS, INDEX, MANIFEST, NORMS_CHECK, POINTS_CHECK, ROWS_CHECK, PipelineParts, VideoFailure, run_video,
+    EMBEDDINGS,
+    INDEX,
+    MANIFEST,
+    NORMS_CHECK,
+    POINTS_CHECK,
+    ROWS_CHECK,
+    PipelineParts,
+    VideoFailure,
+    run_video,
 )
-from resources.encoder_resource import EncoderResource
-from resources.pipeline_resources import CheckpointStoreResource, FrameSourceResource, IndexResource
+from resources.dagster_resources import CheckpointStoreResource, EncoderResource, FrameSourceResource, IndexResource
 from resources.settings import encoder_config_from_env, max_image_pixels_from_env, patch_config_from_env
 
 videos_partitions = dg.DynamicPartitionsDefinition(name="videos")

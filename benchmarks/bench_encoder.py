@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +29,12 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_results  # noqa: E402
-
-from resources.clip_loader import TINY_MODEL, save_random_weights  # noqa: E402
-from resources.crops import CROP_METHODS, iter_patch_crops  # noqa: E402
-from resources.encoder import EncoderConfig, FrameEncoder  # noqa: E402
-from resources.patches import PatchConfig, plan_patches  # noqa: E402
-from resources.precision import PRECISIONS  # noqa: E402
+from resources.embedding.crops import CROP_METHODS, iter_patch_crops  # noqa: E402
+from resources.embedding.encoder import EncoderConfig, FrameEncoder  # noqa: E402
+from resources.embedding.model_files import save_random_weights  # noqa: E402
+from resources.embedding.patches import PatchConfig, plan_patches  # noqa: E402
+from resources.embedding.precision import PRECISIONS  # noqa: E402
+from resources.embedding.weights import TINY_MODEL  # noqa: E402
 
 
 def frame_1080p(seed: int) -> torch.Tensor:

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchmarks.quality import K, text_vectors  # noqa: E402
-from resources.checkpoint import vectors  # noqa: E402
-from resources.encoder import load_encoder_or_offline  # noqa: E402
+from resources.checkpoints.format import vectors  # noqa: E402
+from resources.embedding.offline import load_encoder_or_offline  # noqa: E402
 from resources.settings import encoder_config_from_env  # noqa: E402
 from resources.vector_index.fusion import FUSIONS, fuse  # noqa: E402
 

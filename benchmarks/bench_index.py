@@ -39,10 +39,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_results  # noqa: E402
-
-from resources.index_schema import IndexPoint, IndexSchema, SearchFilters, point_id  # noqa: E402
 from resources.vector_index import VectorIndex, index_layout  # noqa: E402
 from resources.vector_index.layout import DEFAULT_PATCH_SEARCH_EF  # noqa: E402
+from resources.vector_index.schema import IndexPoint, IndexSchema, SearchFilters, point_id  # noqa: E402
 
 DIM, PATCHES, FRAMES_PER_VIDEO = 512, 24, 100
 

@@ -28,17 +28,24 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no weights are fetched here: configured ones are cached or absent
 
 from benchmarks.common import write_results  # noqa: E402
 from benchmarks.quality import (  # noqa: E402
-    K, MODES, LibrarySpec, build_library, embed_library, exhaustive_rankings, latency, query_service, scores, serving,
+    MODES,
+    K,
+    LibrarySpec,
+    build_library,
+    embed_library,
+    exhaustive_rankings,
+    latency,
+    query_service,
+    scores,
+    serving,
     text_vectors,
 )
-from resources.encoder import load_encoder_or_offline, offline_config  # noqa: E402
+from resources.embedding.offline import load_encoder_or_offline, offline_config  # noqa: E402
 from resources.settings import encoder_config_from_env, index_settings_from_env  # noqa: E402
 
 

@@ -139,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from assets.videos import BACKFILL, videos_partitions
     from pipelines.automation import video_sensor
-    from resources.clip_loader import TINY_MODEL, save_random_weights
-    from resources.pipeline_resources import CheckpointStoreResource, FramesS3Resource, FrameSourceResource
+    from resources.dagster_resources import CheckpointStoreResource, FrameSourceResource, FramesS3Resource
+    from resources.embedding.model_files import save_random_weights
+    from resources.embedding.weights import TINY_MODEL
 
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 request otherwise

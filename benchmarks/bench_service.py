@@ -28,13 +28,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import write_results  # noqa: E402
-
 from benchmarks.bench_index import DIM, FRAMES_PER_VIDEO, load_synthetic_library  # noqa: E402
-from resources.clip_loader import save_random_weights  # noqa: E402
-from resources.encoder import EncoderConfig, FrameEncoder  # noqa: E402
-from resources.index_schema import IndexSchema  # noqa: E402
+from benchmarks.common import write_results  # noqa: E402
+from resources.embedding.encoder import EncoderConfig, FrameEncoder  # noqa: E402
+from resources.embedding.model_files import save_random_weights  # noqa: E402
 from resources.vector_index import VectorIndex  # noqa: E402
+from resources.vector_index.schema import IndexSchema  # noqa: E402
 
 
 def jpeg(width: int, height: int, seed: int) -> bytes:
@@ -70,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             load_synthetic_library(index, args.frames // FRAMES_PER_VIDEO, np.empty((args.frames, DIM), np.float32))
             index.optimize()
 
+    import uvicorn
+
     from search_service.app import create_app  # imported late: it reads the environment
     from search_service.config import ServiceSettings
-
-    import uvicorn
 
     app = create_app(ServiceSettings(checkpoint_dir=str(args.path / "no-checkpoints")), encoder=encoder,
                      open_index=lambda dim: VectorIndex.open(schema, path=args.path))

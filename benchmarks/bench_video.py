@@ -35,13 +35,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_results  # noqa: E402
-
-from resources.clip_loader import save_random_weights  # noqa: E402
-from resources.dedup import DedupConfig, NearDuplicateFilter  # noqa: E402
-from resources.encoder import EncoderConfig, FrameEncoder  # noqa: E402
+from resources.checkpoints.dedup import DedupConfig, NearDuplicateFilter  # noqa: E402
+from resources.checkpoints.video_embedding import DEFAULT_CHUNK_FRAMES, embed_video  # noqa: E402
+from resources.embedding.encoder import EncoderConfig, FrameEncoder  # noqa: E402
+from resources.embedding.model_files import save_random_weights  # noqa: E402
+from resources.embedding.patches import PatchConfig  # noqa: E402
 from resources.frame_sources import DecodedFrame, LocalFolderSource, SamplingPolicy, iter_frames  # noqa: E402
-from resources.patches import PatchConfig  # noqa: E402
-from resources.video_embedding import DEFAULT_CHUNK_FRAMES, embed_video  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 1920, 1080, 30
 
@@ -147,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {'ffmpeg -f null':34s} not installed (apt-get install ffmpeg for the reference)")
     for policy in ("fps:1", "fps:30"):
         counts: dict[str, int] = {}
-        wall = best_of(repeat, lambda p=policy: counts.update(framesearch_pass(root, p)))
+        wall = best_of(repeat, lambda p=policy, c=counts: c.update(framesearch_pass(root, p)))
         results[f"framesearch_{policy}"] = {"seconds": wall, "frames_per_s": frames / wall, "vs_pyav_raw": raw / wall, **counts}
         print(
             f"  {'scan+decode+sample+dedup ' + policy:34s} {frames / wall:8.1f} frames/s  ({wall:.2f} s) = "

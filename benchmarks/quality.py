@@ -37,7 +37,16 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from resources.world import CLASSES, WorldFrame, WorldObject, background_frame, caption, large_object_frame, random_frame, render_frame
+from training.world import (
+    CLASSES,
+    WorldFrame,
+    WorldObject,
+    background_frame,
+    caption,
+    large_object_frame,
+    random_frame,
+    render_frame,
+)
 
 K = 10  # recall@K and MRR@K: what a user sees on the first page
 QUERY_BUCKET = "framesearch-quality"
@@ -246,8 +255,7 @@ def embed_library(library: Library, work: Path, model: str, pretrained: str, vid
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)  # BackfillPolicy, used on purpose
     from assets.videos import ASSETS, videos_partitions
-    from resources.encoder_resource import EncoderResource
-    from resources.pipeline_resources import CheckpointStoreResource, FrameSourceResource, FramesS3Resource, IndexResource
+    from resources.dagster_resources import CheckpointStoreResource, EncoderResource, FrameSourceResource, FramesS3Resource, IndexResource
 
     resources = {  # the code location's resources (pipelines/definitions.py), pointed at this library
         "encoder": EncoderResource(model=model, pretrained=pretrained),
@@ -352,7 +360,7 @@ def query_service(base: str, queries: Sequence[Query], modes: Sequence[str] = tu
             path, extra = MODES[mode]
             run = ModeRun([])
 
-            def body(i: int, q: Query) -> dict[str, object]:
+            def body(i: int, q: Query, path: str = path, extra: dict = extra) -> dict[str, object]:
                 if path == "/search/hybrid":
                     return {"text_query": q.caption, "image_s3_url": f"s3://{QUERY_BUCKET}/queries/{i}.png", "top_k": top_k, **extra}
                 return {"query": q.caption, "top_k": top_k, **extra}
@@ -381,7 +389,7 @@ def text_vectors(encoder, captions: Sequence[str]) -> np.ndarray:  # noqa: ANN00
 def exhaustive_rankings(checkpoints: Path, query_vectors: np.ndarray, top_k: int = K) -> list[list[str]]:
     """Per query, the ``top_k`` frames by max cosine between its text vector and the frame's
     stored patch vectors, over every frame of every checkpoint in ``checkpoints``."""
-    from resources.checkpoint import vectors
+    from resources.checkpoints.format import vectors
 
     dim = query_vectors.shape[1]
     ids: list[str] = []

@@ -18,12 +18,12 @@ from assets.video_steps import stored_manifest
 from assets.videos import run_config_for, videos_partitions
 from pipelines.jobs import video_pipeline
 from pipelines.sensor import video_sensor
-from resources.checkpoint_store import published_key
-from resources.encoder_resource import EncoderResource
-from resources.pipeline_resources import CheckpointStoreResource, FrameSourceResource
-from resources.patches import PatchConfig
+from resources.checkpoints.store import published_key
+from resources.checkpoints.video_embedding import plan_digest
+from resources.dagster_resources import CheckpointStoreResource, EncoderResource
+from resources.embedding.patches import PatchConfig
 from resources.settings import patch_config_from_env
-from resources.video_embedding import plan_digest
+
 
 def stale_reason(metadata: dict, model_id: str | None, patch_fingerprint: str) -> str | None:
     """Why a checkpoint with ``metadata`` no longer matches the configuration, if it does not."""

@@ -1,7 +1,7 @@
 """The Dagster code location - what ``dagster dev -w workspace.yaml`` loads.
 
 Resources take their settings from the environment when the location loads
-(:func:`resources.pipeline_resources.pipeline_resources_from_env`: FRAMES_ROOT, CHECKPOINT_DIR,
+(:func:`resources.dagster_resources.pipeline_resources_from_env`: FRAMES_ROOT, CHECKPOINT_DIR,
 OPENCLIP_*, QDRANT_*, S3_* ...); the resource pages show the values in use, secrets stay
 ``dg.EnvVar`` references. Runs execute in one process, one step per run (``pipelines/jobs.py``).
 """
@@ -10,7 +10,7 @@ import dagster as dg
 
 from assets.videos import ASSETS
 from pipelines.automation import reconcile_schedule, video_pipeline, video_sensor
-from resources.pipeline_resources import pipeline_resources_from_env
+from resources.dagster_resources import pipeline_resources_from_env
 
 defs = dg.Definitions(
     assets=ASSETS,

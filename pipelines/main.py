@@ -30,13 +30,12 @@ from assets.videos import ASSETS, videos_partitions
 from pipelines.jobs import video_pipeline
 from pipelines.sample_queries import Tally, run_query, summary
 from pipelines.samples import SAMPLE_QUERIES, ensure_sample_library, load_ground_truth
-from resources.clip_loader import Provenance, WeightsUnavailableError
-from resources.encoder import offline_config, offline_model_dir
-from resources.encoder_resource import EncoderResource
+from resources.dagster_resources import CheckpointStoreResource, EncoderResource, FrameSourceResource, IndexResource, s3_resource_from_env
+from resources.embedding.offline import offline_config, offline_model_dir
+from resources.embedding.weights import Provenance, WeightsUnavailableError
 from resources.frame_sources import LocalFolderSource
-from resources.index_schema import IndexSchema
-from resources.pipeline_resources import CheckpointStoreResource, FrameSourceResource, IndexResource, s3_resource_from_env
 from resources.vector_index import DEFAULT_ALPHA, IndexBusyError, VectorIndex
+from resources.vector_index.schema import IndexSchema
 
 TOP_K = 3
 RERANK_ALPHA = DEFAULT_ALPHA  # the search service's default rerank_alpha (search_service/schemas.py)

@@ -4,7 +4,7 @@ repository and nothing is downloaded.
 - Video 1: ten frames decoded from the real h264 clip that ``dagster-webserver`` carries (a
   rotating globe, 240x240, 60 fps).
 - Videos 2 and 3: twelve 1280x720 frames each of framesearch's synthetic shapes world
-  (``resources/world.py``, seeded, so every machine draws the same pixels). Each of the sample
+  (``training/world.py``, seeded, so every machine draws the same pixels). Each of the sample
   query captions (:data:`SAMPLE_QUERIES`) is a *small* object (radius 30-45 px) among four
   distractors in three frames, and two of them are also one *large* object in a frame of their
   own; the other frames hold other classes only (small or large) or nothing.
@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from resources.frame_sources import LocalFolderSource, SamplingPolicy
-from resources.world import CAPTIONS, CLASSES, WorldFrame, background_frame, large_object_frame, random_frame
+from training.world import CAPTIONS, CLASSES, WorldFrame, background_frame, large_object_frame, random_frame
 
 GLOBE_VIDEO_ID = 1
 CLIP_VIDEO_ID = 4  # the globe clip as a video file, decoded by the frame source

@@ -33,12 +33,12 @@ import dagster as dg
 
 from assets.videos import SIGNATURE_TAG, run_config_for, videos_partitions
 from pipelines.jobs import video_pipeline
-from resources.checkpoint_store import CheckpointStore, manifest_key, published_key
+from resources.checkpoints.store import CheckpointStore, manifest_key, published_key
+from resources.checkpoints.video_embedding import plan_digest
+from resources.dagster_resources import CheckpointStoreResource, FrameSourceResource
+from resources.embedding.patches import PatchConfig
 from resources.frame_sources import FrameRef, FrameSource, FrameSourceError, VideoListing
-from resources.patches import PatchConfig
-from resources.pipeline_resources import CheckpointStoreResource, FrameSourceResource
 from resources.settings import patch_config_from_env
-from resources.video_embedding import plan_digest
 
 SEED_BUDGET_S = 20.0  # of checkpoint checks per tick; Dagster gives a sensor tick 60 s by default
 

@@ -8,12 +8,12 @@ here: a bad variable fails at start-up with its name, not deep inside a run.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-from resources.encoder import EncoderConfig
-from resources.images import DEFAULT_MAX_PIXELS
-from resources.patches import PatchConfig
+from resources.embedding.encoder import EncoderConfig
+from resources.embedding.patches import PatchConfig
+from resources.frame_sources.images import DEFAULT_MAX_PIXELS
 from resources.vector_index.layout import DEFAULT_PATCH_SEARCH_EF
 
 

@@ -20,10 +20,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from resources.encoder import FrameEncoder, load_encoder_or_offline
-from resources.images import ImageDecodeError, ImageTooLargeError
-from resources.index_schema import IndexSchema
-from resources.s3_client import make_s3_client, s3_settings_from_env
+from resources.embedding.encoder import FrameEncoder
+from resources.embedding.offline import load_encoder_or_offline
+from resources.frame_sources import DEFAULT_MAX_BYTES as FRAME_MAX_BYTES
+from resources.frame_sources import FrameSourceError
+from resources.frame_sources.images import ImageDecodeError, ImageTooLargeError
+from resources.s3.client import make_s3_client, s3_settings_from_env
 from resources.settings import (
     encoder_config_from_env,
     index_settings_from_env,
@@ -31,9 +33,10 @@ from resources.settings import (
     patch_config_from_env,
 )
 from resources.vector_index import IndexBusyError, IndexUnavailableError, VectorIndex, index_layout
-from resources.frame_sources import DEFAULT_MAX_BYTES as FRAME_MAX_BYTES, FrameSourceError
+from resources.vector_index.schema import IndexSchema
 from search_service.config import ServiceSettings, service_settings_from_env
 from search_service.dagster_api import DagsterApi, DagsterUnavailable
+from search_service.errors import HTTPProblem
 from search_service.frames import FrameNotIndexed, FrameReader, FrameUnavailable, get_frame
 from search_service.ingest import get_job, ingest_frame, ingest_frames, ingest_frames_async, list_jobs
 from search_service.limits import RequestGuard, request_limits_from_env
@@ -41,7 +44,7 @@ from search_service.metrics import MetricsMiddleware, ServiceMetrics, metrics_en
 from search_service.openapi import openapi_document
 from search_service.page import page_routes
 from search_service.query_images import QueryImageError, QueryImageFetcher
-from search_service.routes import HTTPProblem, healthz, search_hybrid, search_hybrid_upload, search_image, search_image_upload, search_text
+from search_service.routes import healthz, search_hybrid, search_hybrid_upload, search_image, search_image_upload, search_text
 from search_service.state import IndexNotReady, ServiceState
 
 OPEN_PATHS = ("/healthz", "/openapi.json", "/", "/docs")  # answered without the API key

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from resources.s3_urls import S3Prefix, S3UrlError, parse_prefixes
+from resources.s3.urls import S3Prefix, S3UrlError, parse_prefixes
 from resources.settings import SettingsError
 
 

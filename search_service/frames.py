@@ -32,10 +32,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from resources.frame_sources import FrameReadError, LocalFolderSource, S3FrameSource, _scheme, read_frame_image
-from resources.images import ImageDecodeError
-from resources.index_schema import MAX_ID, point_id
-from resources.s3_urls import S3UrlError, parse_s3_url
+from resources.frame_sources.images import ImageDecodeError
+from resources.s3.urls import S3UrlError, parse_s3_url
 from resources.vector_index import VectorIndex
+from resources.vector_index.schema import MAX_ID, point_id
+from search_service.errors import HTTPProblem
 
 MIN_SIZE, MAX_SIZE = 16, 4096
 THUMBNAIL_SIZE = 320  # px, the longer side of results' thumbnails
@@ -159,8 +160,6 @@ def _etag(payload: dict[str, Any], size: int | None, box: tuple[int, int, int, i
 
 async def get_frame(request: Request) -> Response:
     """The handler of ``GET /frames/{image_id}`` (see the module docstring)."""
-    from search_service.routes import HTTPProblem  # routes imports this module's helpers
-
     state = request.state.service
     searcher = state.searcher()  # 503 while the index is not open
     params = request.query_params

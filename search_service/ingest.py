@@ -21,11 +21,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from resources.frame_sources import FrameRef, FrameSourceError
-from resources.index_schema import image_id, point_id
-from resources.s3_urls import S3UrlError, parse_allowed_s3_url
+from resources.s3.urls import S3UrlError, parse_allowed_s3_url
+from resources.vector_index.schema import image_id, point_id
 from search_service.dagster_api import ANY_JOB_TAG, FRAMES_TAG, JOB_TAG, PARTITION_TAG, RunInfo
-from search_service.routes import HTTPProblem, _json_body, _state
+from search_service.errors import HTTPProblem
+from search_service.request_bodies import json_body
 from search_service.schemas import IngestBatch, IngestItem
+from search_service.state import service_state
 
 PENDING = {"QUEUED", "NOT_STARTED", "STARTING", "MANAGED"}
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
@@ -55,7 +57,7 @@ def expand_ids(text: str) -> list[int]:
 
 def _submit(request: Request, items: list[IngestItem], single: bool = False) -> str:
     """Record the frames, register the partitions and launch the runs; return the job id."""
-    state = _state(request)
+    state = service_state(request)
     endpoint, allowed = state.s3_endpoint, state.settings.allowed_locations()
     for number, item in enumerate(items):
         # The same check as query images: an S3 URL, no escapes, inside ALLOWED_S3_PREFIXES. The
@@ -158,7 +160,7 @@ def job_view(job_id: str, runs: list[RunInfo], indexed: Collection[str], *, now:
 
 async def _views(request: Request, jobs: dict[str, list[RunInfo]]) -> tuple[list[dict[str, Any]], dict[str, dict]]:
     """Job views checked against the index, and the payloads of the frames it holds."""
-    state = _state(request)
+    state = service_state(request)
     wanted = [pid for runs in jobs.values() for pid in reported_ok(runs)]
     searcher = state.searcher()  # IndexNotReady (503) when the index is not open: nothing to verify against
     payloads = await run_in_threadpool(searcher.index.payloads, wanted) if wanted else {}
@@ -169,7 +171,7 @@ async def _views(request: Request, jobs: dict[str, list[RunInfo]]) -> tuple[list
 
 async def _wait(request: Request, job_id: str, items: list[IngestItem]) -> dict[str, Any] | None:
     """Wait until the job ends and its frames are searchable (or known lost); None after INGEST_WAIT_S."""
-    state = _state(request)
+    state = service_state(request)
     deadline = time.monotonic() + state.settings.ingest_wait_s
     while time.monotonic() < deadline:
         runs = await run_in_threadpool(state.dagster.runs, JOB_TAG, job_id)
@@ -194,7 +196,7 @@ def _item_result(item: IngestItem, view: dict[str, Any]) -> dict[str, Any]:
 
 async def ingest_frames(request: Request) -> JSONResponse:
     started = time.perf_counter()
-    body: IngestBatch = await _json_body(request, IngestBatch)
+    body: IngestBatch = await json_body(request, IngestBatch)
     job_id = await run_in_threadpool(_submit, request, body.items)
     view = await _wait(request, job_id, body.items)
     if view is None:
@@ -208,7 +210,7 @@ async def ingest_frames(request: Request) -> JSONResponse:
 
 async def ingest_frame(request: Request) -> JSONResponse:
     started = time.perf_counter()
-    item: IngestItem = await _json_body(request, IngestItem)
+    item: IngestItem = await json_body(request, IngestItem)
     job_id = await run_in_threadpool(_submit, request, [item], True)
     view = await _wait(request, job_id, [item])
     if view is None:
@@ -216,7 +218,7 @@ async def ingest_frame(request: Request) -> JSONResponse:
     result = _item_result(item, view)
     if not result["ok"]:
         raise HTTPProblem(422, f"frame {item.video_id}:{item.frame_id} was not ingested: {result['error']}")
-    state = _state(request)
+    state = service_state(request)
     runs = await run_in_threadpool(state.dagster.runs, JOB_TAG, job_id)
     stages = (runs[0].metadata.get("frame_embeddings") or {}).get("seconds") or {}
     sync = runs[0].metadata.get("index_sync") or {}
@@ -235,7 +237,7 @@ async def ingest_frame(request: Request) -> JSONResponse:
 
 
 async def ingest_frames_async(request: Request) -> JSONResponse:
-    body: IngestBatch = await _json_body(request, IngestBatch)
+    body: IngestBatch = await json_body(request, IngestBatch)
     job_id = await run_in_threadpool(_submit, request, body.items)
     return JSONResponse({
         "job_id": job_id, "status": "pending", "total_items": len(body.items),
@@ -244,7 +246,7 @@ async def ingest_frames_async(request: Request) -> JSONResponse:
 
 
 async def get_job(request: Request) -> JSONResponse:
-    state = _state(request)
+    state = service_state(request)
     job_id = request.path_params["job_id"]
     runs = await run_in_threadpool(state.dagster.runs, JOB_TAG, job_id)
     if not runs:
@@ -254,7 +256,7 @@ async def get_job(request: Request) -> JSONResponse:
 
 
 async def list_jobs(request: Request) -> JSONResponse:
-    state = _state(request)
+    state = service_state(request)
     try:
         limit = int(request.query_params.get("limit", "20"))
     except ValueError:

@@ -15,7 +15,7 @@ Every other URL (other hosts, link-local addresses, ``file://``, ``ftp://``, use
 prefixes, and every key with a ``.``/``..`` segment, an encoded separator (``%2e``, ``%2f``,
 ``%5c``), a backslash or a control character raises :class:`QueryImageRefused` without a
 connection. The URL
-forms are those of :mod:`resources.s3_urls`, and reads share their byte limit and S3 error
+forms are those of :mod:`resources.s3.urls`, and reads share their byte limit and S3 error
 parsing with :mod:`resources.frame_sources`.
 
 Each failure is a :class:`QueryImageError` whose ``status`` is the HTTP status the service should
@@ -40,7 +40,7 @@ from resources.frame_sources import (
     _read_limited,
     _too_large,
 )
-from resources.s3_urls import S3Location, S3Prefix, S3UrlError, is_presigned, is_s3_host, parse_allowed_s3_url
+from resources.s3.urls import S3Location, S3Prefix, S3UrlError, is_presigned, is_s3_host, parse_allowed_s3_url
 
 # A phone photo is 3-12 MB; 20 MiB leaves room for large PNGs and refuses uploads of whole videos.
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024

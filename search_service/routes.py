@@ -4,63 +4,20 @@ the seed's response."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from search_service.errors import HTTPProblem
 from search_service.metrics import record_stages
 from search_service.moments import group_moments
+from search_service.request_bodies import json_body, validate_body
 from search_service.schemas import HybridSearch, HybridUpload, ImageSearch, RankFields, SearchResponse, TextSearch, UploadSearch
 from search_service.search import IndexedFrame, hybrid_search, image_search, similar_search, text_search, to_results
-from search_service.state import ServiceState
-
-
-class HTTPProblem(Exception):
-    """An error the client can act on: ``status`` and a ``detail`` naming what to fix."""
-
-    def __init__(self, status: int, detail: Any) -> None:
-        super().__init__(detail)
-        self.status, self.detail = status, detail
-
-
-def _state(request: Request) -> ServiceState:
-    return request.state.service
-
-
-def _validate(model: type[BaseModel], data: Any) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        errors = [
-            {"loc": ["body", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]}
-            for e in exc.errors(include_url=False, include_context=False, include_input=False)
-        ]
-        raise HTTPProblem(422, errors) from None
-
-
-async def _json_body(request: Request, model: type[BaseModel]) -> Any:
-    raw = await request.body()  # at most MAX_JSON_BYTES: the RequestGuard refuses more while it arrives
-    try:
-        data = json.loads(raw) if raw else None
-    except RecursionError:
-        # json.loads recurses once per nesting level: "[[[[..." 100k deep blows the stack.
-        raise HTTPProblem(400, "request body is not valid JSON: nested too deeply") from None
-    except json.JSONDecodeError as exc:
-        raise HTTPProblem(400, f"request body is not valid JSON: {exc}") from None
-    except UnicodeDecodeError:
-        raise HTTPProblem(400, "request body is not valid JSON: not UTF-8 text") from None
-    except ValueError:
-        # Python refuses int literals over 4,300 digits (sys.get_int_max_str_digits) with a plain
-        # ValueError; no field takes a number that long.
-        raise HTTPProblem(400, "request body is not valid JSON: a number is too long") from None
-    if not isinstance(data, dict):
-        raise HTTPProblem(400, "request body must be a JSON object")
-    return _validate(model, data)
+from search_service.state import ServiceState, service_state
 
 
 def _respond(state: ServiceState, started: float, hits: list, stages: dict[str, float], query_type: str, rerank: bool, request: RankFields | None = None) -> JSONResponse:
@@ -77,8 +34,8 @@ def _respond(state: ServiceState, started: float, hits: list, stages: dict[str, 
 
 async def search_text(request: Request) -> JSONResponse:
     started = time.perf_counter()
-    state = _state(request)
-    body: TextSearch = await _json_body(request, TextSearch)
+    state = service_state(request)
+    body: TextSearch = await json_body(request, TextSearch)
     hits, stages = await run_in_threadpool(text_search, state.searcher(), body.query, body)
     record_stages(request, stages)
     return _respond(state, started, hits, stages, "text", body.rerank, body)
@@ -93,8 +50,8 @@ async def _fetch(state: ServiceState, url: str) -> tuple[bytes, dict[str, float]
 
 async def search_image(request: Request) -> JSONResponse:
     started = time.perf_counter()
-    state = _state(request)
-    body: ImageSearch = await _json_body(request, ImageSearch)
+    state = service_state(request)
+    body: ImageSearch = await json_body(request, ImageSearch)
     searcher = state.searcher()
     if body.image_id is not None:  # "more like this": an indexed frame's own vectors
         hits, stages = await run_in_threadpool(similar_search, searcher, IndexedFrame(body.image_id), body)
@@ -128,10 +85,10 @@ async def _upload(request: Request, state: ServiceState) -> tuple[bytes, dict[st
 
 async def search_image_upload(request: Request) -> JSONResponse:
     started = time.perf_counter()
-    state = _state(request)
+    state = service_state(request)
     searcher = state.searcher()
     data, params = await _upload(request, state)
-    body: UploadSearch = _validate(UploadSearch, params)
+    body: UploadSearch = validate_body(UploadSearch, params)
     hits, stages = await run_in_threadpool(image_search, searcher, data, body)
     record_stages(request, stages)
     return _respond(state, started, hits, stages, "image", body.rerank, body)
@@ -140,10 +97,10 @@ async def search_image_upload(request: Request) -> JSONResponse:
 async def search_hybrid_upload(request: Request) -> JSONResponse:
     """Text and an uploaded image fused, as ``/search/hybrid`` fuses text and an S3 image."""
     started = time.perf_counter()
-    state = _state(request)
+    state = service_state(request)
     searcher = state.searcher()
     data, params = await _upload(request, state)
-    body: HybridUpload = _validate(HybridUpload, params)
+    body: HybridUpload = validate_body(HybridUpload, params)
     hits, stages = await run_in_threadpool(
         hybrid_search, searcher, body.text_query, data, body.text_weight, body.image_weight, body
     )
@@ -153,8 +110,8 @@ async def search_hybrid_upload(request: Request) -> JSONResponse:
 
 async def search_hybrid(request: Request) -> JSONResponse:
     started = time.perf_counter()
-    state = _state(request)
-    body: HybridSearch = await _json_body(request, HybridSearch)
+    state = service_state(request)
+    body: HybridSearch = await json_body(request, HybridSearch)
     searcher = state.searcher()
     image: bytes | IndexedFrame
     if body.image_id is not None:
@@ -170,6 +127,6 @@ async def search_hybrid(request: Request) -> JSONResponse:
 
 async def healthz(request: Request) -> JSONResponse:
     """200 with a summary when the model and the index are ready, else 503. Runs no model."""
-    state = _state(request)
+    state = service_state(request)
     body = state.health()
     return JSONResponse(body, status_code=200 if body["ok"] else 503)

@@ -16,9 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from resources.index_schema import SearchFilters
 from resources.vector_index.fusion import DEFAULT_ALPHA
-
+from resources.vector_index.schema import SearchFilters
 
 MAX_ID = 2**63 - 1  # int64: video and frame ids, timestamps
 

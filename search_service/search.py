@@ -14,12 +14,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
-from resources.encoder import FrameEncoder
-from resources.images import decode_image, image_to_tensor
-from resources.index_schema import SearchFilters, SearchHit, point_id
-from resources.patches import PatchConfig, plan_patches
-from resources.s3_urls import public_url
+from resources.embedding.encoder import FrameEncoder
+from resources.embedding.patches import PatchConfig, plan_patches
+from resources.frame_sources.images import decode_image, image_to_tensor
+from resources.s3.urls import public_url
 from resources.vector_index import VectorIndex
+from resources.vector_index.schema import SearchFilters, SearchHit, point_id
 from search_service.frames import FrameNotIndexed, parse_image_id, thumbnail_url
 from search_service.limits import RequestLimits
 from search_service.schemas import RankFields, SearchResult
@@ -52,7 +52,7 @@ class Timer:
 
 def to_results(hits: Sequence[SearchHit]) -> list[SearchResult]:
     """The seed's result objects. ``s3_url`` is the stored frame URL as clients may see it
-    (:func:`resources.s3_urls.public_url`): never a server path or a pre-signed signature."""
+    (:func:`resources.s3.urls.public_url`): never a server path or a pre-signed signature."""
     results = []
     for hit in hits:
         p = hit.payload
@@ -188,13 +188,13 @@ def hybrid_search(
             exact = _search(searcher, timer, vector, rows, request, len(missing), replace(filters, point_ids=missing))
             scores.update({h.point_id: h for h in exact})
     fused = []
-    for point_id in set(by_text) | set(by_image):
-        t, i = by_text.get(point_id), by_image.get(point_id)
+    for pid in set(by_text) | set(by_image):
+        t, i = by_text.get(pid), by_image.get(pid)
         if t is None or i is None:
             continue  # not scorable in one modality (deleted between queries)
         score = text_weight * t.score + image_weight * i.score
         global_score = text_weight * t.global_score + image_weight * i.global_score
         maxsim = None if t.maxsim_score is None or i.maxsim_score is None else text_weight * t.maxsim_score + image_weight * i.maxsim_score
-        fused.append(SearchHit(point_id, score, global_score, maxsim, i.payload, i.best_patch, i.best_patch_box))
+        fused.append(SearchHit(pid, score, global_score, maxsim, i.payload, i.best_patch, i.best_patch_box))
     fused.sort(key=lambda h: -h.score)
     return fused[: request.top_k], timer.ms

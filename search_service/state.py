@@ -14,15 +14,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from resources.encoder import FrameEncoder
+from starlette.requests import Request
+
+from resources.embedding.encoder import FrameEncoder
+from resources.embedding.patches import PatchConfig
 from resources.frame_sources import FrameSource, LocalFolderSource, S3FrameSource
-from resources.index_follower import CheckpointFollower
-from resources.index_schema import SchemaMismatchError
-from resources.patches import PatchConfig
-from resources.s3_client import S3Settings, make_s3_client
+from resources.s3.client import S3Settings, make_s3_client
 from resources.settings import IndexSettings
 from resources.vector_index import IndexBusyError, IndexUnavailableError, VectorIndex
+from resources.vector_index.follower import CheckpointFollower
 from resources.vector_index.layout import PATCH_POINT_VECTOR
+from resources.vector_index.schema import SchemaMismatchError
 from search_service.config import ServiceSettings
 from search_service.dagster_api import DagsterApi
 from search_service.frames import FrameReader
@@ -147,3 +149,8 @@ class ServiceState:
             "frames_indexed": self._count(index),  # the page's empty state
             "follower": None if self.follower is None else {"applied": self.follower.applied, "errors": self.follower.errors},
         }
+
+
+def service_state(request: Request) -> ServiceState:
+    """The :class:`ServiceState` the app's lifespan put on every request."""
+    return request.state.service

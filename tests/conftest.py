@@ -4,10 +4,9 @@ synthetic frames."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-
-import json
 
 import numpy as np
 import open_clip
@@ -18,8 +17,9 @@ import torch
 os.environ.setdefault("HF_ENDPOINT", "http://127.0.0.1:9")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from resources.clip_loader import MODEL_CONFIG_DIR, TINY_MODEL, save_model_dir, save_random_weights  # noqa: E402
-from resources.encoder import EncoderConfig, FrameEncoder  # noqa: E402
+from resources.embedding.encoder import EncoderConfig, FrameEncoder  # noqa: E402
+from resources.embedding.model_files import save_model_dir, save_random_weights  # noqa: E402
+from resources.embedding.weights import MODEL_CONFIG_DIR, TINY_MODEL  # noqa: E402
 
 
 def make_frame(width: int, height: int, seed: int = 0) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Train framesearch's offline model on the synthetic world and write it as an open_clip ``local-dir:``.
 
-The model is a small open_clip CLIP (``resources/model_configs/framesearch-world.json``) trained
-from scratch, on CPU, on images from :mod:`resources.world`. It knows only that world's 36
+The model is a small open_clip CLIP (``resources/embedding/model_configs/framesearch-world.json``) trained
+from scratch, on CPU, on images from :mod:`training.world`. It knows only that world's 36
 captions ``"a {colour} {shape}"``: it is a stand-in that lets the product be demonstrated and its
 retrieval quality measured offline, not a general model.
 
@@ -10,7 +10,7 @@ Run (seeded; the figures land in the model folder's ``training.json`` and ``READ
     .venv/bin/python -m training.train_world_model                  # the shipped model, ~20 min
     .venv/bin/python -m training.train_world_model --steps 200 --out var/pilot   # a pilot
 
-Training images resemble what the encoder sees at search time (``resources.world.training_example``):
+Training images resemble what the encoder sees at search time (``training.examples.training_example``):
 mostly patch-like crops (one whole object, radius 6-22% of the crop, sometimes parts of neighbours
 at the edges), some single objects, whole frames with one large object letterboxed like the
 global view, and object-free backgrounds. The loss is CLIP's symmetric contrastive loss with the
@@ -39,10 +39,11 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-import resources.clip_loader  # noqa: F401  (registers resources/model_configs with open_clip)
-from resources.crops import global_view, iter_patch_crops
-from resources.patches import PatchConfig, plan_patches
-from resources.world import CAPTIONS, CLASSES, EXAMPLE_KINDS, WorldFrame, class_index, random_frame, training_example
+import resources.embedding.weights  # noqa: F401  (registers resources/model_configs with open_clip)
+from resources.embedding.crops import global_view, iter_patch_crops
+from resources.embedding.patches import PatchConfig, plan_patches
+from training.examples import EXAMPLE_KINDS, training_example
+from training.world import CAPTIONS, CLASSES, WorldFrame, class_index, random_frame
 
 PROVENANCE_KEY = "framesearch.provenance"
 WEIGHTS_FILE = "open_clip_model.safetensors"
@@ -361,7 +362,7 @@ def write_card(result: dict[str, object], config: TrainConfig) -> Path:
     text = f"""# {config.model}: a CLIP trained on framesearch's synthetic shapes world
 
 **What it is.** A small open_clip model trained from scratch, on CPU, on images of
-`resources/world.py`: coloured shapes (6 colours x 6 shapes = 36 classes) on blurred, noisy,
+`training/world.py`: coloured shapes (6 colours x 6 shapes = 36 classes) on blurred, noisy,
 striped backgrounds. It **knows only the 36 captions** `"a {{colour}} {{shape}}"` (colours
 {", ".join(sorted({c for c, _ in CLASSES}))}; shapes {", ".join(dict.fromkeys(s for _, s in CLASSES))}).
 It is **not a general model**: any other text or any real photo gives a vector without meaning.
@@ -378,7 +379,7 @@ stored in fp16 and loaded into an fp32 model). The safetensors header holds its 
 ## Data
 
 Generated on the fly, a fresh image every time (no image is seen twice), from a seeded generator
-(`training_example` in `resources/world.py`), at the model's {vis["image_size"]} x {vis["image_size"]} input.
+(`training_example` in `training/world.py`), at the model's {vis["image_size"]} x {vis["image_size"]} input.
 The first {config.warm_frac:.0%} of the steps use the shares `{config.warm_mix}` (crop, single, frame,
 background: big objects first, so that shapes are learned, not colour alone), the rest these:
 
@@ -395,7 +396,7 @@ background: big objects first, so that shapes are learned, not colour alone), th
 
 | | |
 |---|---|
-| architecture | open_clip CLIP `{config.model}` (`resources/model_configs/{config.model}.json`) |
+| architecture | open_clip CLIP `{config.model}` (`resources/embedding/model_configs/{config.model}.json`) |
 | image tower | ViT, {vis["image_size"]} px input, patch {vis["patch_size"]}, width {vis["width"]}, {vis["layers"]} layers, head width {vis.get("head_width", 64)} |
 | text tower | width {txt["width"]}, {txt["layers"]} layers, {txt["heads"]} heads, context {txt["context_length"]}, CLIP BPE vocabulary ({txt["vocab_size"]} tokens) |
 | embedding | {cfg["embed_dim"]}-d |

@@ -61,7 +61,8 @@ The package holds one module per idea around the small interface in :mod:`.base`
 :mod:`.local` and :mod:`.s3` (the two source kinds), :mod:`.video` (sampling, frame urls and
 the scan of video files), :mod:`.video_decode` (their streaming decode), :mod:`.s3_ranged` (a
 seekable file over an S3 object), :mod:`.frames` (decoded frames of any kind:
-:func:`read_frame_image`, :func:`iter_frames`).
+:func:`read_frame_image`, :func:`iter_frames`), :mod:`.images` (image bytes to RGB pixels within
+a pixel limit, and to the encoder's tensors; shared with the search service's query images).
 A new kind implements ``list_videos``, ``manifest``, ``read`` and ``describe`` (``open_file``
 to hold video files, ``_write_batch``/``_check_url`` to accept ingests).
 """

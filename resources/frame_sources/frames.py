@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 from resources.frame_sources.base import FrameReadError, FrameRef, FrameSource
+from resources.frame_sources.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, image_to_tensor
 from resources.frame_sources.video import THUMB, frame_thumbnail, parse_video_frame_url
 from resources.frame_sources.video_decode import decode_frames
-from resources.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, image_to_tensor
 
 
 @dataclass
@@ -33,7 +33,7 @@ def read_frame_image(source: FrameSource, url: str, *, max_pixels: int = DEFAULT
     the keyframe before it and decodes forward; never the whole file).
 
     Raises :class:`FrameReadError` when it cannot be read or a video frame cannot be decoded,
-    :class:`~resources.images.ImageDecodeError` when an image file's bytes are not an image.
+    :class:`~resources.frame_sources.images.ImageDecodeError` when an image file's bytes are not an image.
     """
     video = parse_video_frame_url(url)
     if video is None:

@@ -19,6 +19,7 @@ from resources.frame_sources.base import (
     _redact,
     _scheme,
 )
+from resources.frame_sources.frames import png_bytes, read_frame_image
 from resources.frame_sources.manifests import (
     MANIFEST_JSONL,
     _digest,
@@ -30,10 +31,9 @@ from resources.frame_sources.manifests import (
     _relative_path,
     _unique_ids,
 )
-from resources.frame_sources.frames import png_bytes, read_frame_image
 from resources.frame_sources.reading import DEFAULT_MAX_BYTES, _check_limits, _file_error, _file_url_path, _HttpFetcher, _read_file, _transient_os_error
 from resources.frame_sources.video import SamplingPolicy, is_video_file, parse_video_frame_url, sampling_from_env, scan_video
-from resources.s3_urls import is_presigned, is_s3_host
+from resources.s3.urls import is_presigned, is_s3_host
 
 
 class LocalFolderSource(FrameSource):

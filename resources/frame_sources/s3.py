@@ -20,6 +20,7 @@ from resources.frame_sources.base import (
     _redact,
     _scheme,
 )
+from resources.frame_sources.frames import png_bytes, read_frame_image
 from resources.frame_sources.manifests import (
     MANIFEST_JSONL,
     _digest,
@@ -41,10 +42,9 @@ from resources.frame_sources.reading import (
     _read_limited,
     _too_large,
 )
-from resources.frame_sources.frames import png_bytes, read_frame_image
 from resources.frame_sources.s3_ranged import open_s3_object
 from resources.frame_sources.video import SamplingPolicy, is_video_file, parse_video_frame_url, sampling_from_env, scan_video
-from resources.s3_urls import S3Location, S3UrlError, is_presigned, is_s3_host, parse_s3_url
+from resources.s3.urls import S3Location, S3UrlError, is_presigned, is_s3_host, parse_s3_url
 
 
 class S3FrameSource(FrameSource):

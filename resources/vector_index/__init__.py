@@ -4,6 +4,9 @@
 same queries and return the same results (the test suite runs every query against both). The
 package, one idea a module:
 
+- :mod:`.schema`: what a point is - ids, payloads, filters, hits - and the points of a
+  checkpoint; :mod:`.follower`: keeps an index in step with a checkpoint folder (and defers a
+  sync to the shard's owner).
 - :mod:`.layout`: the two collections (frames; the companion collection of patches) and their
   datatypes, graphs and payload indexes, described once for both backends (pure).
 - :mod:`.backend`: the primitives a backend offers (create, upsert, delete, count, batched
@@ -17,11 +20,11 @@ Inputs are validated before any backend call, because the two backends fail diff
 input (and Edge raises bare ``Exception`` s): callers never need to branch on backend errors.
 """
 
-from resources.index_schema import SchemaMismatchError, SearchFilters, SearchHit
 from resources.vector_index.backend import IndexBusyError, IndexUnavailableError
 from resources.vector_index.fusion import DEFAULT_ALPHA, DEFAULT_FUSION, FUSIONS, fuse
 from resources.vector_index.index import SyncResult, VectorIndex
 from resources.vector_index.layout import IndexLayout, index_layout
+from resources.vector_index.schema import SchemaMismatchError, SearchFilters, SearchHit
 
 __all__ = [
     "DEFAULT_ALPHA",

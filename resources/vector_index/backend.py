@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from resources.index_schema import SearchFilters
 from resources.vector_index.layout import CollectionLayout
+from resources.vector_index.schema import SearchFilters
 
 
 class IndexBusyError(RuntimeError):

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from resources.index_schema import PATCH_BOXES
-from resources.vector_index.backend import Backend, Hit, IndexBusyError, IndexUnavailableError, PayloadChoice, StoredPoint, VectorQuery, Where
+from resources.vector_index.backend import Backend, Hit, IndexBusyError, IndexUnavailableError, PayloadChoice, VectorQuery, Where
 from resources.vector_index.layout import CollectionLayout
+from resources.vector_index.schema import PATCH_BOXES
 
 _DATATYPES = {"float32": "Float32", "float16": "Float16", "uint8": "Uint8", "turbo4": "Turbo4", "turbo8": "Turbo8", "turbo16": "Turbo16"}
 

@@ -21,7 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from resources.index_schema import (
+from resources.vector_index import queries as queries_
+from resources.vector_index.backend import Backend, StoredPoint, VectorQuery, Where
+from resources.vector_index.fusion import DEFAULT_ALPHA, DEFAULT_FUSION, fuse
+from resources.vector_index.layout import PATCH_POINT_VECTOR, IndexLayout, index_layout, patch_payload, patch_point_id
+from resources.vector_index.schema import (
     GLOBAL_VECTOR,
     PATCH_VECTOR,
     IndexPoint,
@@ -33,10 +37,6 @@ from resources.index_schema import (
     rerank_pool,
     validate_point,
 )
-from resources.vector_index.backend import Backend, StoredPoint, VectorQuery, Where
-from resources.vector_index import queries as queries_
-from resources.vector_index.fusion import DEFAULT_ALPHA, DEFAULT_FUSION, fuse
-from resources.vector_index.layout import PATCH_POINT_VECTOR, IndexLayout, index_layout, patch_payload, patch_point_id
 
 UPSERT_BATCH = 512  # frames per write: ~25 MB at 24 patches x 512-d
 PATCH_UPSERT_BATCH = 4096  # companion points per write

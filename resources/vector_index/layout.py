@@ -27,7 +27,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from resources.index_schema import GLOBAL_VECTOR, PATCH_VECTOR, POINT_NAMESPACE, IndexPoint, IndexSchema
+from resources.vector_index.schema import GLOBAL_VECTOR, PATCH_VECTOR, POINT_NAMESPACE, IndexPoint, IndexSchema
 
 PATCH_POINT_VECTOR = "patch"
 # The patch graph's search beam for a text query (PATCH_SEARCH_EF): see index_layout.

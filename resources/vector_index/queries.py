@@ -8,9 +8,9 @@ import math
 
 import numpy as np
 
-from resources.index_schema import GLOBAL_VECTOR, PATCH_BOXES, PATCH_VECTOR, SearchFilters, point_id
 from resources.vector_index.backend import Backend, VectorQuery, Where
 from resources.vector_index.layout import PATCH_POINT_VECTOR, IndexLayout
+from resources.vector_index.schema import GLOBAL_VECTOR, PATCH_BOXES, PATCH_VECTOR, SearchFilters, point_id
 
 # Reranked hits whose patch vectors are read at once to find each one's best patch. Both clients
 # hand vectors over as Python lists (~2.4 MB per 144 x 512-d frame), so reading all top_k=100 at

@@ -8,9 +8,9 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from resources.index_schema import PATCH_BOXES
 from resources.vector_index.backend import Backend, Hit, IndexUnavailableError, PayloadChoice, VectorQuery, Where
 from resources.vector_index.layout import CollectionLayout
+from resources.vector_index.schema import PATCH_BOXES
 
 # Multivectors (MaxSim) arrived in Qdrant 1.10; the turbo4/turbo8 vector datatypes in 1.19/1.20.
 MIN_SERVER_VERSION = (1, 20)

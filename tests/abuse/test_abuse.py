@@ -22,16 +22,16 @@ import httpx
 import pytest
 from PIL import Image, ImageDraw
 
-from resources.encoder import FrameEncoder
+from resources.embedding.encoder import FrameEncoder
 from resources.vector_index import VectorIndex
 from search_service.app import create_app
 from search_service.config import ServiceSettings
 from search_service.server import ServerSettings
 from tests.abuse import rawhttp
 from tests.abuse.rawhttp import chunked, repeat
-from tests.servers import free_port
 from tests.abuse.serving import running_bounded
 from tests.search_service.test_app import SCHEMA, library  # noqa: F401 - the module-scoped index fixture
+from tests.servers import free_port
 
 API_KEY = "abuse-key"
 UPLOAD_LIMIT = 20 * 1024 * 1024  # MAX_UPLOAD_BYTES' default

@@ -18,18 +18,18 @@ import pytest
 from PIL import Image
 
 from assets.videos import ASSETS, videos_partitions
-from resources.checkpoint import published_path, read_metadata, vectors
-from resources.encoder import EncoderConfig
-from resources.encoder_resource import EncoderResource
-from resources.index_schema import IndexSchema, point_id
-from resources.pipeline_resources import (
+from resources.checkpoints.format import published_path, read_metadata, vectors
+from resources.dagster_resources import (
     CheckpointStoreResource,
-    FramesS3Resource,
+    EncoderResource,
     FrameSourceResource,
+    FramesS3Resource,
     IndexResource,
     s3_resource_from_env,
 )
+from resources.embedding.encoder import EncoderConfig
 from resources.vector_index import VectorIndex
+from resources.vector_index.schema import IndexSchema, point_id
 from tests.conftest import WORLD_DESCRIPTION, make_frame
 
 REPO = Path(__file__).resolve().parents[2]

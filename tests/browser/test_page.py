@@ -12,9 +12,9 @@ import uvicorn
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from resources.encoder import FrameEncoder
-from resources.index_schema import IndexSchema
+from resources.embedding.encoder import FrameEncoder
 from resources.vector_index import IndexBusyError, VectorIndex
+from resources.vector_index.schema import IndexSchema
 from search_service.app import create_app
 from search_service.config import ServiceSettings
 from tests.search_service.test_app import SCHEMA, library  # noqa: F401 - the module-scoped index fixture

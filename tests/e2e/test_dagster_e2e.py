@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
-from resources.clip_loader import TINY_MODEL
+from resources.embedding.weights import TINY_MODEL
 from search_service.app import create_app
 from search_service.config import ServiceSettings
 from tests.conftest import make_frame

@@ -11,9 +11,8 @@ import pytest
 from assets.videos import SIGNATURE_TAG, videos_partitions
 from pipelines.automation import reconcile_schedule
 from pipelines.sensor import decode_cursor, encode_cursor, video_sensor
-from resources.encoder import EncoderConfig
-from resources.encoder_resource import EncoderResource
-from resources.pipeline_resources import CheckpointStoreResource, FramesS3Resource, FrameSourceResource, IndexResource
+from resources.dagster_resources import CheckpointStoreResource, EncoderResource, FrameSourceResource, FramesS3Resource, IndexResource
+from resources.embedding.encoder import EncoderConfig
 from tests.assets.test_videos import ASSETS, write_video
 
 

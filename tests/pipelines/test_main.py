@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 
 from pipelines.main import main
-from resources.frame_sources import frame_id_from_name
 from pipelines.sample_queries import box_overlap
 from pipelines.samples import SAMPLE_QUERIES, ensure_sample_library, load_ground_truth
-from resources.checkpoint import read_metadata, vectors
+from resources.checkpoints.format import read_metadata, vectors
+from resources.frame_sources import frame_id_from_name
 from tests.conftest import WORLD_DESCRIPTION
 
 

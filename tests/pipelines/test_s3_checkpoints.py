@@ -12,12 +12,11 @@ import pytest
 
 from assets.videos import videos_partitions
 from pipelines.automation import reconcile_schedule
-from resources.checkpoint_store import CheckpointStore, manifest_key, published_key
-from resources.encoder import EncoderConfig
-from resources.encoder_resource import EncoderResource
-from resources.index_schema import IndexSchema
-from resources.pipeline_resources import CheckpointStoreResource, FramesS3Resource, FrameSourceResource, IndexResource
+from resources.checkpoints.store import CheckpointStore, manifest_key, published_key
+from resources.dagster_resources import CheckpointStoreResource, EncoderResource, FrameSourceResource, FramesS3Resource, IndexResource
+from resources.embedding.encoder import EncoderConfig
 from resources.vector_index import VectorIndex
+from resources.vector_index.schema import IndexSchema
 from tests.assets.test_videos import ASSETS, write_video
 
 pytestmark = pytest.mark.slow

@@ -11,10 +11,20 @@ from pathlib import Path
 import pytest
 
 from benchmarks.quality import (
-    K, Library, LibrarySpec, build_library, embed_library, exhaustive_rankings, query_service, recall_at, scores, serving,
+    K,
+    Library,
+    LibrarySpec,
+    build_library,
+    embed_library,
+    exhaustive_rankings,
+    query_service,
+    recall_at,
+    scores,
+    serving,
     text_vectors,
 )
-from resources.encoder import FrameEncoder, offline_config, offline_model_dir
+from resources.embedding.encoder import FrameEncoder
+from resources.embedding.offline import offline_config, offline_model_dir
 from resources.settings import encoder_config_from_env
 
 pytestmark = pytest.mark.slow

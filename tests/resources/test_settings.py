@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from resources.encoder import EncoderConfig
-from resources.patches import PatchConfig
+from resources.embedding.encoder import EncoderConfig
+from resources.embedding.patches import PatchConfig
 from resources.settings import (
     SettingsError,
     encoder_config_from_env,

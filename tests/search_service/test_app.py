@@ -14,14 +14,14 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
-from resources.checkpoint import published_path
-from resources.encoder import FrameEncoder
+from resources.checkpoints.format import published_path
+from resources.checkpoints.video_embedding import embed_video
+from resources.embedding.encoder import FrameEncoder
+from resources.embedding.patches import PatchConfig
 from resources.frame_sources import LocalFolderSource
-from resources.index_follower import sync_checkpoint
-from resources.index_schema import IndexSchema
-from resources.patches import PatchConfig
 from resources.vector_index import IndexBusyError, VectorIndex
-from resources.video_embedding import embed_video
+from resources.vector_index.follower import sync_checkpoint
+from resources.vector_index.schema import IndexSchema
 from search_service.app import create_app
 from search_service.config import ServiceSettings
 from tests.conftest import make_frame
@@ -285,7 +285,7 @@ def test_reranked_results_carry_the_best_patch_box(client: TestClient, library: 
 
 
 def test_decompression_bomb_upload_is_413(client: TestClient) -> None:
-    from tests.resources.test_images import _png_header_only
+    from tests.resources.frame_sources.test_images import _png_header_only
 
     response = client.post("/search/image/upload", files={"file": ("bomb.png", _png_header_only(100_000, 100_000), "image/png")})
     assert response.status_code == 413 and "over the limit" in response.json()["detail"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resources.encoder import FrameEncoder
+from resources.embedding.encoder import FrameEncoder
 from resources.vector_index import VectorIndex
 from search_service.app import create_app
 from search_service.config import ServiceSettings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from resources.s3_urls import S3Prefix
+from resources.s3.urls import S3Prefix
 from resources.settings import SettingsError
 from search_service.config import ServiceSettings, service_settings_from_env
 

@@ -12,19 +12,18 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
-from resources.checkpoint import published_path
-from resources.encoder import FrameEncoder
+from resources.checkpoints.format import published_path
+from resources.checkpoints.video_embedding import embed_video
+from resources.embedding.encoder import FrameEncoder
+from resources.embedding.patches import PatchConfig
 from resources.frame_sources import S3FrameSource
-from resources.index_follower import sync_checkpoint
-from resources.index_schema import IndexSchema
-from resources.patches import PatchConfig
 from resources.vector_index import VectorIndex
-from resources.video_embedding import embed_video
+from resources.vector_index.follower import sync_checkpoint
+from resources.vector_index.schema import IndexSchema
 from search_service.app import create_app
 from search_service.config import ServiceSettings
 from tests.conftest import make_frame
 from tests.search_service.test_app import client, library, s3_env, to_png, wait_ready  # noqa: F401 - fixtures
-
 
 
 def jpeg(response) -> Image.Image:  # noqa: ANN001 - an httpx response

@@ -17,8 +17,8 @@ import dagster as dg
 import pytest
 import uvicorn
 
-from resources.encoder import FrameEncoder
-from resources.index_schema import point_id
+from resources.embedding.encoder import FrameEncoder
+from resources.vector_index.schema import point_id
 from search_service.dagster_api import ANY_JOB_TAG, FRAMES_TAG, JOB_TAG, PARTITION_TAG, DagsterApi, RunInfo
 from search_service.ingest import job_view
 from tests.search_service.test_app import library, make_client, wait_ready  # noqa: F401 - the module-scoped index fixture

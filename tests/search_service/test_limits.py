@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from resources.encoder import FrameEncoder
-from resources.patches import PatchConfig, plan_patches
+from resources.embedding.encoder import FrameEncoder
+from resources.embedding.patches import PatchConfig, plan_patches
 from resources.settings import SettingsError
 from search_service.limits import RequestLimits, request_limits_from_env
 from search_service.search import Searcher, Timer, fit_query_image, query_image_vectors, query_patch_config

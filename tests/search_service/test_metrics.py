@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from resources.encoder import FrameEncoder
+from resources.embedding.encoder import FrameEncoder
 from search_service.logs import JsonFormatter
 from search_service.server import server_config, server_settings_from_env
 from tests.search_service.test_app import library, make_client, wait_ready  # noqa: F401 - the fixture

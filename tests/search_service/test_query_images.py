@@ -19,7 +19,7 @@ from botocore.config import Config
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from resources.s3_urls import S3Prefix
+from resources.s3.urls import S3Prefix
 from search_service.query_images import (
     QueryImageError,
     QueryImageFetcher,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from starlette.testclient import TestClient
 
-from resources.encoder import FrameEncoder
-from resources.index_schema import IndexSchema
+from resources.embedding.encoder import FrameEncoder
 from resources.vector_index import VectorIndex
+from resources.vector_index.schema import IndexSchema
 from search_service.app import create_app
 from search_service.config import ServiceSettings
 

@@ -13,8 +13,7 @@ import open_clip
 import pytest
 import torch
 
-from resources.clip_loader import load_clip
-from resources.world import CAPTIONS
+from resources.embedding.weights import load_clip
 from training.train_world_model import (
     CONFIG_FILE,
     PROVENANCE_KEY,
@@ -26,6 +25,7 @@ from training.train_world_model import (
     read_provenance,
     train,
 )
+from training.world import CAPTIONS
 
 
 def tiny_config(out: Path, **overrides: object) -> TrainConfig:

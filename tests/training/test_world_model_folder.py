@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from resources.clip_loader import load_clip
-from resources.world import CAPTIONS, training_example
+from resources.embedding.weights import load_clip
+from training.examples import training_example
 from training.train_world_model import read_provenance, to_model_input
+from training.world import CAPTIONS
 
 FOLDER = Path(__file__).resolve().parents[2] / "models" / "framesearch-world"
 

@@ -1,0 +1,47 @@
+"""The near-duplicate filter, its settings and the time credited to kept frames (pure functions)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from resources.checkpoints.dedup import DedupConfig, NearDuplicateFilter, credit_spans, dedup_config_from_env, difference
+
+
+def thumb(value: int, noise: int = 0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(value + rng.integers(-noise, noise + 1, (32, 32, 3)), 0, 255).astype(np.uint8)
+
+
+def test_filter_compares_with_the_last_kept_frame() -> None:
+    check = NearDuplicateFilter(0.02)
+    assert check.keep(thumb(100))
+    assert not check.keep(thumb(100, noise=3, seed=1))  # encoder noise of a still scene
+    # A slow drift of 2/255 per frame: each frame is close to the one before, but once it has drifted
+    # more than the threshold from the frame last kept, a frame is kept again.
+    kept = [check.keep(thumb(100 + 2 * step)) for step in range(1, 8)]
+    assert kept == [False, False, True, False, False, True, False]
+    assert check.keep(thumb(200))
+    assert difference(thumb(0), thumb(255)) == 1.0
+
+
+def test_threshold_zero_keeps_everything() -> None:
+    check = NearDuplicateFilter(0.0)
+    assert all(check.keep(thumb(100)) for _ in range(3))
+    assert not DedupConfig(0.0).enabled and DedupConfig(0.0).fingerprint() == "dedup:off"
+
+
+def test_spans_run_to_the_end_of_the_last_dropped_frame() -> None:
+    frames = [(0, 0), (3, 100), (6, 200), (9, 300), (12, 400)]
+    assert credit_spans(frames, {3: 0, 6: 0, 12: 9}, end_ms=500) == {0: 300, 9: 500}
+    assert credit_spans(frames, {12: 9}, end_ms=None) == {}  # the end of the last frame is unknown
+    assert credit_spans(frames, {}, end_ms=500) == {}
+
+
+def test_settings_from_the_environment() -> None:
+    assert dedup_config_from_env({}) == DedupConfig(0.02, all_frames=False)
+    assert dedup_config_from_env({"DEDUP_THRESHOLD": "off"}).enabled is False
+    assert dedup_config_from_env({"DEDUP_THRESHOLD": "0.05", "DEDUP_ALL_FRAMES": "1"}) == DedupConfig(0.05, all_frames=True)
+    for bad in ("-1", "1.5", "lots"):
+        with pytest.raises(ValueError, match="DEDUP_THRESHOLD"):
+            dedup_config_from_env({"DEDUP_THRESHOLD": bad})
