@@ -36,7 +36,7 @@ def letterbox(image: np.ndarray, size: int) -> np.ndarray:
     ratio = size / max(height, width)
     new_w, new_h = max(1, round(width * ratio)), max(1, round(height * ratio))
     canvas = Image.new("RGB", (size, size), LETTERBOX_RGB)
-    canvas.paste(Image.fromarray(image).resize((new_w, new_h), Image.BICUBIC), ((size - new_w) // 2, (size - new_h) // 2))
+    canvas.paste(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BICUBIC), ((size - new_w) // 2, (size - new_h) // 2))
     return np.asarray(canvas)
 
 

@@ -16,7 +16,7 @@ Typical use::
     frame = random_frame(1280, 720, rng, target=("red", "star"))   # one red star + 4 distractors
     frame.image.shape                  # (720, 1280, 3) uint8
     frame.has_class("red", "star")     # True; no distractor is a red star
-    image, label = training_example(224, rng)   # one training image and its class index
+    # training images come from training.examples.training_example
 
 Sizes: :func:`random_frame` places a small target (radius 30-45 px: 8-12% of a 720p frame's
 height in diameter) among distractors, so a letterboxed global view of the whole frame shows it
@@ -111,7 +111,7 @@ def _smooth_noise(width: int, height: int, cell_px: float, rng: np.random.Genera
     """Colour noise with features about ``cell_px`` wide: a coarse random grid, bicubic-upsampled."""
     gw, gh = max(2, round(width / cell_px) + 2), max(2, round(height / cell_px) + 2)
     grid = rng.integers(0, 256, size=(gh, gw, 3), dtype=np.uint8)
-    big = Image.fromarray(grid).resize((width, height), Image.BICUBIC)
+    big = Image.fromarray(grid).resize((width, height), Image.Resampling.BICUBIC)
     return np.asarray(big, dtype=np.float32) - 127.5  # (H, W, 3), zero mean
 
 
@@ -142,7 +142,7 @@ def render_background(width: int, height: int, rng: np.random.Generator, scale_p
         u = (np.cos(phi) * xs * width + np.sin(phi) * ys * height) / period
         pixels = pixels + rng.uniform(6.0, 20.0) * np.sin(2.0 * np.pi * u)
     low = Image.fromarray(np.clip(pixels, 0.0, 255.0).astype(np.uint8))
-    smooth = np.asarray(low.resize((width, height), Image.BICUBIC), dtype=np.int16)  # (H, W, 3)
+    smooth = np.asarray(low.resize((width, height), Image.Resampling.BICUBIC), dtype=np.int16)  # (H, W, 3)
     grain = rng.integers(-8, 9, size=(height, width, 1), dtype=np.int16)  # luminance grain
     return np.clip(smooth + grain, 0, 255).astype(np.uint8)
 
@@ -190,7 +190,7 @@ def _shape_mask(shape: str, r: float, angle: float, supersample: int = 4) -> Ima
     else:
         for poly in _shape_polygons(shape, c, c, rr, angle):
             draw.polygon(poly, fill=255)
-    return big.resize((side, side), Image.BOX) if ss > 1 else big
+    return big.resize((side, side), Image.Resampling.BOX) if ss > 1 else big
 
 
 def _object_colour(colour: str, rng: np.random.Generator) -> tuple[int, int, int]:

@@ -14,11 +14,8 @@ import pytest
 import torch
 
 from resources.embedding.weights import load_clip
+from training.config import CONFIG_FILE, PROVENANCE_KEY, WEIGHTS_FILE, TrainConfig
 from training.train_world_model import (
-    CONFIG_FILE,
-    PROVENANCE_KEY,
-    WEIGHTS_FILE,
-    TrainConfig,
     caption_contrastive_loss,
     lr_at,
     parse_args,

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from resources.embedding.weights import load_clip
+from training.batches import to_model_input
 from training.examples import training_example
-from training.train_world_model import read_provenance, to_model_input
+from training.train_world_model import read_provenance
 from training.world import CAPTIONS
 
 FOLDER = Path(__file__).resolve().parents[2] / "models" / "framesearch-world"
