@@ -32,11 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no weights are fetched here: configured ones are cached or absent
 
 from benchmarks.common import write_results  # noqa: E402
+from benchmarks.needle_library import LibrarySpec, build_library  # noqa: E402
 from benchmarks.quality import (  # noqa: E402
     MODES,
     K,
-    LibrarySpec,
-    build_library,
     embed_library,
     exhaustive_rankings,
     latency,

@@ -28,7 +28,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_index import DIM, FRAMES_PER_VIDEO, load_synthetic_library  # noqa: E402
+from benchmarks.bench_index import DIM, FRAMES_PER_VIDEO, Needles, load  # noqa: E402
 from benchmarks.common import write_results  # noqa: E402
 from resources.embedding.encoder import EncoderConfig, FrameEncoder  # noqa: E402
 from resources.embedding.model_files import save_random_weights  # noqa: E402
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(args.path, ignore_errors=True)
         print(f"building an index of {args.frames:,} synthetic frames ...", flush=True)
         with VectorIndex.open(schema, path=args.path) as index:
-            load_synthetic_library(index, args.frames // FRAMES_PER_VIDEO, np.empty((args.frames, DIM), np.float32))
+            load(index, args.frames // FRAMES_PER_VIDEO, Needles(args.frames, count=0, per_target=1), np.empty((args.frames, DIM), np.float32))
             index.optimize()
 
     import uvicorn

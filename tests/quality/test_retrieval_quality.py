@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.needle_library import Library, LibrarySpec, build_library
 from benchmarks.quality import (
     K,
-    Library,
-    LibrarySpec,
-    build_library,
     embed_library,
     exhaustive_rankings,
     query_service,
