@@ -10,7 +10,9 @@ checkpoints and an embedded Qdrant index, starts the real app under uvicorn and 
 caption over HTTP: global search, rerank at the API's default alpha and at alpha 0, hybrid (the
 caption + an image of the target alone, rerank on). The exhaustive ceiling scores every frame's
 stored patches against the caption's text vector (from the checkpoints). Prints recall@10 and
-MRR@10 per set and mode, query latency p50/p99, and - as its last line - one JSON object.
+MRR@10 per set and mode, query latency p50/p99, the funnel (benchmarks/funnel.py: where each
+caption's needles are lost, stage by stage, from the exhaustive ceiling to the API's first page)
+and - as its last line - one JSON object.
 
 The model is the configured one (OPENCLIP_MODEL / OPENCLIP_PRETRAINED), or the offline model
 (models/framesearch-world, OFFLINE_MODEL_DIR) when its weights are not here, or --model-dir.
@@ -32,8 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no weights are fetched here: configured ones are cached or absent
 
 from benchmarks.common import write_results  # noqa: E402
+from benchmarks.funnel import needle_funnel, print_funnel  # noqa: E402
 from benchmarks.needle_library import LibrarySpec, build_library  # noqa: E402
 from benchmarks.quality import (  # noqa: E402
+    COLLECTION,
     MODES,
     K,
     embed_library,
@@ -46,6 +50,7 @@ from benchmarks.quality import (  # noqa: E402
 )
 from resources.embedding.offline import load_encoder_or_offline, offline_config  # noqa: E402
 from resources.settings import encoder_config_from_env, index_settings_from_env  # noqa: E402
+from resources.vector_index import DEFAULT_ALPHA  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
           + (f" at {rate:.2f} frames/s end to end" if rate else " (checkpoints up to date)"), flush=True)
 
     started = time.perf_counter()
-    ceiling = exhaustive_rankings(work / "checkpoints", text_vectors(encoder, [q.caption for q in library.queries]))
+    text = text_vectors(encoder, [q.caption for q in library.queries])
+    ceiling = exhaustive_rankings(work / "checkpoints", text)
     exhaustive_s = time.perf_counter() - started
 
     pool = index_settings_from_env().rerank_pool
@@ -100,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     with serving(work, encoder, library.queries, rerank_pool=pool) as base:
         runs = query_service(base, library.queries)
     query_s = time.perf_counter() - started
+
+    started = time.perf_counter()
+    funnel = needle_funnel(work, COLLECTION, library.queries, text, runs["rerank"].rankings, pool, DEFAULT_ALPHA)
+    funnel_s = time.perf_counter() - started
 
     rankings = {**{mode: run.rankings for mode, run in runs.items()}, "exhaustive": ceiling}
     table = {size: {mode: scores(r, library.queries, size) for mode, r in rankings.items()} for size in ("small", "large")}
@@ -112,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             lat = latency(runs[mode].latencies_ms) if mode in runs else None
             times = f"{lat['p50_ms']:7.1f} {lat['p99_ms']:7.1f}" if lat else f"{'-':>7s} {'-':>7s}"
             print(f"{size:6s} {mode:14s} {figures['recall_at_10']:9.3f} {figures['mrr']:7.3f} {times}")
+    print_funnel(funnel)
 
     results = {
         "frames": pipeline.frames,
@@ -132,9 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         "patches": pipeline.patches,
         "seconds": {
             "library": round(library.build_seconds, 1), "pipeline": round(pipeline.seconds, 1),
-            "exhaustive": round(exhaustive_s, 1), "service": round(query_s, 1),
+            "exhaustive": round(exhaustive_s, 1), "service": round(query_s, 1), "funnel": round(funnel_s, 1),
         },
         "frames_per_s": round(rate, 3),
+        "funnel": funnel,
         "spec": asdict(spec),
     }
     if not args.keep:

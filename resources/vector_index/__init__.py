@@ -24,6 +24,7 @@ from resources.vector_index.backend import IndexBusyError, IndexUnavailableError
 from resources.vector_index.fusion import DEFAULT_ALPHA, DEFAULT_FUSION, FUSIONS, fuse
 from resources.vector_index.index import SyncResult, VectorIndex
 from resources.vector_index.layout import IndexLayout, index_layout
+from resources.vector_index.queries import SearchTrace
 from resources.vector_index.schema import SchemaMismatchError, SearchFilters, SearchHit
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "SchemaMismatchError",
     "SearchFilters",
     "SearchHit",
+    "SearchTrace",
     "SyncResult",
     "VectorIndex",
     "fuse",

@@ -266,13 +266,15 @@ class VectorIndex:
         pool: int | None = None,
         patch_pool: int | None = None,
         fusion: str = DEFAULT_FUSION,
+        trace: queries_.SearchTrace | None = None,
     ) -> list[SearchHit]:
         """Global search, or - with ``patch_queries`` ``(rows, dim)`` - a rerank of the union of
         the global pool and the frames of each row's nearest patches, by ``fusion`` of the global
         cosine and ``maxsim`` (the mean over query rows of the best cosine against the frame's
         patches); alpha 1 ranks by the global score alone, 0 by maxsim alone (:mod:`.fusion`).
         ``pool``: frames from the global search (default max(100, 3 x top_k)); ``patch_pool``:
-        nearest patches per text query (``pool`` if None; 0: the global pool alone)."""
+        nearest patches per text query (``pool`` if None; 0: the global pool alone); ``trace``:
+        filled with each stage's frames and scores (:class:`~.queries.SearchTrace`)."""
         if not 1 <= top_k <= 1000:
             raise ValueError(f"top_k must be between 1 and 1000, got {top_k}")
         if not 0.0 <= alpha <= 1.0:
@@ -289,7 +291,9 @@ class VectorIndex:
         if queries.ndim != 2 or queries.shape[1] != self.schema.dim or len(queries) == 0:
             raise ValueError(f"patch queries have shape {queries.shape}, expected (1+, {self.schema.dim})")
         pool = rerank_pool(top_k, pool)
-        candidates = queries_.candidates(self._backend, self.layout, vector, queries, filters, top_k, pool, pool if patch_pool is None else patch_pool)
+        candidates = queries_.candidates(
+            self._backend, self.layout, vector, queries, filters, top_k, pool, pool if patch_pool is None else patch_pool, trace
+        )
         if not candidates:
             return []
         ids, global_scores, maxsims = queries_.exact_scores(self._backend, self.layout, vector, queries, filters, candidates)
@@ -297,6 +301,9 @@ class VectorIndex:
             return []
         fused = fuse(global_scores, maxsims, alpha, fusion)
         order = sorted(range(len(ids)), key=lambda i: (-fused[i], ids[i]))[:top_k]
+        if trace is not None:
+            trace.candidates, trace.scored, trace.ranked = candidates, ids, [ids[i] for i in order]
+            trace.global_scores, trace.maxsim_scores, trace.fused = global_scores, maxsims, fused
         read = queries_.best_patches(self._backend, self.layout, [ids[i] for i in order], queries)
         return [
             SearchHit(ids[i], float(fused[i]), float(global_scores[i]), float(maxsims[i]), *read[ids[i]])

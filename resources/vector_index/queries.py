@@ -5,6 +5,7 @@ the patch each result's box shows. Functions over a backend and the layout, used
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,7 +32,31 @@ def patch_rows_limit(rows: int, top_k: int, patch_pool: int) -> int:
     return max(2 * top_k, math.ceil(2 * patch_pool / rows))
 
 
-def candidates(backend: Backend, layout: IndexLayout, vector: np.ndarray, queries: np.ndarray, filters: SearchFilters, top_k: int, pool: int, patch_pool: int) -> list[str]:
+@dataclass
+class SearchTrace:
+    """What one reranked search did, stage by stage, for benchmarks that ask where a frame was lost
+    (``VectorIndex.search(..., trace=SearchTrace())`` fills it; searches without one pay nothing).
+
+    ``global_pool``: frames of the global search (best first); ``patch_frames``: frames of the
+    query rows' nearest patches in the companion collection, in the order first reached;
+    ``candidates``: their union as scored; ``scored``/``global_scores``/``maxsim_scores``/``fused``:
+    every candidate that both exact queries returned, with its scores; ``ranked``: the result order.
+    """
+
+    global_pool: list[str] = field(default_factory=list)
+    patch_frames: list[str] = field(default_factory=list)
+    candidates: list[str] = field(default_factory=list)
+    scored: list[str] = field(default_factory=list)
+    global_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    maxsim_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    fused: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    ranked: list[str] = field(default_factory=list)
+
+
+def candidates(
+    backend: Backend, layout: IndexLayout, vector: np.ndarray, queries: np.ndarray, filters: SearchFilters, top_k: int, pool: int, patch_pool: int,
+    trace: SearchTrace | None = None,
+) -> list[str]:
     """Frame point ids to score: the global pool, then the frames of each row's nearest
     patches (companion collection), in that order, without repeats. With ``filters.point_ids``
     the candidates are exactly those points (the caller knows what it wants scored)."""
@@ -40,18 +65,18 @@ def candidates(backend: Backend, layout: IndexLayout, vector: np.ndarray, querie
     global_ef, patch_ef = layout.frames.vector(GLOBAL_VECTOR).search_ef, layout.patches.vector(PATCH_POINT_VECTOR).search_ef
     patch_ef = patch_ef if len(queries) == 1 else min(patch_ef, MANY_ROWS_EF)
     [global_hits] = backend.query(layout.frames.name, [VectorQuery(GLOBAL_VECTOR, vector.tolist(), Where(filters), pool, hnsw_ef=global_ef)])
-    if patch_pool == 0:  # the global pool alone (how search worked before the companion collection)
-        return [pid for pid, _, _ in global_hits]
-    per_row = patch_rows_limit(len(queries), top_k, patch_pool)
-    patch_hits = backend.query(
-        layout.patches.name,
-        [VectorQuery(PATCH_POINT_VECTOR, row, Where(filters), per_row, "frame", hnsw_ef=patch_ef) for row in queries.tolist()],
-    )
-    ids = dict.fromkeys(pid for pid, _, _ in global_hits)
-    for hits in patch_hits:
-        for _, _, payload in hits:
-            ids.setdefault(point_id(int(payload["video_id"]), int(payload["frame_id"])))
-    return list(ids)
+    global_ids = [pid for pid, _, _ in global_hits]
+    patch_ids: list[str] = []
+    if patch_pool > 0:  # 0: the global pool alone (how search worked before the companion collection)
+        per_row = patch_rows_limit(len(queries), top_k, patch_pool)
+        patch_hits = backend.query(
+            layout.patches.name,
+            [VectorQuery(PATCH_POINT_VECTOR, row, Where(filters), per_row, "frame", hnsw_ef=patch_ef) for row in queries.tolist()],
+        )
+        patch_ids = list(dict.fromkeys(point_id(int(payload["video_id"]), int(payload["frame_id"])) for hits in patch_hits for _, _, payload in hits))
+    if trace is not None:
+        trace.global_pool, trace.patch_frames = global_ids, patch_ids
+    return list(dict.fromkeys(global_ids + patch_ids))
 
 
 def exact_scores(backend: Backend, layout: IndexLayout, vector: np.ndarray, queries: np.ndarray, filters: SearchFilters, candidates: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:

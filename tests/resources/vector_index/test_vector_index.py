@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from resources.vector_index import IndexBusyError, IndexUnavailableError, VectorIndex, fuse, index_layout
+from resources.vector_index import IndexBusyError, IndexUnavailableError, SearchTrace, VectorIndex, fuse, index_layout
 from resources.vector_index.backend import Where
 from resources.vector_index.schema import (
     MAX_MULTIVECTOR_VALUES,
@@ -358,6 +358,28 @@ def test_a_planted_small_object_outside_the_global_pool_is_found_through_its_pat
     filtered = index.search(target, top_k=10, patch_queries=target[None], alpha=0.0, filters=SearchFilters(video_ids=(planted[0].video_id,)))
     assert filtered[0].point_id in {p.id for p in planted if p.video_id == planted[0].video_id}
     assert all(h.payload["video_id"] == planted[0].video_id for h in filtered)
+
+
+def test_a_trace_says_which_stage_brought_each_candidate(open_index) -> None:
+    """The planted needles reach the candidates through the patch stage, not the global pool; the
+    trace's candidates are the union of the two stages, its scores are the hits' own, and tracing
+    changes nothing in the results."""
+    index = open_index()
+    target, planted = _planted_library(index, 3000, 3)
+    needles = {p.id for p in planted}
+    trace = SearchTrace()
+    hits = index.search(target, top_k=10, patch_queries=target[None], trace=trace)
+    assert [h.point_id for h in hits] == trace.ranked == [h.point_id for h in index.search(target, top_k=10, patch_queries=target[None])]
+    assert len(trace.global_pool) == 100 and not needles & set(trace.global_pool)
+    assert needles <= set(trace.patch_frames)
+    assert trace.candidates == list(dict.fromkeys(trace.global_pool + trace.patch_frames))
+    assert set(trace.scored) <= set(trace.candidates) and len(trace.scored) == len(trace.fused) == len(trace.maxsim_scores)
+    scored = dict(zip(trace.scored, zip(trace.global_scores, trace.maxsim_scores, trace.fused)))
+    for hit in hits:
+        assert scored[hit.point_id] == pytest.approx((hit.global_score, hit.maxsim_score, hit.score))
+    alone = SearchTrace()
+    index.search(target, top_k=10, patch_queries=target[None], patch_pool=0, trace=alone)
+    assert alone.patch_frames == [] and alone.candidates == alone.global_pool
 
 
 def test_search_validates_inputs(library) -> None:
