@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from training.config import TrainConfig
-from training.examples import EXAMPLE_KINDS, training_example
+from training.examples import EXAMPLE_KINDS, planned_crops, training_example
 
 
 def to_model_input(images: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -36,18 +36,28 @@ def make_batch(
     size: int, count: int, rng: np.random.Generator, mix: tuple[float, ...] = (0.6, 0.15, 0.15, 0.1)
 ) -> tuple[np.ndarray, torch.Tensor]:
     """``count`` training examples: images ``(count, size, size, 3)`` uint8 and labels ``(count,)``;
-    ``mix`` gives the shares of the kinds in ``EXAMPLE_KINDS`` (crop, single, frame, background)."""
+    ``mix`` gives the shares of the kinds in ``EXAMPLE_KINDS`` (crop, single, frame, background,
+    planned; a mix of four leaves planned out). Planned slots are filled with every crop of as
+    many frames as they take, so a frame's target and its look-alike distractors share a batch."""
+    mix = parse_mix(",".join(map(str, mix)))
     p = np.asarray(mix, dtype=np.float64) / sum(mix)
     kinds = [EXAMPLE_KINDS[int(k)] for k in rng.choice(len(EXAMPLE_KINDS), size=count, p=p)]
-    pairs = [training_example(size, rng, kind=kind) for kind in kinds]  # type: ignore[arg-type]
+    planned: list[tuple[np.ndarray, int]] = []
+    while len(planned) < kinds.count("planned"):
+        planned += planned_crops(size, rng)
+    drawn = iter(planned)
+    pairs = [next(drawn) if kind == "planned" else training_example(size, rng, kind=kind) for kind in kinds]  # type: ignore[arg-type]
     images = np.stack([image for image, _ in pairs])  # (count, size, size, 3)
     labels = torch.tensor([label for _, label in pairs], dtype=torch.long)  # (count,) -1 = no object
     return images, labels
 
 
 def parse_mix(text: str) -> tuple[float, ...]:
-    """``"0.6,0.15,0.15,0.1"`` -> shares of ``EXAMPLE_KINDS``."""
+    """``"0.6,0.15,0.15,0.1[,0.3]"`` -> shares of ``EXAMPLE_KINDS`` (without a fifth, planned is 0:
+    the mixes of models trained before planned crops existed still mean what they meant)."""
     mix = tuple(float(x) for x in text.split(","))
+    if len(mix) == len(EXAMPLE_KINDS) - 1:
+        mix += (0.0,)
     if len(mix) != len(EXAMPLE_KINDS) or min(mix) < 0 or sum(mix) <= 0:
         raise ValueError(f"a mix gives {len(EXAMPLE_KINDS)} non-negative shares ({', '.join(EXAMPLE_KINDS)}), got {text!r}")
     return mix

@@ -3,19 +3,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 from PIL import Image
 
+from resources.embedding.patches import PatchConfig, PatchPlan, plan_patches
 from training.world import (
     CLASSES,
+    COLOURS,
+    SHAPES,
     WorldObject,
     box_around,
+    class_index,
     draw_objects,
     large_object_frame,
     random_angle,
     random_class,
+    random_frame,
     render_background,
     render_frame,
 )
@@ -25,8 +31,12 @@ LETTERBOX_RGB = (123, 117, 104)
 # Patch geometry at framesearch's defaults: a 224 px window padded by 15% on each side.
 PATCH_CROP_PX = 224 + 2 * round(0.15 * 224)  # 291
 
-ExampleKind = Literal["crop", "single", "frame", "background"]
-EXAMPLE_KINDS: tuple[str, ...] = ("crop", "single", "frame", "background")
+ExampleKind = Literal["crop", "single", "frame", "background", "planned"]
+EXAMPLE_KINDS: tuple[str, ...] = ("crop", "single", "frame", "background", "planned")
+# Frame sizes the planned crops are cut from (the encoder's patch window is the same 224 px in
+# both, so the objects' share of a window differs as it does between 720p and 1080p video).
+PLANNED_FRAME_SIZES: tuple[tuple[int, int], ...] = ((1280, 720), (1920, 1080))
+HARD_NEGATIVE_SHARE = 0.75  # chance a distractor shares the target's colour or its shape
 
 
 def letterbox(image: np.ndarray, size: int) -> np.ndarray:
@@ -71,7 +81,8 @@ def training_example(size: int, rng: np.random.Generator, kind: ExampleKind | No
     ``crop`` - a patch-like crop around one object (see :func:`_crop_example`);
     ``single`` - one centred-ish object (radius 15-40%) on a background, the issue's recipe;
     ``frame`` - a whole 16:9/4:3/1:1 frame with one large object, letterboxed like the global view;
-    ``background`` - a patch-like crop with no object (label -1), a negative for every caption.
+    ``background`` - a patch-like crop with no object (label -1), a negative for every caption;
+    ``planned`` - the first of :func:`planned_crops` (a window of a whole frame, cut by the planner).
     """
     if kind is None:
         kind = EXAMPLE_KINDS[int(rng.choice(4, p=[0.6, 0.15, 0.15, 0.1]))]  # type: ignore[assignment]
@@ -92,4 +103,89 @@ def training_example(size: int, rng: np.random.Generator, kind: ExampleKind | No
     if kind == "background":
         frame_h = float(rng.choice([720.0, 1080.0]))
         return render_background(size, size, rng, scale_px=frame_h * size / PATCH_CROP_PX), -1
+    if kind == "planned":
+        while True:  # a frame whose every object crowds another has no crop: draw the next
+            crops = planned_crops(size, rng, background=False)
+            if crops:
+                return crops[0]
     raise ValueError(f"kind must be one of {EXAMPLE_KINDS}, got {kind!r}")
+
+
+# -- crops cut by the planner --------------------------------------------------------------------
+
+
+def hard_negative_classes(target: tuple[str, str], rng: np.random.Generator, count: int, share: float = HARD_NEGATIVE_SHARE) -> list[tuple[str, str]]:
+    """``count`` distractor classes for ``target``, none of them ``target``: each, with chance
+    ``share``, the target's colour on another shape or its shape in another colour (the pairs a
+    weak model confuses), otherwise any other class."""
+    colour, shape = target
+    out = []
+    for _ in range(count):
+        if rng.random() < share:
+            if rng.random() < 0.5:
+                out.append((colour, str(rng.choice([s for s in SHAPES if s != shape]))))
+            else:
+                out.append((str(rng.choice([c for c in COLOURS if c != colour])), shape))
+        else:
+            out.append(random_class(rng, {target}))
+    return out
+
+
+def _inside(box: tuple[int, int, int, int] | np.ndarray, window: np.ndarray) -> bool:
+    x, y, w, h = (int(v) for v in box)
+    wx, wy, ww, wh = (int(v) for v in window)
+    return wx <= x and wy <= y and x + w <= wx + ww and y + h <= wy + wh
+
+
+def _overlaps(box: tuple[int, int, int, int], window: np.ndarray) -> bool:
+    x, y, w, h = box
+    wx, wy, ww, wh = (int(v) for v in window)
+    return x < wx + ww and wx < x + w and y < wy + wh and wy < y + h
+
+
+def labelled_windows(objects: Sequence[WorldObject], plan: PatchPlan) -> list[tuple[int, int]]:
+    """``(window, class index)`` for each object that some window's core holds whole while no other
+    object lies whole in that window's padded box: the window whose core centre is nearest the
+    object's. Objects no window holds alone (too big, or crowded) have none."""
+    out = []
+    for k, obj in enumerate(objects):
+        x, y, w, h = obj.box
+        holding = [i for i in range(len(plan)) if _inside(obj.box, plan.core[i])]
+        holding = [i for i in holding if not any(_inside(o.box, plan.padded[i]) for j, o in enumerate(objects) if j != k)]
+        if not holding:
+            continue
+        core = plan.core[holding].astype(np.float64)  # (candidates, 4)
+        dist = np.linalg.norm(core[:, :2] + core[:, 2:] / 2 - np.array([x + w / 2, y + h / 2]), axis=1)
+        out.append((holding[int(np.argmin(dist))], class_index(obj.colour, obj.shape)))
+    return out
+
+
+def planned_crops(size: int, rng: np.random.Generator, background: bool = True) -> list[tuple[np.ndarray, int]]:
+    """Crops of one world frame cut exactly where the encoder cuts them, with their labels.
+
+    A 720p or 1080p frame holds a small target (radius 30-45 px) among 4 distractors that are
+    mostly hard negatives (:func:`hard_negative_classes`). The planner's windows at the default
+    :class:`PatchConfig` give, for each object that some window's core holds whole (the window
+    nearest the object's centre) while no other object lies whole in its padded box, that padded
+    box resized to ``size`` and labelled with the object's class; with ``background``, one window
+    whose padded box touches no object, labelled -1 (a negative for every caption). Parts of
+    other objects cut by a window's edge stay in it, as they do at search time.
+    """
+    width, height = PLANNED_FRAME_SIZES[int(rng.integers(len(PLANNED_FRAME_SIZES)))]
+    target = CLASSES[int(rng.integers(len(CLASSES)))]
+    frame = random_frame(width, height, rng, target=target, distractor_classes=hard_negative_classes(target, rng, 4))
+    plan = plan_patches(width, height, PatchConfig())
+    image = Image.fromarray(frame.image)
+    out: list[tuple[np.ndarray, int]] = []
+
+    def cut(window: np.ndarray) -> np.ndarray:
+        x, y, w, h = (int(v) for v in window)
+        return np.asarray(image.crop((x, y, x + w, y + h)).resize((size, size), Image.Resampling.BICUBIC))
+
+    for window, label in labelled_windows(frame.objects, plan):
+        out.append((cut(plan.padded[window]), label))
+    if background:
+        empty = [i for i in range(len(plan)) if not any(_overlaps(o.box, plan.padded[i]) for o in frame.objects)]
+        if empty:
+            out.append((cut(plan.padded[empty[int(rng.integers(len(empty)))]]), -1))
+    return out

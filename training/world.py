@@ -26,6 +26,7 @@ places one object whose radius is 20-40% of the frame height.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -271,6 +272,7 @@ def random_frame(
     distractors: int = 4,
     distractor_radius_px: tuple[float, float] = (20.0, 60.0),
     exclude: tuple[tuple[str, str], ...] | set[tuple[str, str]] = (),
+    distractor_classes: Sequence[tuple[str, str]] | None = None,
 ) -> WorldFrame:
     """A frame with one target object and up to ``distractors`` other objects.
 
@@ -278,7 +280,8 @@ def random_frame(
     Distractors are never of the target's class nor of a class in ``exclude``, so
     ``frame.has_class(...)`` is exact ground truth. Distractors that do not fit (the frame is full)
     are left out. The target's radius is drawn from ``target_radius_px``; each distractor's from
-    ``distractor_radius_px``.
+    ``distractor_radius_px``. ``distractor_classes`` picks the distractors' classes in order (hard
+    negatives: the target's colour or shape on another class) instead of at random.
     """
     excluded = set(exclude)
     if target is None:
@@ -290,8 +293,13 @@ def random_frame(
         raise ValueError(f"a target of radius {radius:.0f} px does not fit a {width}x{height} frame")
     placed = [(centre[0], centre[1], radius)]
     objects = [WorldObject(target[0], target[1], box_around(centre[0], centre[1], radius), random_angle(target[1], rng))]
-    for _ in range(distractors):
-        colour, shape = random_class(rng, excluded | {target})
+    if distractor_classes is not None and (set(distractor_classes) & (excluded | {target})):
+        raise ValueError("a distractor class may not be the target's or an excluded one")
+    for i in range(distractors):
+        if distractor_classes is not None and i < len(distractor_classes):
+            colour, shape = distractor_classes[i]
+        else:
+            colour, shape = random_class(rng, excluded | {target})
         r = float(rng.uniform(*distractor_radius_px))
         at = _place(width, height, r, placed, rng)
         if at is None:

@@ -7,7 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from training.examples import LETTERBOX_RGB, letterbox, training_example
+from resources.embedding.patches import PatchConfig, plan_patches
+from training.batches import make_batch, parse_mix
+from training.examples import LETTERBOX_RGB, hard_negative_classes, labelled_windows, letterbox, planned_crops, training_example
 from training.world import (
     CAPTIONS,
     CLASSES,
@@ -109,7 +111,7 @@ def test_frames_render_fast() -> None:
     assert (time.perf_counter() - start) / 5 < 0.1  # ~25 ms here; generous for loaded CI machines
 
 
-@pytest.mark.parametrize("kind", ["crop", "single", "frame", "background", None])
+@pytest.mark.parametrize("kind", ["crop", "single", "frame", "background", "planned", None])
 def test_training_examples(kind: str | None) -> None:
     rng = np.random.default_rng(5)
     for _ in range(5):
@@ -119,3 +121,62 @@ def test_training_examples(kind: str | None) -> None:
     a = training_example(64, np.random.default_rng(9))
     b = training_example(64, np.random.default_rng(9))
     assert a[1] == b[1] and np.array_equal(a[0], b[0])
+
+
+def test_distractors_can_be_chosen() -> None:
+    rng = np.random.default_rng(3)
+    chosen = [("red", "cross"), ("blue", "star")]
+    frame = random_frame(1280, 720, rng, target=("red", "star"), distractors=2, distractor_classes=chosen)
+    assert [o.cls for o in frame.objects] == [("red", "star"), *chosen]
+    with pytest.raises(ValueError, match="target"):
+        random_frame(1280, 720, rng, target=("red", "star"), distractor_classes=[("red", "star")])
+
+
+def test_hard_negatives_share_the_targets_colour_or_shape() -> None:
+    rng = np.random.default_rng(4)
+    hard = hard_negative_classes(("green", "ring"), rng, 200, share=1.0)
+    assert ("green", "ring") not in hard
+    assert all((c == "green") != (s == "ring") for c, s in hard)  # exactly one of the two shared
+    assert {c for c, _ in hard} > {"green"} and {s for _, s in hard} > {"ring"}
+    mixed = hard_negative_classes(("green", "ring"), rng, 400, share=0.5)
+    unrelated = sum(c != "green" and s != "ring" for c, s in mixed)
+    assert 100 < unrelated < 300 and ("green", "ring") not in mixed
+
+
+def test_planned_windows_hold_their_object_whole_and_alone() -> None:
+    """A window is labelled by the one object its core holds whole, only if no other object lies
+    whole in its padded box; the nearest such window to the object's centre is taken."""
+    plan = plan_patches(1280, 720, PatchConfig())
+    alone = WorldObject("red", "star", (300, 300, 70, 70))
+    crowded = [WorldObject("blue", "ring", (700, 300, 60, 60)), WorldObject("blue", "cross", (765, 300, 40, 40))]  # each whole in the other's windows
+    huge = WorldObject("green", "square", (100, 10, 400, 400))  # no 224 px core holds it
+    labelled = labelled_windows([alone, *crowded, huge], plan)
+    assert [label for _, label in labelled] == [class_index("red", "star")]
+    [(window, _)] = labelled
+    x, y, w, h = (int(v) for v in plan.core[window])
+    assert x <= 300 and y <= 300 and 370 <= x + w and 370 <= y + h  # the core holds the star whole
+    centre = np.array([335.0, 335.0])
+    holding = [i for i in range(len(plan)) if plan.core[i, 0] <= 300 and plan.core[i, 1] <= 300 and plan.core[i, 0] + plan.core[i, 2] >= 370 and plan.core[i, 1] + plan.core[i, 3] >= 370]
+    nearest = min(holding, key=lambda i: np.linalg.norm(plan.core[i, :2] + plan.core[i, 2:] / 2 - centre))
+    assert window == nearest
+
+
+def test_planned_crops_are_seeded_and_sized() -> None:
+    crops = planned_crops(112, np.random.default_rng(0))
+    again = planned_crops(112, np.random.default_rng(0))
+    assert crops and all(image.shape == (112, 112, 3) and image.dtype == np.uint8 for image, _ in crops)
+    labels = [label for _, label in crops]
+    assert labels == [label for _, label in again] and labels.count(-1) <= 1 and all(-1 <= label < 36 for label in labels)
+    assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(crops, again, strict=True))
+
+
+def test_a_batch_fills_its_planned_share_and_old_mixes_keep_their_meaning() -> None:
+    assert parse_mix("0.6,0.15,0.15,0.1") == (0.6, 0.15, 0.15, 0.1, 0.0)
+    with pytest.raises(ValueError, match="shares"):
+        parse_mix("1,2")
+    images, labels = make_batch(64, 32, np.random.default_rng(1), (0, 0, 0, 0, 1))
+    assert images.shape == (32, 64, 64, 3) and len(labels) == 32
+    assert len(set(labels.tolist())) > 4  # several frames' targets and their look-alikes
+    old = make_batch(48, 16, np.random.default_rng(2), (0.6, 0.15, 0.15, 0.1))
+    same = make_batch(48, 16, np.random.default_rng(2), (0.6, 0.15, 0.15, 0.1, 0.0))
+    assert np.array_equal(old[0], same[0]) and old[1].tolist() == same[1].tolist()
