@@ -33,7 +33,8 @@ from assets.video_steps import (
 from resources.dagster_resources import CheckpointStoreResource, EncoderResource, FrameSourceResource, IndexResource
 from resources.settings import encoder_config_from_env, max_image_pixels_from_env, patch_config_from_env
 
-videos_partitions = dg.DynamicPartitionsDefinition(name="videos")
+VIDEOS_PARTITIONS = "videos"  # the partitions definition's name, typed as the str it is
+videos_partitions = dg.DynamicPartitionsDefinition(name=VIDEOS_PARTITIONS)
 SIGNATURE_TAG = "framesearch/signature"
 POOL = "framesearch_embedding"
 # One run may take several videos of a backfill: the model loads once per run, not per video.

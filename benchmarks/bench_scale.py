@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from moto.server import ThreadedMotoServer
 
-    from assets.videos import BACKFILL, videos_partitions
+    from assets.videos import BACKFILL, VIDEOS_PARTITIONS
     from pipelines.automation import video_sensor
     from resources.dagster_resources import CheckpointStoreResource, FrameSourceResource, FramesS3Resource
     from resources.embedding.model_files import save_random_weights
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = [str(v) for v in range(1, args.videos + 1)]
     (work / "sqlite_home").mkdir()
     with dg.DagsterInstance.local_temp(str(work / "sqlite_home")) as sqlite_instance:
-        _, results["sqlite_register_s"] = timed(sqlite_instance.add_dynamic_partitions, videos_partitions.name, keys)
+        _, results["sqlite_register_s"] = timed(sqlite_instance.add_dynamic_partitions, VIDEOS_PARTITIONS, keys)
     results["sqlite_max_variables"] = sqlite_variable_limit()  # one add of more keys than this fails
 
     with running_postgres() as pg:
@@ -183,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             results["sensor_first_tick_run_requests"] = len(first.run_requests)
             results["sensor_cursor_bytes"] = len(first.cursor or "")
             [add] = first.dynamic_partitions_requests
-            _, results["postgres_register_s"] = timed(instance.add_dynamic_partitions, videos_partitions.name, list(add.partition_keys))
-            _, results["postgres_list_partitions_s"] = timed(instance.get_dynamic_partitions, videos_partitions.name)
+            _, results["postgres_register_s"] = timed(instance.add_dynamic_partitions, VIDEOS_PARTITIONS, list(add.partition_keys))
+            _, results["postgres_list_partitions_s"] = timed(instance.get_dynamic_partitions, VIDEOS_PARTITIONS)
             with dg.build_sensor_context(instance=instance, resources=sensor_resources, cursor=first.cursor) as context:
                 second, results["sensor_unchanged_tick_s"] = timed(video_sensor, context)
             results["sensor_unchanged_tick_run_requests"] = len(second.run_requests)

@@ -79,7 +79,7 @@ def embed_library(library: Library, work: Path, model: str, pretrained: str, vid
     import dagster as dg
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)  # BackfillPolicy, used on purpose
-    from assets.videos import ASSETS, videos_partitions
+    from assets.videos import ASSETS, VIDEOS_PARTITIONS
     from resources.dagster_resources import CheckpointStoreResource, EncoderResource, FrameSourceResource, FramesS3Resource, IndexResource
 
     resources = {  # the code location's resources (pipelines/definitions.py), pointed at this library
@@ -90,7 +90,7 @@ def embed_library(library: Library, work: Path, model: str, pretrained: str, vid
     }
     instance = dg.DagsterInstance.ephemeral()
     keys = [str(v) for v in library.video_ids]
-    instance.add_dynamic_partitions(videos_partitions.name, keys)
+    instance.add_dynamic_partitions(VIDEOS_PARTITIONS, keys)
     started, embedded, runs = time.perf_counter(), 0, 0
     for first in range(0, len(keys), videos_per_run):
         batch = keys[first : first + videos_per_run]

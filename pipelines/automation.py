@@ -15,7 +15,7 @@ No ``from __future__ import annotations`` here: Dagster reads the parameter anno
 import dagster as dg
 
 from assets.video_steps import stored_manifest
-from assets.videos import run_config_for, videos_partitions
+from assets.videos import VIDEOS_PARTITIONS, run_config_for
 from pipelines.jobs import video_pipeline
 from pipelines.sensor import video_sensor
 from resources.checkpoints.store import published_key
@@ -65,7 +65,8 @@ def reconcile_schedule(
     requests = []
     checkpoints = store.store()  # a folder or s3:// (CHECKPOINT_DIR)
     published = checkpoints.published()  # one listing, not a request per video
-    for key in context.instance.get_dynamic_partitions(videos_partitions.name):
+    for key in context.instance.get_dynamic_partitions(VIDEOS_PARTITIONS):
+        reason: str | None
         if int(key) not in published:
             reason = "no checkpoint"
         else:

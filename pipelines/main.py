@@ -20,13 +20,17 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
+
+if TYPE_CHECKING:
+    from dagster_shared.error import SerializableErrorInfo
 
 # BackfillPolicy is beta in this Dagster; the pipeline uses it on purpose (see assets/videos.py).
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
-from assets.videos import ASSETS, videos_partitions
+from assets.videos import ASSETS, VIDEOS_PARTITIONS
 from pipelines.jobs import video_pipeline
 from pipelines.sample_queries import Tally, run_query, summary
 from pipelines.samples import SAMPLE_QUERIES, ensure_sample_library, load_ground_truth
@@ -54,7 +58,7 @@ def _weights_line(provenance: Provenance) -> str:
 
 def _partition_metadata(result: dg.ExecuteInProcessResult, asset: str, video_id: int) -> dict:
     """What the run recorded for one video's partition of ``asset``; {} if it was not materialized."""
-    events = [e for e in result.get_asset_materialization_events() if e.asset_key.path == [asset] and e.partition == str(video_id)]
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(asset) and e.partition == str(video_id)]
     return {k: v.value for k, v in events[-1].materialization.metadata.items()} if events else {}
 
 
@@ -62,17 +66,21 @@ def _failure(result: dg.ExecuteInProcessResult, video_id: int) -> str:
     """Why a video failed: the reason its run recorded on the video's partition."""
     for event in result.all_events:
         if event.event_type_value == "ASSET_OBSERVATION" and event.partition == str(video_id):
-            reason = event.event_specific_data.asset_observation.metadata.get("reason")
+            reason = event.asset_observation_data.asset_observation.metadata.get("reason")
             if reason is not None:
-                return reason.value.split(": ", 1)[-1]
-    errors = [e.event_specific_data.error.message.strip().splitlines()[0] for e in result.all_events if e.is_step_failure]
+                return str(reason.value).split(": ", 1)[-1]  # recorded as text metadata
+    errors = [_first_line(e.step_failure_data.error) for e in result.all_events if e.is_step_failure]
     return " | ".join(errors) or "no reason recorded"
+
+
+def _first_line(error: SerializableErrorInfo | None) -> str:
+    return error.message.strip().splitlines()[0] if error is not None else "no error recorded"
 
 
 def _runs(instance: dg.DagsterInstance, keys: list[str]) -> list[dict[str, str]]:
     """Run tags covering ``keys``: one run of them all when they are one contiguous range of the
     instance's ``videos`` partitions (the model loads once), else one run per video."""
-    registered = instance.get_dynamic_partitions(videos_partitions.name)
+    registered = instance.get_dynamic_partitions(VIDEOS_PARTITIONS)
     if keys and keys[0] in registered:
         start = registered.index(keys[0])
         if registered[start : start + len(keys)] == keys:
@@ -134,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     listings = LocalFolderSource(videos, fps=args.fps).list_videos()
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     keys = [str(v.video_id) for v in listings]
-    instance.add_dynamic_partitions(videos_partitions.name, [k for k in keys if not instance.has_dynamic_partition(videos_partitions.name, k)])
+    instance.add_dynamic_partitions(VIDEOS_PARTITIONS, [k for k in keys if not instance.has_dynamic_partition(VIDEOS_PARTITIONS, k)])
     # The code location's job, in this process: its runs show as video_pipeline in the UI.
     job = dg.Definitions(assets=ASSETS, jobs=[video_pipeline], resources=resources).resolve_job_def(video_pipeline.name)
     failures, deferred = 0, 0

@@ -46,7 +46,7 @@ def judge(hit: SearchHit, text: str, truth: Truth) -> Judged:
     image_id = str(hit.payload["image_id"])
     objects = truth.get(image_id)
     judged = Judged(image_id, hit.score, None if objects is None else any(c == text for c, _ in objects), hit.best_patch_box)
-    if judged.holds and judged.box is not None:
+    if objects is not None and judged.holds and judged.box is not None:
         judged.on_object = any(c == text and box_overlap(judged.box, b) >= ON_OBJECT for c, b in objects)
     return judged
 

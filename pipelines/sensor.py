@@ -31,7 +31,7 @@ import zlib
 
 import dagster as dg
 
-from assets.videos import SIGNATURE_TAG, run_config_for, videos_partitions
+from assets.videos import SIGNATURE_TAG, VIDEOS_PARTITIONS, run_config_for, videos_partitions
 from pipelines.jobs import video_pipeline
 from resources.checkpoints.store import CheckpointStore, manifest_key, published_key
 from resources.checkpoints.video_embedding import plan_digest
@@ -97,7 +97,7 @@ def video_sensor(context: dg.SensorEvaluationContext, frames: FrameSourceResourc
     source = frames.source()
     listings = source.list_videos()
     remembered = decode_cursor(context.cursor)
-    known = set(context.instance.get_dynamic_partitions(videos_partitions.name))
+    known = set(context.instance.get_dynamic_partitions(VIDEOS_PARTITIONS))
     new_keys = [str(v.video_id) for v in listings if str(v.video_id) not in known]
     checkpoints, patch_config = store.store(), patch_config_from_env()
     published: set[int] | None = None

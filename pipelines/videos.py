@@ -14,7 +14,7 @@ import sys
 
 import dagster as dg
 
-from assets.videos import videos_partitions
+from assets.videos import VIDEOS_PARTITIONS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,19 +27,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     instance = dg.DagsterInstance.get()
-    known = set(instance.get_dynamic_partitions(videos_partitions.name))
+    known = set(instance.get_dynamic_partitions(VIDEOS_PARTITIONS))
     if args.command == "list":
         print("\n".join(sorted(known, key=int)))
         return 0
     if args.command == "discover":
         from pipelines.definitions import defs
 
-        source = defs.resources["frames"].source()
+        source = (defs.resources or {})["frames"].source()
         ids = [listing.video_id for listing in source.list_videos()]
     else:
         ids = args.video_ids
     new = [str(i) for i in ids if str(i) not in known]
-    instance.add_dynamic_partitions(videos_partitions.name, new)
+    instance.add_dynamic_partitions(VIDEOS_PARTITIONS, new)
     print(f"registered {len(new)} new video(s): {' '.join(new) or '-'} ({len(known) + len(new)} in all)")
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import overload
 
 from resources.embedding.encoder import EncoderConfig
 from resources.embedding.patches import PatchConfig
@@ -26,6 +27,10 @@ def _get(env: Mapping[str, str], name: str, default: str) -> str:
     return value if value else default
 
 
+@overload
+def _int(env: Mapping[str, str], name: str, default: int) -> int: ...
+@overload
+def _int(env: Mapping[str, str], name: str, default: None) -> int | None: ...
 def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
     raw = env.get(name, "").strip()
     if not raw or raw.lower() == "none":
@@ -58,8 +63,8 @@ def patch_config_from_env(env: Mapping[str, str] | None = None) -> PatchConfig:
         ) from None
     try:
         return PatchConfig(
-            window=_int(env, "PATCH_WINDOW", 224),  # type: ignore[arg-type]
-            stride=_int(env, "PATCH_STRIDE", 112),  # type: ignore[arg-type]
+            window=_int(env, "PATCH_WINDOW", 224),
+            stride=_int(env, "PATCH_STRIDE", 112),
             context_pad=_float(env, "PATCH_CONTEXT_PAD", 0.15),
             scales=scales,
             max_patches=_int(env, "MAX_PATCHES_PER_IMAGE", None),
@@ -76,7 +81,7 @@ def encoder_config_from_env(env: Mapping[str, str] | None = None) -> EncoderConf
         return EncoderConfig(
             model=_get(env, "OPENCLIP_MODEL", "ViT-B-32"),
             pretrained=_get(env, "OPENCLIP_PRETRAINED", "laion2b_s34b_b79k"),
-            batch_size=_int(env, "BATCH_SIZE", 64),  # type: ignore[arg-type]
+            batch_size=_int(env, "BATCH_SIZE", 64),
             device=_get(env, "OPENCLIP_DEVICE", "auto"),
             precision=_get(env, "OPENCLIP_PRECISION", "auto"),
             global_resize=_get(env, "GLOBAL_RESIZE_MODE", "pad"),

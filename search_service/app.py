@@ -126,8 +126,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, ServiceState]]:
-        frame_encoder = encoder
-        if frame_encoder is None:
+        frame_encoder: FrameEncoder
+        if encoder is not None:
+            frame_encoder = encoder
+        else:
             config = encoder_config_from_env()
             if settings.offline_fallback:
                 frame_encoder, _ = await run_in_threadpool(load_encoder_or_offline, config, settings.offline_model_dir)

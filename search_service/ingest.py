@@ -37,7 +37,7 @@ def compact_ids(ids: list[int]) -> str:
     """``[1, 2, 3, 7]`` -> ``"1-3,7"``: frame ids fit a run tag."""
     parts, ids = [], sorted(ids)
     start = prev = ids[0]
-    for value in ids[1:] + [None]:  # type: ignore[list-item]
+    for value in [*ids[1:], None]:
         if value is not None and value == prev + 1:
             prev = value
             continue

@@ -57,6 +57,7 @@ async def search_image(request: Request) -> JSONResponse:
         hits, stages = await run_in_threadpool(similar_search, searcher, IndexedFrame(body.image_id), body)
         record_stages(request, stages)
         return _respond(state, started, hits, stages, "image", body.rerank, body)
+    assert body.s3_url is not None  # the model requires exactly one of image_id and s3_url
     data, fetch_ms = await _fetch(state, body.s3_url)
     hits, stages = await run_in_threadpool(image_search, searcher, data, body)
     record_stages(request, {**fetch_ms, **stages})
@@ -114,9 +115,11 @@ async def search_hybrid(request: Request) -> JSONResponse:
     body: HybridSearch = await json_body(request, HybridSearch)
     searcher = state.searcher()
     image: bytes | IndexedFrame
+    fetch_ms: dict[str, float] = {}
     if body.image_id is not None:
-        image, fetch_ms = IndexedFrame(body.image_id), {}
+        image = IndexedFrame(body.image_id)
     else:
+        assert body.image_s3_url is not None  # the model requires exactly one of image_id and image_s3_url
         image, fetch_ms = await _fetch(state, body.image_s3_url)
     hits, stages = await run_in_threadpool(
         hybrid_search, searcher, body.text_query, image, body.text_weight, body.image_weight, body

@@ -50,6 +50,17 @@ class Timer:
             self.ms[stage] = round(self.ms.get(stage, 0.0) + (time.perf_counter() - started) * 1000, 3)
 
 
+def _as_int(value: object) -> int:
+    """A payload number (stored JSON) as an int."""
+    if isinstance(value, (int, float, str)):
+        return int(value)
+    raise TypeError(f"payload value {value!r} is not a number")
+
+
+def _optional_int(value: object) -> int | None:
+    return None if value is None else _as_int(value)
+
+
 def to_results(hits: Sequence[SearchHit]) -> list[SearchResult]:
     """The seed's result objects. ``s3_url`` is the stored frame URL as clients may see it
     (:func:`resources.s3.urls.public_url`): never a server path or a pre-signed signature."""
@@ -58,12 +69,12 @@ def to_results(hits: Sequence[SearchHit]) -> list[SearchResult]:
         p = hit.payload
         results.append(
             SearchResult(
-                image_id=str(p["image_id"]), video_id=int(p["video_id"]), frame_id=int(p["frame_id"]),
+                image_id=str(p["image_id"]), video_id=_as_int(p["video_id"]), frame_id=_as_int(p["frame_id"]),
                 score=hit.score, global_score=hit.global_score, maxsim_score=hit.maxsim_score,
-                s3_url=public_url(str(p.get("url", ""))), width=int(p.get("width", 0)), height=int(p.get("height", 0)),
-                timestamp_ms=p.get("timestamp_ms"),
+                s3_url=public_url(str(p.get("url", ""))), width=_as_int(p.get("width", 0)), height=_as_int(p.get("height", 0)),
+                timestamp_ms=_optional_int(p.get("timestamp_ms")),
                 best_patch_box=hit.best_patch_box,
-                span_end_ms=p.get("span_end_ms"),
+                span_end_ms=_optional_int(p.get("span_end_ms")),
                 thumbnail_url=thumbnail_url(p) if "image_id" in p else None,
             )
         )

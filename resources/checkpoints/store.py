@@ -28,6 +28,7 @@ directly. s3fs would add fsspec's async stack for the same operations.
 
 from __future__ import annotations
 
+import builtins
 import io
 import json
 import os
@@ -221,7 +222,7 @@ class CheckpointStore:
         self.write_bytes(key, buffer.getvalue())
         return version
 
-    def read_table(self, key: str, columns: list[str] | None = None) -> pa.Table:
+    def read_table(self, key: str, columns: builtins.list[str] | None = None) -> pa.Table:  # list: the method above
         """A checkpoint table, read from one consistent snapshot of the object."""
         if not self.is_s3:
             # One open file: pq.read_table(path) opens the path more than once (schema, then data),

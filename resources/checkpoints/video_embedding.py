@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -43,6 +44,9 @@ from resources.embedding.encoder import FrameEncoder
 from resources.embedding.patches import PatchConfig, plan_patches
 from resources.frame_sources import DecodedFrame, FrameReadError, FrameRef, FrameSource, is_video_frame_url, iter_frames
 from resources.frame_sources.images import DEFAULT_MAX_PIXELS
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_CHUNK_FRAMES = 64
 
@@ -126,7 +130,10 @@ def _embed_chunk(
 ) -> tuple[list[FrameRecord], dict[int, str], dict[int, int], dict[int, int]]:
     """The chunk's records, skipped frames (frame_id -> reason), dropped near-duplicates (frame_id
     -> kept frame_id) and credited spans (kept frame_id -> end ms); ``end_ms`` is the next chunk's start."""
-    images, kept, skipped, dropped = [], [], {}, {}
+    images: list[torch.Tensor] = []
+    kept: list[FrameRef] = []
+    skipped: dict[int, str] = {}
+    dropped: dict[int, int] = {}
     check = NearDuplicateFilter(dedup.threshold) if dedup.enabled else None
     # A transient FrameReadError leaves iter_frames: not proof the frame is bad, embed_video stops the run.
     for item in iter_frames(source, refs, max_pixels=max_pixels, thumbs=check is not None, seconds=report.seconds):

@@ -23,13 +23,14 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from resources.embedding.crops import CROP_METHODS, GLOBAL_RESIZE_MODES, global_view, iter_patch_crops
+from resources.embedding.crops import CROP_METHODS, GLOBAL_RESIZE_MODES, CropMethod, GlobalResize, global_view, iter_patch_crops
 from resources.embedding.patches import PatchConfig, PatchPlan, plan_patches
 from resources.embedding.precision import PRECISIONS, resolve_device, resolve_precision
 from resources.embedding.weights import (
@@ -132,9 +133,10 @@ class FrameEncoder:
         self.image_size = clip.image_size
         self._mean = torch.tensor(clip.mean, dtype=torch.float32, device=device)
         self._std = torch.tensor(clip.std, dtype=torch.float32, device=device)
-        self.crop_method = config.crop_method
-        if self.crop_method == "auto":
-            self.crop_method = "roi_align" if device.type == "cuda" else "resize_slice"
+        # EncoderConfig validated both names; here they become the crop module's literal types.
+        self.global_resize = cast(GlobalResize, config.global_resize)
+        auto: CropMethod = "roi_align" if device.type == "cuda" else "resize_slice"
+        self.crop_method: CropMethod = auto if config.crop_method == "auto" else cast(CropMethod, config.crop_method)
         self.timings = EncoderTimings()
         # Idle batch buffers. A call takes one for itself and gives it back when done, so request
         # threads never write into each other's batches (issue 9: one shared buffer mixed the
@@ -271,7 +273,7 @@ class FrameEncoder:
     def encode_global(self, frames: Sequence[Frame]) -> np.ndarray:
         """Global vectors of whole frames: ``(frames, dim)``."""
         views = (
-            global_view(self._as_tensor(f), self.image_size, self._mean, self._std, self.config.global_resize)
+            global_view(self._as_tensor(f), self.image_size, self._mean, self._std, self.global_resize)
             for f in frames
         )
         return self._encode_pixels(self._batches(views))

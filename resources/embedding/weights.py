@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,8 +95,8 @@ RANDOM_PROVENANCE = Provenance(
 class LoadedClip:
     """An open_clip model in eval mode with what is needed to feed it and to name its outputs."""
 
-    model: torch.nn.Module
-    tokenizer: object
+    model: open_clip.CLIP  # encode_image / encode_text
+    tokenizer: Callable[[list[str]], torch.Tensor]  # texts -> (texts, context) token ids
     model_id: str  # names architecture and weights; part of every stored vector's provenance
     weights_source: str  # the tag, file or folder the weights came from
     provenance: Provenance  # what the weights are and what they know
@@ -303,6 +303,6 @@ def load_clip(model: str, pretrained: str, device: str | torch.device = "cpu") -
         weights_source=weights.pretrained or weights.model_name,  # a local-dir folder: 'local-dir:<folder>'
         provenance=weights_provenance(weights),
         image_size=int(size[0] if isinstance(size, (tuple, list)) else size),
-        mean=tuple(preprocess.get("mean", open_clip.OPENAI_DATASET_MEAN)),  # type: ignore[arg-type]
-        std=tuple(preprocess.get("std", open_clip.OPENAI_DATASET_STD)),  # type: ignore[arg-type]
+        mean=tuple(preprocess.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+        std=tuple(preprocess.get("std", open_clip.OPENAI_DATASET_STD)),
     )

@@ -157,7 +157,8 @@ def _read_file(path: Path, max_bytes: int, url: str | None = None) -> bytes:
 
 
 def _read_limited(read: Callable[[int], bytes], max_bytes: int, url: str) -> bytes:
-    chunks, total = [], 0
+    chunks: list[bytes] = []
+    total = 0
     while True:
         chunk = read(min(_CHUNK, max_bytes + 1 - total))
         if not chunk:

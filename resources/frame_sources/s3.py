@@ -214,7 +214,8 @@ class S3FrameSource(FrameSource):
         return (video_prefix, *self._children(video_prefix))
 
     def _children(self, prefix: str) -> tuple[list[str], list[str]]:
-        files, folders = [], []
+        files: list[str] = []
+        folders: list[str] = []
         for page in self._pages(prefix, delimiter=True):
             files.extend(obj["Key"][len(prefix):] for obj in page.get("Contents", ()))
             folders.extend(common["Prefix"][len(prefix):].rstrip("/") for common in page.get("CommonPrefixes", ()))

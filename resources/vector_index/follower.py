@@ -26,6 +26,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,7 +146,7 @@ class CheckpointFollower:
             self.caught_up_at = listed_at
         return results
 
-    def reconcile(self, listed: dict[int, object]) -> list[int]:
+    def reconcile(self, listed: Mapping[int, object]) -> list[int]:
         """Delete the videos the index holds that have no checkpoint in ``listed`` (a listing of
         ``root`` taken just before): those removed while no follower ran. Returns them. Deletes
         nothing (and stays pending) while the folder looks unmounted."""
@@ -167,7 +168,7 @@ class CheckpointFollower:
         self.reconciled = True
         return stale
 
-    def _looks_mounted(self, listed: dict[int, object]) -> bool:
+    def _looks_mounted(self, listed: Mapping[int, object]) -> bool:
         """Whether deleting is safe: False for a missing folder or one that lists no checkpoint
         (asked only when the index holds videos): an unmounted volume looks like that, and it must
         never empty the index."""

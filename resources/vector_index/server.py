@@ -49,6 +49,8 @@ class ServerBackend(Backend):
         if not self.client.collection_exists(collection):
             return None
         vectors = self.client.get_collection(collection).config.params.vectors
+        if vectors is None:  # a collection without dense vectors is none of ours
+            return {}
         if not isinstance(vectors, dict):
             return {"": {"size": vectors.size, "distance": vectors.distance.value.lower(), "comparator": None, "datatype": None}}
         return {
@@ -147,7 +149,7 @@ class ServerBackend(Backend):
 
     def retrieve(self, collection, ids, payload, vectors=()):
         records = self.client.retrieve(collection, ids=list(ids), with_payload=self._payload(payload), with_vectors=list(vectors) or False)
-        return {str(r.id): (r.payload or {}, dict(r.vector or {})) for r in records}
+        return {str(r.id): (r.payload or {}, dict(r.vector) if isinstance(r.vector, dict) else {}) for r in records}  # named vectors only
 
     def _params(self, q: VectorQuery) -> Any:
         if self._local:

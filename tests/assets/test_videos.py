@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from assets.videos import ASSETS, videos_partitions
+from assets.videos import ASSETS, VIDEOS_PARTITIONS, videos_partitions
 from resources.checkpoints.format import published_path, read_metadata, vectors
 from resources.dagster_resources import (
     CheckpointStoreResource,
@@ -62,7 +62,7 @@ def pipeline(tmp_path: Path, tiny_config: EncoderConfig):
     }
 
     def run(video_id: int, frames: FrameSourceResource | None = None, **kwargs) -> dg.ExecuteInProcessResult:
-        instance.add_dynamic_partitions(videos_partitions.name, [str(video_id)])
+        instance.add_dynamic_partitions(VIDEOS_PARTITIONS, [str(video_id)])
         return dg.materialize(
             ASSETS, partition_key=str(video_id), instance=instance,
             resources={**resources, "frames": frames or resources["frames"]}, **kwargs,
@@ -219,7 +219,7 @@ def test_one_run_can_take_several_videos(pipeline) -> None:
     for video_id, frames in ((21, 2), (22, 3), (23, 1)):
         write_video(pipeline.root / "videos", video_id, frames=frames, seed=video_id)
     instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(videos_partitions.name, ["21", "22", "23"])
+    instance.add_dynamic_partitions(VIDEOS_PARTITIONS, ["21", "22", "23"])
     result = dg.materialize(ASSETS, instance=instance, resources=pipeline.resources, tags=partition_range("21", "23"))
     assert result.success
     for video_id, frames in ((21, 2), (22, 3), (23, 1)):
@@ -251,7 +251,7 @@ def test_a_bad_video_in_a_multi_video_run_fails_only_itself(pipeline) -> None:
     for f in (0, 1, 2):
         (junk / f"frame_{f:04d}.png").write_bytes(b"" if f == 0 else b"not an image")
     instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(videos_partitions.name, ["5", "6"])
+    instance.add_dynamic_partitions(VIDEOS_PARTITIONS, ["5", "6"])
     result = dg.materialize(ASSETS, instance=instance, resources=pipeline.resources, tags=partition_range("5", "6"), raise_on_error=False)
 
     assert not result.success
@@ -426,7 +426,7 @@ def test_staleness_in_dagsters_terms(pipeline) -> None:
         key = dg.AssetKey("frame_embeddings")
         return resolver.get_status(key, "11"), {c.category for c in resolver.get_stale_causes(key, "11")}
 
-    instance.add_dynamic_partitions(videos_partitions.name, ["11"])
+    instance.add_dynamic_partitions(VIDEOS_PARTITIONS, ["11"])
     for _ in range(2):  # the second run finds the checkpoint up to date
         assert dg.materialize(ASSETS, partition_key="11", instance=instance, resources=pipeline.resources).success
         assert status() == (StaleStatus.FRESH, set())

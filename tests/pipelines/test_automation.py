@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.videos import SIGNATURE_TAG, videos_partitions
+from assets.videos import SIGNATURE_TAG, VIDEOS_PARTITIONS
 from pipelines.automation import reconcile_schedule
 from pipelines.sensor import decode_cursor, encode_cursor, video_sensor
 from resources.dagster_resources import CheckpointStoreResource, EncoderResource, FrameSourceResource, FramesS3Resource, IndexResource
@@ -32,7 +32,7 @@ class SensorTicks:
         with dg.build_sensor_context(instance=self.instance, cursor=self.cursor, resources=self.resources) as context:
             result = video_sensor(context)
         for request in result.dynamic_partitions_requests:  # what the daemon would apply
-            self.instance.add_dynamic_partitions(videos_partitions.name, list(request.partition_keys))
+            self.instance.add_dynamic_partitions(VIDEOS_PARTITIONS, list(request.partition_keys))
         self.cursor = result.cursor
         return result
 
@@ -45,7 +45,7 @@ def test_sensor_adds_partitions_and_runs_only_changed_videos(tmp_path: Path) -> 
 
     first = sensor.tick()
     assert sorted(r.partition_key for r in first.run_requests) == ["1", "2"]
-    assert set(sensor.instance.get_dynamic_partitions(videos_partitions.name)) == {"1", "2"}
+    assert set(sensor.instance.get_dynamic_partitions(VIDEOS_PARTITIONS)) == {"1", "2"}
     assert all(r.run_key.startswith(f"video-{r.partition_key}-") and r.tags[SIGNATURE_TAG] for r in first.run_requests)
     assert first.run_requests[0].run_config == {"ops": {"video_assets": {"config": {"reason": "video 1: new video: no checkpoint"}}}}
 
@@ -77,7 +77,7 @@ def test_starting_the_sensor_over_an_embedded_library_runs_nothing(tmp_path: Pat
         "index": IndexResource(path=str(tmp_path / "qdrant"), collection="frames_sensor"),
     }
     with dg.instance_for_test() as elsewhere:  # the library was embedded before this sensor existed
-        elsewhere.add_dynamic_partitions(videos_partitions.name, list(listed))
+        elsewhere.add_dynamic_partitions(VIDEOS_PARTITIONS, list(listed))
         for key, signature in listed.items():
             tags = {SIGNATURE_TAG: signature} if by_sensor else {}
             assert dg.materialize(ASSETS, partition_key=key, instance=elsewhere, resources=resources, tags=tags).success
@@ -99,7 +99,7 @@ def test_schedule_requests_missing_and_stale_partitions(tmp_path: Path, tiny_con
     videos = tmp_path / "videos"
     write_video(videos, 1, frames=2)
     with dg.instance_for_test() as instance:  # schedules need an instance that has a ref
-        instance.add_dynamic_partitions(videos_partitions.name, ["1"])
+        instance.add_dynamic_partitions(VIDEOS_PARTITIONS, ["1"])
         resources = {
             "encoder": EncoderResource(model=tiny_config.model, pretrained=tiny_config.pretrained, precision="fp32"),
             "store": CheckpointStoreResource(root=str(tmp_path / "checkpoints")),
@@ -128,7 +128,7 @@ def test_schedule_requests_videos_whose_run_failed_after_listing(tmp_path: Path,
     videos = tmp_path / "videos"
     folder = write_video(videos, 1, frames=2)
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(videos_partitions.name, ["1"])
+        instance.add_dynamic_partitions(VIDEOS_PARTITIONS, ["1"])
         resources = {
             "encoder": EncoderResource(model=tiny_config.model, pretrained=tiny_config.pretrained, precision="fp32"),
             "store": CheckpointStoreResource(root=str(tmp_path / "checkpoints")),

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.videos import videos_partitions
+from assets.videos import VIDEOS_PARTITIONS
 from pipelines.automation import reconcile_schedule
 from resources.checkpoints.store import CheckpointStore, manifest_key, published_key
 from resources.dagster_resources import CheckpointStoreResource, EncoderResource, FrameSourceResource, FramesS3Resource, IndexResource
@@ -39,7 +39,7 @@ def test_two_workers_share_s3_checkpoints(
     root = f"s3://{bucket}/framesearch/checkpoints"
     videos = tmp_path / "videos"
     write_video(videos, 1, frames=3)
-    instance.add_dynamic_partitions(videos_partitions.name, ["1"])
+    instance.add_dynamic_partitions(VIDEOS_PARTITIONS, ["1"])
     encoder = EncoderResource(model=tiny_config.model, pretrained=tiny_config.pretrained, precision="fp32")
 
     def worker(name: str) -> dict:

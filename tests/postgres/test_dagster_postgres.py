@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.videos import videos_partitions
+from assets.videos import VIDEOS_PARTITIONS
 from pipelines.automation import reconcile_schedule, video_sensor
 from resources.dagster_resources import CheckpointStoreResource, EncoderResource, FrameSourceResource, FramesS3Resource, IndexResource
 from resources.embedding.encoder import EncoderConfig
@@ -31,8 +31,8 @@ def instance(postgres: Postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     with dg.DagsterInstance.get() as deployed:
         yield deployed
         deployed.wipe()  # the server is shared by the session: leave it empty
-        for key in deployed.get_dynamic_partitions(videos_partitions.name):
-            deployed.delete_dynamic_partition(videos_partitions.name, key)
+        for key in deployed.get_dynamic_partitions(VIDEOS_PARTITIONS):
+            deployed.delete_dynamic_partition(VIDEOS_PARTITIONS, key)
 
 
 def test_the_instance_is_postgres_backed(instance: dg.DagsterInstance) -> None:
@@ -51,9 +51,9 @@ def test_sensor_and_runs_on_postgres(instance: dg.DagsterInstance, tmp_path: Pat
     with dg.build_sensor_context(instance=instance, resources={"frames": frames, "store": store}) as context:
         result = video_sensor(context)
     for request in result.dynamic_partitions_requests:
-        instance.add_dynamic_partitions(videos_partitions.name, list(request.partition_keys))
+        instance.add_dynamic_partitions(VIDEOS_PARTITIONS, list(request.partition_keys))
     keys = sorted(r.partition_key for r in result.run_requests)
-    assert keys == ["1", "2"] and set(instance.get_dynamic_partitions(videos_partitions.name)) == {"1", "2"}
+    assert keys == ["1", "2"] and set(instance.get_dynamic_partitions(VIDEOS_PARTITIONS)) == {"1", "2"}
 
     resources = {
         "encoder": EncoderResource(model=tiny_config.model, pretrained=tiny_config.pretrained, precision="fp32"),
@@ -80,10 +80,10 @@ def test_partitions_beyond_sqlites_limit(instance: dg.DagsterInstance) -> None:
     failures of dagster#16260); PostgreSQL takes it, and finds one key by index."""
     keys = [str(k) for k in range(40_000)]
     started = time.perf_counter()
-    instance.add_dynamic_partitions(videos_partitions.name, keys)
+    instance.add_dynamic_partitions(VIDEOS_PARTITIONS, keys)
     added = time.perf_counter() - started
-    assert len(instance.get_dynamic_partitions(videos_partitions.name)) == 40_000
-    assert instance.has_dynamic_partition(videos_partitions.name, "39999")
-    instance.add_dynamic_partitions(videos_partitions.name, keys[-10:] + ["40000"])  # existing keys are skipped
-    assert len(instance.get_dynamic_partitions(videos_partitions.name)) == 40_001
+    assert len(instance.get_dynamic_partitions(VIDEOS_PARTITIONS)) == 40_000
+    assert instance.has_dynamic_partition(VIDEOS_PARTITIONS, "39999")
+    instance.add_dynamic_partitions(VIDEOS_PARTITIONS, keys[-10:] + ["40000"])  # existing keys are skipped
+    assert len(instance.get_dynamic_partitions(VIDEOS_PARTITIONS)) == 40_001
     assert added < 60, f"adding 40,000 partitions took {added:.1f} s"
