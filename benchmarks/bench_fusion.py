@@ -6,8 +6,9 @@
 For every caption of the needle library, every frame's global cosine and best-patch cosine are
 computed from its checkpoint; the candidates are what the index would score (the global top
 ``--pool`` frames and the frames of the top ``--pool`` patches, found exactly here), ranked by each
-method of ``resources.vector_index.fusion`` at each alpha. Prints recall@10 small / large per
-method and alpha: the table behind the default in README "The vector index".
+method of ``resources.vector_index.fusion`` at each alpha, and by the candidate methods of
+:data:`EXPERIMENTS` (not in the API). Prints recall@10 small / large per method and alpha: the
+tables behind the default in README "The vector index" and "Retrieval quality".
 """
 
 from __future__ import annotations
@@ -30,7 +31,25 @@ from resources.embedding.offline import load_encoder_or_offline  # noqa: E402
 from resources.settings import encoder_config_from_env  # noqa: E402
 from resources.vector_index.fusion import FUSIONS, fuse  # noqa: E402
 
-ALPHAS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0)
+ALPHAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0)
+
+
+def robust_z(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``x`` standardised by the median and robust spread of ``x[reference]``."""
+    centre = float(np.median(x[reference]))
+    spread = 1.4826 * float(np.median(np.abs(x[reference] - centre))) or float(np.std(x[reference])) or 1.0
+    return (x - centre) / spread
+
+
+# Candidates for a default that holds across models, measured here before any reaches the API
+# (README "Retrieval quality"). Each takes g and m over every frame, alpha and the two stages'
+# frames (global pool, patch-stage frames).
+EXPERIMENTS = {
+    # The whole frame as one more view beside the patches: max(g, m) on the patch side.
+    "bestview": lambda g, m, a, pool, patch: a * g + (1 - a) * np.maximum(g, m),
+    # Each score calibrated on its own stage's frames, then the stronger evidence wins.
+    "stagemax": lambda g, m, a, pool, patch: np.maximum(a * robust_z(g, pool), (1 - a) * robust_z(m, patch)),
+}
 
 
 def load_checkpoints(folder: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -66,15 +85,21 @@ def main(argv: list[str] | None = None) -> int:
         g = globals_ @ text
         per_patch = np.einsum("fpd,d->fp", patches, text)
         m = per_patch.max(axis=1)
-        candidates = np.unique(np.concatenate([np.argsort(-g)[: args.pool], np.argsort(-per_patch.ravel())[: args.pool] // patches.shape[1]]))
+        pool, patch = np.argsort(-g)[: args.pool], np.unique(np.argsort(-per_patch.ravel())[: args.pool] // patches.shape[1])
+        candidates = np.unique(np.concatenate([pool, patch]))
         relevant = {position[r] for r in query["relevant"]}
+        for name, method_fn in EXPERIMENTS.items():
+            for alpha in ALPHAS:
+                fused = method_fn(g, m, alpha, pool, patch)[candidates]
+                top = candidates[np.argsort(-fused, kind="stable")[:K]]
+                recall.setdefault((query["size"], name, alpha), []).append(len(relevant & set(top.tolist())) / len(relevant))
         for method in FUSIONS:
             for alpha in ALPHAS:
                 top = candidates[np.argsort(-fuse(g[candidates], m[candidates], alpha, method), kind="stable")[:K]]
                 recall.setdefault((query["size"], method, alpha), []).append(len(relevant & set(top.tolist())) / len(relevant))
     print(f"{len(ids):,} frames, {len(queries)} captions; recall@{K} small / large, candidates = global top {args.pool} + frames of the top {args.pool} patches")
     print(f"{'fusion':10s}" + "".join(f"{'alpha ' + str(a):>14s}" for a in ALPHAS))
-    for method in FUSIONS:
+    for method in (*FUSIONS, *EXPERIMENTS):
         cells = "".join(f"{np.mean(recall[('small', method, a)]):>8.2f} /{np.mean(recall[('large', method, a)]):>4.2f}" for a in ALPHAS)
         print(f"{method:10s}{cells}")
     return 0
