@@ -35,13 +35,13 @@ from resources.frame_sources import FrameReadError, LocalFolderSource, S3FrameSo
 from resources.frame_sources.images import ImageDecodeError
 from resources.s3.urls import S3UrlError, parse_s3_url
 from resources.vector_index import VectorIndex
-from resources.vector_index.schema import MAX_ID, point_id
+from resources.vector_index.schema import IMAGE_ID_PATTERN, MAX_ID, point_id
 from search_service.errors import HTTPProblem
 
 MIN_SIZE, MAX_SIZE = 16, 4096
 THUMBNAIL_SIZE = 320  # px, the longer side of results' thumbnails
 JPEG_QUALITY = 85
-_IMAGE_ID = re.compile(r"^(\d{1,19}):(\d{1,19})$")
+_IMAGE_ID = re.compile(IMAGE_ID_PATTERN)
 
 
 class FrameNotIndexed(LookupError):
@@ -60,7 +60,7 @@ def parse_image_id(image_id: str) -> tuple[int, int]:
     """``(video_id, frame_id)`` of ``"<video_id>:<frame_id>"``; :class:`FrameNotIndexed` otherwise."""
     match = _IMAGE_ID.match(image_id)
     if not match or int(match.group(1)) > MAX_ID or int(match.group(2)) > MAX_ID:
-        raise FrameNotIndexed(f"{image_id[:64]!r} is not an image id (expected '<video_id>:<frame_id>')")
+        raise FrameNotIndexed(f"{image_id[:64]!r} is not an image id (expected '<video_id>:<frame_id>' in ASCII digits, no leading zeros)")
     return int(match.group(1)), int(match.group(2))
 
 
@@ -158,6 +158,16 @@ def _etag(payload: dict[str, Any], size: int | None, box: tuple[int, int, int, i
     return '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
 
 
+def if_none_match(header: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header matches ``etag`` (RFC 9110 13.1.2): ``*`` matches any
+    current representation; otherwise a list of entity tags compared weakly (``W/`` ignored)."""
+    if header is None:
+        return False
+    if header.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))
+
+
 async def get_frame(request: Request) -> Response:
     """The handler of ``GET /frames/{image_id}`` (see the module docstring)."""
     state = request.state.service
@@ -174,7 +184,7 @@ async def get_frame(request: Request) -> Response:
     etag = _etag(payload, size, box)
     current = params.get("v") == str(payload.get("checkpoint_version") or "")[:16]
     headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable" if current else "private, no-cache"}
-    if etag in request.headers.get("if-none-match", ""):
+    if if_none_match(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     reader: FrameReader = state.frame_reader
 

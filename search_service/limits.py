@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 # fields beside it (top_k, filters). A form of the documented fields is a few hundred bytes.
 MULTIPART_OVERHEAD = 64 * 1024
 
-UPLOAD_PATHS = ("/search/image/upload",)
+# Every route that reads a multipart form (a file upload): they get the upload limit, not the JSON one.
+UPLOAD_PATHS = ("/search/image/upload", "/search/hybrid/upload")
 
 # The key under which routes find the limits in ``request.state``.
 

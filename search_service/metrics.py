@@ -4,7 +4,9 @@ What an operator of a search service watches, per endpoint and per stage:
 
 * ``framesearch_http_requests_total{method,route,status}`` and
   ``framesearch_http_request_duration_seconds{method,route}`` (a histogram), counted by
-  :class:`MetricsMiddleware` for every request, refused ones included;
+  :class:`MetricsMiddleware` for every request, refused ones included. Labels are bounded:
+  ``route`` is the matched route's template (``<unmatched>`` otherwise) and ``method`` one of
+  :data:`KNOWN_METHODS` or ``other``, so no client can grow the label set;
 * ``framesearch_http_errors_total{method,route,kind}``: ``kind`` is ``client`` (4xx) or
   ``server`` (5xx, and requests that raised before answering);
 * ``framesearch_search_stage_seconds{route,stage}``: the stages a search reports in its
@@ -124,6 +126,16 @@ class StateCollector(Collector):
         yield errors
 
 
+# HTTP methods counted under their own name; any other method a client sends is counted as
+# "other", so clients cannot grow the label set (and the scrape, and this process's memory).
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else OTHER_METHOD
+
+
 def route_template(scope: Scope) -> str:
     """The template of the route ``scope`` is for, or ``<unmatched>``."""
     app = scope.get("app")
@@ -162,7 +174,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_and_note)
         finally:
             self.metrics.observe(
-                scope["method"], route_template(scope), status, time.perf_counter() - started, scope.get(STAGES_KEY)
+                method_label(scope["method"]), route_template(scope), status, time.perf_counter() - started, scope.get(STAGES_KEY)
             )
 
 

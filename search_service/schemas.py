@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from resources.vector_index.fusion import DEFAULT_ALPHA
-from resources.vector_index.schema import SearchFilters
+from resources.vector_index.schema import IMAGE_ID_PATTERN, SearchFilters
 
 MAX_ID = 2**63 - 1  # int64: video and frame ids, timestamps
 
@@ -90,7 +90,7 @@ class TextSearch(RankFields):
         return self
 
 
-ImageId = Annotated[str, Field(min_length=3, max_length=40, pattern=r"^\d{1,19}:\d{1,19}$", description='an indexed frame, "<video_id>:<frame_id>"')]
+ImageId = Annotated[str, Field(min_length=3, max_length=40, pattern=IMAGE_ID_PATTERN, description='an indexed frame, "<video_id>:<frame_id>" (ASCII digits, no leading zeros)')]
 
 
 class ImageSearch(RankFields):

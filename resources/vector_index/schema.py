@@ -44,6 +44,12 @@ class IndexSchema:
     dim: int = 512
 
 
+# The one written form of an image id, as :func:`image_id` writes it: ASCII digits without leading
+# zeros. Other spellings of the same numbers ("02:01", Arabic-Indic digits) are refused rather
+# than read: a reader that accepted them would not recognise the frame it names as the same frame.
+IMAGE_ID_PATTERN = r"^(0|[1-9][0-9]{0,18}):(0|[1-9][0-9]{0,18})$"
+
+
 def image_id(video_id: int, frame_id: int) -> str:
     """The seed's frame identifier, ``"<video_id>:<frame_id>"``."""
     return f"{video_id}:{frame_id}"

@@ -371,3 +371,74 @@ def test_bad_requests_are_4xx_and_echo_nothing(served: Served, bad: Bad) -> None
         assert SECRET[:8] not in response.content and b"TOPSECRE" not in response.content, response.text[:300]
         # The connection stays usable after a client error.
         assert client.get(f"{served.base}/healthz").status_code == 200
+
+
+# --- round two (issue 21): the new surfaces ---------------------------------------------------
+
+
+def _noise_png(megabytes: float) -> bytes:
+    """A PNG of random pixels (incompressible) of about ``megabytes`` MB."""
+    import numpy as np
+
+    side = int((megabytes * 1e6 / 3) ** 0.5)
+    pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG", compress_level=0)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("path", ["/search/image/upload", "/search/hybrid/upload"])
+def test_every_multipart_route_takes_an_upload_the_upload_limit_allows(served: Served, path: str) -> None:
+    """An 11 MB PNG is over MAX_JSON_BYTES (8 MiB) and under MAX_UPLOAD_BYTES (20 MiB): the hybrid
+    upload route refused it as if it were JSON (413 naming MAX_JSON_BYTES)."""
+    image = _noise_png(11)
+    assert JSON_LIMIT < len(image) < UPLOAD_LIMIT
+    data = {"top_k": "3", **({"text_query": "a corner"} if "hybrid" in path else {})}
+    response = httpx.post(f"{served.base}{path}", headers={"X-API-Key": API_KEY}, files={"file": ("big.png", image, "image/png")}, data=data, timeout=120)
+    assert response.status_code == 200, response.text[:300]
+    assert response.json()["results"]
+
+
+def test_random_methods_do_not_grow_the_metrics(served: Served) -> None:
+    """Every unknown method a client invents is one label value, "other": the scrape stays bounded."""
+    for i in range(60):
+        rawhttp.request(served.port, _head(f"X{uuid.uuid4().hex[:10].upper()}", f"/frames/1:{i}"), timeout_s=10)
+    scrape = httpx.get(f"{served.base}/metrics", headers={"X-API-Key": API_KEY}, timeout=30).text
+    methods = {line.split('method="', 1)[1].split('"', 1)[0] for line in scrape.splitlines() if 'method="' in line}
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}, methods
+    assert "other" in methods
+    assert not any(m.startswith("X") and len(m) > 5 for m in methods)
+
+
+@pytest.mark.parametrize("written", ["02:01", "1:00", "\u0661:\u0660", "1:\u0660", "\uff11:0"])
+def test_image_ids_are_read_in_one_written_form(served: Served, written: str) -> None:
+    """"02:01" or Arabic-Indic digits named frame 2:1 and "more like this" answered with the query
+    frame itself at rank 1: ids are now ASCII digits without leading zeros, everywhere they are read."""
+    headers = {"X-API-Key": API_KEY}
+    similar = httpx.post(f"{served.base}/search/image", headers=headers, json={"image_id": written, "top_k": 5}, timeout=30)
+    assert similar.status_code == 422, similar.text[:300]
+    hybrid = httpx.post(f"{served.base}/search/hybrid", headers=headers, json={"text_query": "x", "image_id": written}, timeout=30)
+    assert hybrid.status_code == 422, hybrid.text[:300]
+    frame = httpx.get(f"{served.base}/frames/{written}", headers=headers, timeout=30)
+    assert frame.status_code == 404, frame.text[:300]
+
+
+def test_more_like_this_never_answers_with_its_query_frame(served: Served) -> None:
+    response = httpx.post(f"{served.base}/search/image", headers={"X-API-Key": API_KEY}, json={"image_id": "1:0", "top_k": 5, "rerank": True}, timeout=30)
+    assert response.status_code == 200
+    assert all(r["image_id"] != "1:0" for r in response.json()["results"])
+
+
+def test_if_none_match_star_is_a_match(served: Served) -> None:
+    """RFC 9110 13.1.2: ``If-None-Match: *`` matches any current representation -> 304."""
+    headers = {"X-API-Key": API_KEY}
+    fresh = httpx.get(f"{served.base}/frames/1:0?size=64", headers=headers, timeout=30)
+    assert fresh.status_code == 200 and fresh.headers["etag"]
+    etag = fresh.headers["etag"]
+    for value in ("*", etag, f'"other", {etag}', f"W/{etag}"):
+        again = httpx.get(f"{served.base}/frames/1:0?size=64", headers={**headers, "If-None-Match": value}, timeout=30)
+        assert again.status_code == 304 and again.content == b"", value
+    other = httpx.get(f"{served.base}/frames/1:0?size=64", headers={**headers, "If-None-Match": '"not-it"'}, timeout=30)
+    assert other.status_code == 200 and other.content
+    missing = httpx.get(f"{served.base}/frames/9:9", headers={**headers, "If-None-Match": "*"}, timeout=30)
+    assert missing.status_code == 404
