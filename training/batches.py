@@ -39,7 +39,7 @@ def make_batch(
     ``mix`` gives the shares of the kinds in ``EXAMPLE_KINDS`` (crop, single, frame, background,
     planned; a mix of four leaves planned out). Planned slots are filled with every crop of as
     many frames as they take, so a frame's target and its look-alike distractors share a batch."""
-    mix = parse_mix(",".join(map(str, mix)))
+    mix = full_mix(mix)
     p = np.asarray(mix, dtype=np.float64) / sum(mix)
     kinds = [EXAMPLE_KINDS[int(k)] for k in rng.choice(len(EXAMPLE_KINDS), size=count, p=p)]
     planned: list[tuple[np.ndarray, int]] = []
@@ -53,13 +53,17 @@ def make_batch(
 
 
 def parse_mix(text: str) -> tuple[float, ...]:
-    """``"0.6,0.15,0.15,0.1[,0.3]"`` -> shares of ``EXAMPLE_KINDS`` (without a fifth, planned is 0:
-    the mixes of models trained before planned crops existed still mean what they meant)."""
-    mix = tuple(float(x) for x in text.split(","))
+    """``"0.6,0.15,0.15,0.1[,0.3]"`` -> shares of ``EXAMPLE_KINDS`` (see :func:`full_mix`)."""
+    return full_mix(tuple(float(x) for x in text.split(",")))
+
+
+def full_mix(mix: tuple[float, ...]) -> tuple[float, ...]:
+    """Shares of every kind in ``EXAMPLE_KINDS``, checked; without a fifth, planned is 0: the mixes
+    of models trained before planned crops existed still mean what they meant."""
     if len(mix) == len(EXAMPLE_KINDS) - 1:
         mix += (0.0,)
     if len(mix) != len(EXAMPLE_KINDS) or min(mix) < 0 or sum(mix) <= 0:
-        raise ValueError(f"a mix gives {len(EXAMPLE_KINDS)} non-negative shares ({', '.join(EXAMPLE_KINDS)}), got {text!r}")
+        raise ValueError(f"a mix gives {len(EXAMPLE_KINDS)} non-negative shares ({', '.join(EXAMPLE_KINDS)}), got {','.join(map(str, mix))!r}")
     return mix
 
 

@@ -13,7 +13,7 @@ from resources.embedding.crops import global_view, iter_patch_crops
 from resources.embedding.patches import PatchConfig, plan_patches
 from training.batches import to_model_input
 from training.config import TrainConfig
-from training.examples import training_example
+from training.examples import nearest_window, training_example, windows_holding
 from training.world import CAPTIONS, CLASSES, WorldFrame, class_index, random_frame
 
 
@@ -25,14 +25,11 @@ def embed_images(model: open_clip.CLIP, inputs: torch.Tensor, batch: int = 64) -
 
 
 def target_patch_index(frame: WorldFrame, plan_core: np.ndarray) -> int:
-    """The patch whose core window holds the target (object 0) whole, nearest its centre."""
-    x, y, w, h = frame.objects[0].box
-    cx, cy = x + w / 2, y + h / 2
-    core = plan_core.astype(np.float64)  # (patches, 4)
-    inside = (core[:, 0] <= x) & (core[:, 1] <= y) & (core[:, 0] + core[:, 2] >= x + w) & (core[:, 1] + core[:, 3] >= y + h)
-    dist = (core[:, 0] + core[:, 2] / 2 - cx) ** 2 + (core[:, 1] + core[:, 3] / 2 - cy) ** 2  # (patches,)
-    dist[~inside] += 1e12  # prefer windows holding the whole target
-    return int(np.argmin(dist))
+    """The patch whose core window holds the target (object 0) whole, nearest its centre (the
+    nearest of all windows when none holds it whole)."""
+    box = frame.objects[0].box
+    holding = windows_holding(plan_core, box)
+    return nearest_window(plan_core, box, holding if holding.any() else np.ones(len(plan_core), bool))
 
 
 @torch.inference_mode()

@@ -131,16 +131,26 @@ def hard_negative_classes(target: tuple[str, str], rng: np.random.Generator, cou
     return out
 
 
-def _inside(box: tuple[int, int, int, int] | np.ndarray, window: np.ndarray) -> bool:
-    x, y, w, h = (int(v) for v in box)
-    wx, wy, ww, wh = (int(v) for v in window)
-    return wx <= x and wy <= y and x + w <= wx + ww and y + h <= wy + wh
-
-
-def _overlaps(box: tuple[int, int, int, int], window: np.ndarray) -> bool:
+def windows_holding(windows: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """``(windows,)`` bool: which of the ``(windows, 4)`` boxes hold ``box`` whole."""
     x, y, w, h = box
-    wx, wy, ww, wh = (int(v) for v in window)
-    return x < wx + ww and wx < x + w and y < wy + wh and wy < y + h
+    wx, wy, ww, wh = windows.astype(np.int64).T
+    return (wx <= x) & (wy <= y) & (x + w <= wx + ww) & (y + h <= wy + wh)
+
+
+def windows_touching(windows: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """``(windows,)`` bool: which of the ``(windows, 4)`` boxes overlap ``box``."""
+    x, y, w, h = box
+    wx, wy, ww, wh = windows.astype(np.int64).T
+    return (x < wx + ww) & (wx < x + w) & (y < wy + wh) & (wy < y + h)
+
+
+def nearest_window(windows: np.ndarray, box: tuple[int, int, int, int], among: np.ndarray) -> int:
+    """The index of the window, of those ``among`` marks, whose centre is nearest ``box``'s."""
+    x, y, w, h = box
+    core = windows.astype(np.float64)  # (windows, 4)
+    dist = (core[:, 0] + core[:, 2] / 2 - (x + w / 2)) ** 2 + (core[:, 1] + core[:, 3] / 2 - (y + h / 2)) ** 2
+    return int(np.argmin(np.where(among, dist, np.inf)))
 
 
 def labelled_windows(objects: Sequence[WorldObject], plan: PatchPlan) -> list[tuple[int, int]]:
@@ -149,14 +159,12 @@ def labelled_windows(objects: Sequence[WorldObject], plan: PatchPlan) -> list[tu
     object's. Objects no window holds alone (too big, or crowded) have none."""
     out = []
     for k, obj in enumerate(objects):
-        x, y, w, h = obj.box
-        holding = [i for i in range(len(plan)) if _inside(obj.box, plan.core[i])]
-        holding = [i for i in holding if not any(_inside(o.box, plan.padded[i]) for j, o in enumerate(objects) if j != k)]
-        if not holding:
-            continue
-        core = plan.core[holding].astype(np.float64)  # (candidates, 4)
-        dist = np.linalg.norm(core[:, :2] + core[:, 2:] / 2 - np.array([x + w / 2, y + h / 2]), axis=1)
-        out.append((holding[int(np.argmin(dist))], class_index(obj.colour, obj.shape)))
+        alone = windows_holding(plan.core, obj.box)
+        for j, other in enumerate(objects):
+            if j != k:
+                alone &= ~windows_holding(plan.padded, other.box)
+        if alone.any():
+            out.append((nearest_window(plan.core, obj.box, alone), class_index(obj.colour, obj.shape)))
     return out
 
 
@@ -185,7 +193,10 @@ def planned_crops(size: int, rng: np.random.Generator, background: bool = True) 
     for window, label in labelled_windows(frame.objects, plan):
         out.append((cut(plan.padded[window]), label))
     if background:
-        empty = [i for i in range(len(plan)) if not any(_overlaps(o.box, plan.padded[i]) for o in frame.objects)]
-        if empty:
+        touched = np.zeros(len(plan), bool)
+        for obj in frame.objects:
+            touched |= windows_touching(plan.padded, obj.box)
+        empty = np.flatnonzero(~touched)
+        if len(empty):
             out.append((cut(plan.padded[empty[int(rng.integers(len(empty)))]]), -1))
     return out
