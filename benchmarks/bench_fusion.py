@@ -29,16 +29,9 @@ from benchmarks.quality import K, text_vectors  # noqa: E402
 from resources.checkpoints.format import vectors  # noqa: E402
 from resources.embedding.offline import load_encoder_or_offline  # noqa: E402
 from resources.settings import encoder_config_from_env  # noqa: E402
-from resources.vector_index.fusion import FUSIONS, fuse  # noqa: E402
+from resources.vector_index.fusion import FUSIONS, fuse, standardised  # noqa: E402
 
 ALPHAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0)
-
-
-def robust_z(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """``x`` standardised by the median and robust spread of ``x[reference]``."""
-    centre = float(np.median(x[reference]))
-    spread = 1.4826 * float(np.median(np.abs(x[reference] - centre))) or float(np.std(x[reference])) or 1.0
-    return (x - centre) / spread
 
 
 # Candidates for a default that holds across models, measured here before any reaches the API
@@ -48,7 +41,7 @@ EXPERIMENTS = {
     # The whole frame as one more view beside the patches: max(g, m) on the patch side.
     "bestview": lambda g, m, a, pool, patch: a * g + (1 - a) * np.maximum(g, m),
     # Each score calibrated on its own stage's frames, then the stronger evidence wins.
-    "stagemax": lambda g, m, a, pool, patch: np.maximum(a * robust_z(g, pool), (1 - a) * robust_z(m, patch)),
+    "stagemax": lambda g, m, a, pool, patch: np.maximum(a * standardised(g, pool), (1 - a) * standardised(m, patch)),
 }
 
 

@@ -26,30 +26,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from benchmarks.needle_library import Query
-from resources.checkpoints.format import vectors
+from benchmarks.quality import best_patch_scores, stored_patches
 from resources.vector_index import SearchTrace, VectorIndex
 from resources.vector_index.schema import IndexSchema, rerank_pool
 
 STAGES = ("ceiling", "patches_exact", "patches_graph", "global_pool", "candidates", "maxsim_top", "api")
-
-
-def stored_patches(checkpoints: Path, dim: int) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Every stored patch vector: the frames' image ids, the patches ``(patches, dim)`` (a frame's
-    patches contiguous, frames in id order) and the frame each patch belongs to ``(patches,)``."""
-    ids: list[str] = []
-    flats: list[np.ndarray] = []
-    owners: list[np.ndarray] = []
-    for path in sorted(checkpoints.glob("video_*.parquet")):
-        table = pq.read_table(path, columns=["video_id", "frame_id", "patch_vectors"])
-        patches = table.column("patch_vectors").combine_chunks()
-        flats.append(vectors(patches.flatten(), dim))  # (patches, dim)
-        lengths = np.asarray(patches.value_lengths())  # (frames,)
-        owners.append(np.repeat(np.arange(len(ids), len(ids) + len(lengths)), lengths))
-        ids += [f"{v}:{f}" for v, f in zip(table.column("video_id").to_pylist(), table.column("frame_id").to_pylist(), strict=True)]
-    return ids, np.concatenate(flats), np.concatenate(owners)
 
 
 @dataclass
@@ -62,11 +45,6 @@ class CaptionFunnel:
     matches_api: bool  # the traced search's top 10 is the live API's
 
 
-def _point_to_image_ids(index: VectorIndex, point_ids: Sequence[str]) -> list[str]:
-    payloads = index.payloads(list(point_ids))
-    return [str(payloads[p]["image_id"]) for p in point_ids if p in payloads]
-
-
 def needle_funnel(
     work: Path, collection: str, queries: Sequence[Query], text: np.ndarray, api: Sequence[Sequence[str]],
     pool: int | None, alpha: float, top_k: int = 10,
@@ -77,32 +55,33 @@ def needle_funnel(
     ``(captions, dim)``, encoded as the service encodes them; the index at ``work/qdrant`` must not
     be held by a service."""
     ids, flat, owner = stored_patches(work / "checkpoints", text.shape[1])
-    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])  # (frames,) first patch of each
+    best = best_patch_scores(flat, owner, text)  # (frames, captions)
     patch_pool = rerank_pool(top_k, pool)
     per_caption: list[CaptionFunnel] = []
     with VectorIndex.open(IndexSchema(collection, text.shape[1]), path=work / "qdrant") as index:
-        for q, vector in zip(queries, text, strict=True):
+        for n, (q, vector) in enumerate(zip(queries, text, strict=True)):
             sims = flat @ vector  # (patches,)
-            best = np.maximum.reduceat(sims, starts)  # (frames,): each frame's best patch
-            ceiling = {ids[i] for i in np.argsort(-best, kind="stable")[:top_k]}
+            ceiling = {ids[i] for i in np.argsort(-best[:, n], kind="stable")[:top_k]}
             nearest = np.argpartition(-sims, min(patch_pool, len(sims) - 1))[:patch_pool]
             exact = {ids[owner[i]] for i in nearest}
             trace = SearchTrace()
             index.search(vector, top_k=top_k, patch_queries=vector[None], alpha=alpha, pool=pool, trace=trace)
             by_maxsim = [trace.scored[i] for i in np.argsort(-trace.maxsim_scores, kind="stable")[:top_k]]
+            # Every stage's frames are candidates: one payload read names them all.
+            named = {pid: str(p["image_id"]) for pid, p in index.payloads(trace.candidates).items()}
+            ranked = [named[p] for p in trace.ranked[:top_k] if p in named]
             stages = {
                 "ceiling": ceiling,
                 "patches_exact": exact,
-                "patches_graph": set(_point_to_image_ids(index, trace.patch_frames)),
-                "global_pool": set(_point_to_image_ids(index, trace.global_pool)),
-                "candidates": set(_point_to_image_ids(index, trace.candidates)),
-                "maxsim_top": set(_point_to_image_ids(index, by_maxsim)),
-                "api": set(_point_to_image_ids(index, trace.ranked[:top_k])),
+                "patches_graph": {named[p] for p in trace.patch_frames if p in named},
+                "global_pool": {named[p] for p in trace.global_pool if p in named},
+                "candidates": set(named.values()),
+                "maxsim_top": {named[p] for p in by_maxsim if p in named},
+                "api": set(ranked),
             }
-            ranked = _point_to_image_ids(index, trace.ranked[:top_k])
             per_caption.append(CaptionFunnel(
                 q.caption, q.size, {stage: len(stages[stage] & set(q.relevant)) for stage in STAGES},
-                len(q.relevant), len(trace.candidates), ranked == list(api[len(per_caption)][:top_k]),
+                len(q.relevant), len(trace.candidates), ranked == list(api[n][:top_k]),
             ))
     shares = {
         size: {stage: round(float(np.mean([c.found[stage] / c.needles for c in per_caption if c.size == size])), 4) for stage in STAGES}

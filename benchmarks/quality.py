@@ -211,25 +211,35 @@ def text_vectors(encoder, captions: Sequence[str]) -> np.ndarray:  # noqa: ANN00
     return np.stack([encoder.encode_texts([text])[0] for text in captions])
 
 
-def exhaustive_rankings(checkpoints: Path, query_vectors: np.ndarray, top_k: int = K) -> list[list[str]]:
-    """Per query, the ``top_k`` frames by max cosine between its text vector and the frame's
-    stored patch vectors, over every frame of every checkpoint in ``checkpoints``."""
+def stored_patches(checkpoints: Path, dim: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Every stored patch vector: the frames' image ids, the patches ``(patches, dim)`` (a frame's
+    patches contiguous, frames in id order) and the frame each patch belongs to ``(patches,)``."""
     from resources.checkpoints.format import vectors
 
-    dim = query_vectors.shape[1]
     ids: list[str] = []
-    scores: list[np.ndarray] = []
+    flats: list[np.ndarray] = []
+    owners: list[np.ndarray] = []
     for path in sorted(checkpoints.glob("video_*.parquet")):
         table = pq.read_table(path, columns=["video_id", "frame_id", "patch_vectors"])
         patches = table.column("patch_vectors").combine_chunks()
-        flat = vectors(patches.flatten(), dim)  # (patches, dim)
+        flats.append(vectors(patches.flatten(), dim))  # (patches, dim)
         lengths = np.asarray(patches.value_lengths())  # (frames,)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        sims = flat @ query_vectors.T  # (patches, queries)
-        scores.append(np.maximum.reduceat(sims, starts, axis=0))  # (frames, queries): best patch per frame
-        ids += [f"{v}:{f}" for v, f in zip(table.column("video_id").to_pylist(), table.column("frame_id").to_pylist())]
-    table_scores = np.concatenate(scores)  # (frames, queries)
-    order = np.argsort(-table_scores, axis=0, kind="stable")[:top_k]  # (top_k, queries)
+        owners.append(np.repeat(np.arange(len(ids), len(ids) + len(lengths)), lengths))
+        ids += [f"{v}:{f}" for v, f in zip(table.column("video_id").to_pylist(), table.column("frame_id").to_pylist(), strict=True)]
+    return ids, np.concatenate(flats), np.concatenate(owners)
+
+
+def best_patch_scores(flat: np.ndarray, owner: np.ndarray, query_vectors: np.ndarray) -> np.ndarray:
+    """``(frames, queries)``: each frame's best patch cosine with each query vector."""
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])  # (frames,) first patch of each
+    return np.maximum.reduceat(flat @ query_vectors.T, starts, axis=0)
+
+
+def exhaustive_rankings(checkpoints: Path, query_vectors: np.ndarray, top_k: int = K) -> list[list[str]]:
+    """Per query, the ``top_k`` frames by max cosine between its text vector and the frame's
+    stored patch vectors, over every frame of every checkpoint in ``checkpoints``."""
+    ids, flat, owner = stored_patches(checkpoints, query_vectors.shape[1])
+    order = np.argsort(-best_patch_scores(flat, owner, query_vectors), axis=0, kind="stable")[:top_k]  # (top_k, queries)
     return [[ids[i] for i in order[:, q]] for q in range(query_vectors.shape[0])]
 
 

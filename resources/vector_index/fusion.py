@@ -41,16 +41,18 @@ RRF_K = 60.0  # the usual constant of reciprocal rank fusion
 TIE_SHARE = 0.01  # evidence: weight of the linear sum of standardised scores, to order equals
 
 
-def standardised(x: np.ndarray) -> np.ndarray:
-    """``(x - median) / spread`` over the candidates; spread is the robust standard deviation
+def standardised(x: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """``(x - median) / spread`` with median and spread taken over ``x[reference]`` (an index or
+    mask; all of ``x`` by default, i.e. the candidates); spread is the robust standard deviation
     (1.4826 x the median absolute deviation), or the standard deviation where that is 0, or 1."""
     x = np.asarray(x, np.float64)
-    if len(x) == 0:
+    sample = x if reference is None else x[reference]
+    if len(sample) == 0:
         return x
-    centre = float(np.median(x))
-    spread = 1.4826 * float(np.median(np.abs(x - centre)))
+    centre = float(np.median(sample))
+    spread = 1.4826 * float(np.median(np.abs(sample - centre)))
     if spread <= 1e-12:
-        spread = float(np.std(x)) or 1.0
+        spread = float(np.std(sample)) or 1.0
     return (x - centre) / spread
 
 
