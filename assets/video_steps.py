@@ -195,6 +195,16 @@ def run_video(
     return video
 
 
+def not_tried(video_id: int, outage: VideoFailure, checks: AbstractSet[dg.AssetCheckKey] = ALL_CHECKS) -> Generator[Event, None, VideoRun]:
+    """A video the run did not try because an earlier one met an outage: failed as transient,
+    with an observation on its partition saying why (``video = yield from not_tried(...)``)."""
+    video = VideoRun(video_id, checks)
+    video.fail("waiting", f"not tried: video {outage.video_id} met an outage at {outage.stage} ({outage.reason})", transient=True)
+    yield from video.events
+    video.events = []
+    return video
+
+
 def _stages(video: VideoRun, parts: PipelineParts, selected: AbstractSet[dg.AssetKey]) -> Iterator[Event]:
     video_id = video.video_id
     if MANIFEST in selected:

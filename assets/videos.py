@@ -28,6 +28,7 @@ from assets.video_steps import (
     ROWS_CHECK,
     PipelineParts,
     VideoFailure,
+    not_tried,
     run_video,
 )
 from resources.dagster_resources import CheckpointStoreResource, EncoderResource, FrameSourceResource, IndexResource
@@ -162,16 +163,25 @@ def video_assets(
         run_id=context.run.run_id, log=context.log.info,
     )
     done, checks = _done_in_this_run(context), context.selected_asset_check_keys
-    failed = []
+    failed: list[VideoFailure] = []
+    outage: VideoFailure | None = None
     # Each video's own events as they happen: materializations of its partitions (none for a stage
     # it failed), its check results and, if it failed, an observation saying why.
     for key in context.partition_keys:
         if key in done:
             continue
-        video = yield from run_video(int(key), parts, context.selected_asset_keys, checks)
+        if outage is not None:
+            # The source (or the index) is out: every further video would wait out the same
+            # timeouts (a hanging endpoint: attempts x S3_TIMEOUT_SECONDS each). Fail them at once
+            # as transient, so the step's outage retry takes them all, soon, when it may pass.
+            video = yield from not_tried(int(key), outage, checks)
+        else:
+            video = yield from run_video(int(key), parts, context.selected_asset_keys, checks)
         if video.failure:
             context.log.error(f"video {key} failed at {video.failure.stage}: {video.failure.reason}")
             failed.append(video.failure)
+            if video.failure.transient and outage is None:
+                outage = video.failure
     if failed:
         _fail_step(context, frames, failed)
 

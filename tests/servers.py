@@ -49,3 +49,70 @@ def running_uvicorn(app, make_config: Callable[[int], uvicorn.Config] | None = N
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+class HangingProxy:
+    """An HTTP server in front of ``upstream`` that forwards requests, or accepts them and never
+    answers: a hanging endpoint. ``hang(method, path)`` decides per request (default: none);
+    ``hung`` lists the ``(method, path)`` of every request left hanging. Leaving the block
+    releases the hung requests by closing their connections."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.server
+        from urllib.parse import urlsplit
+
+        self.upstream = urlsplit(upstream)
+        self.hang: Callable[[str, str], bool] = lambda method, path: False
+        self.hung: list[tuple[str, str]] = []
+        self._released = threading.Event()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as boto3 uses it
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _any(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if proxy.hang(self.command, self.path):
+                    proxy.hung.append((self.command, self.path))
+                    proxy._released.wait(300)  # accepted, never answered
+                    self.close_connection = True
+                    return
+                proxy._forward(self, body)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _any  # noqa: N815 - http.server's names
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def _forward(self, handler, body: bytes) -> None:  # noqa: ANN001 - a BaseHTTPRequestHandler
+        import http.client
+
+        upstream = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=30)
+        try:
+            headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("connection", "content-length")}
+            upstream.request(handler.command, handler.path, body=body or None, headers=headers)
+            response = upstream.getresponse()
+            data = response.read()
+        finally:
+            upstream.close()
+        handler.send_response(response.status)
+        for key, value in response.getheaders():
+            if key.lower() not in ("connection", "transfer-encoding", "content-length", "server", "date"):
+                handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(data)
+
+    def __enter__(self) -> HangingProxy:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._released.set()
+        self._server.shutdown()
+        self._server.server_close()

@@ -37,7 +37,7 @@ class FramesS3Resource(S3Resource):
 
 
 def s3_resource_from_env() -> FramesS3Resource:
-    """AWS_REGION, S3_ENDPOINT_URL, S3_TIMEOUT_SECONDS (30), S3_MAX_ATTEMPTS (5)."""
+    """AWS_REGION, S3_ENDPOINT_URL, S3_TIMEOUT_SECONDS (30), S3_MAX_ATTEMPTS (3)."""
     settings = s3_settings_from_env()
     return FramesS3Resource(
         region_name=settings.region, endpoint_url=settings.endpoint_url,

@@ -20,7 +20,8 @@ class S3Settings:
     region: str | None = None  # AWS_REGION (unset: boto3's default chain)
     endpoint_url: str | None = None  # S3_ENDPOINT_URL
     timeout_s: float = 30.0  # S3_TIMEOUT_SECONDS: connect and read timeout
-    max_attempts: int = 5  # S3_MAX_ATTEMPTS: tries per request ("standard" mode: backoff + jitter)
+    max_attempts: int = 3  # S3_MAX_ATTEMPTS: tries per request ("standard" mode: backoff + jitter;
+    #   3 is botocore's own default: a hanging endpoint costs attempts x timeout_s per request)
     profile_name: str | None = None
     use_ssl: bool = True
     verify: bool | str | None = None
@@ -30,11 +31,11 @@ class S3Settings:
 
 
 def s3_settings_from_env(env: Mapping[str, str] | None = None) -> S3Settings:
-    """AWS_REGION, S3_ENDPOINT_URL, S3_TIMEOUT_SECONDS (30), S3_MAX_ATTEMPTS (5)."""
+    """AWS_REGION, S3_ENDPOINT_URL, S3_TIMEOUT_SECONDS (30), S3_MAX_ATTEMPTS (3)."""
     env = os.environ if env is None else env
     try:
         timeout = float(env.get("S3_TIMEOUT_SECONDS") or 30)
-        attempts = int(env.get("S3_MAX_ATTEMPTS") or 5)
+        attempts = int(env.get("S3_MAX_ATTEMPTS") or 3)
     except ValueError as exc:
         raise SettingsError(f"S3_TIMEOUT_SECONDS / S3_MAX_ATTEMPTS must be numbers: {exc}") from None
     if timeout <= 0 or attempts < 1:

@@ -20,14 +20,11 @@ from PIL import Image
 from assets.videos import ASSETS, VIDEOS_PARTITIONS, videos_partitions
 from resources.checkpoints.format import published_path, read_metadata, vectors
 from resources.dagster_resources import (
-    CheckpointStoreResource,
     EncoderResource,
     FrameSourceResource,
     FramesS3Resource,
-    IndexResource,
     s3_resource_from_env,
 )
-from resources.embedding.encoder import EncoderConfig
 from resources.vector_index import VectorIndex
 from resources.vector_index.schema import IndexSchema, point_id
 from tests.conftest import WORLD_DESCRIPTION, make_frame
@@ -48,29 +45,6 @@ def write_video(root: Path, video_id: int, frames: int, seed: int = 0) -> Path:
     for f in range(frames):
         (folder / f"frame_{f:04d}.png").write_bytes(png(160, 120, seed * 100 + f))
     return folder
-
-
-@pytest.fixture
-def pipeline(tmp_path: Path, tiny_config: EncoderConfig):
-    """Resources over temp folders, and a function that materializes partitions on one instance."""
-    instance = dg.DagsterInstance.ephemeral()
-    resources = {
-        "encoder": EncoderResource(model=tiny_config.model, pretrained=tiny_config.pretrained, precision="fp32"),
-        "frames": FrameSourceResource(root=str(tmp_path / "videos"), fps=25.0, s3=FramesS3Resource()),
-        "store": CheckpointStoreResource(root=str(tmp_path / "checkpoints"), chunk_frames=4),
-        "index": IndexResource(path=str(tmp_path / "qdrant"), collection="frames_test"),
-    }
-
-    def run(video_id: int, frames: FrameSourceResource | None = None, **kwargs) -> dg.ExecuteInProcessResult:
-        instance.add_dynamic_partitions(VIDEOS_PARTITIONS, [str(video_id)])
-        return dg.materialize(
-            ASSETS, partition_key=str(video_id), instance=instance,
-            resources={**resources, "frames": frames or resources["frames"]}, **kwargs,
-        )
-
-    run.resources = resources  # type: ignore[attr-defined]
-    run.root = tmp_path  # type: ignore[attr-defined]
-    return run
 
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
