@@ -38,7 +38,7 @@ from resources.checkpoints.video_embedding import NoUsableFrameError, SourceUnav
 from resources.dagster_resources import CheckpointStoreResource, IndexResource
 from resources.embedding.encoder import FrameEncoder
 from resources.embedding.patches import PatchConfig
-from resources.frame_sources import FrameRef, FrameSource, FrameSourceError
+from resources.frame_sources import FrameRef, FrameSource, FrameSourceError, VideoNotFound
 
 MANIFEST = dg.AssetKey("frame_manifest")
 EMBEDDINGS = dg.AssetKey("frame_embeddings")
@@ -209,6 +209,7 @@ def _stages(video: VideoRun, parts: PipelineParts, selected: AbstractSet[dg.Asse
     video_id = video.video_id
     if MANIFEST in selected:
         try:
+            _compact_ingest_batches(video_id, parts)
             refs = parts.source.manifest(video_id)
         except FrameSourceError as exc:
             video.fail("manifest", str(exc), transient=exc.transient)
@@ -238,6 +239,24 @@ def _stages(video: VideoRun, parts: PipelineParts, selected: AbstractSet[dg.Asse
         rows = checkpoints.read_table(key, columns=["frame_id"]).num_rows
     if INDEX in selected:
         _sync(video, rows, parts)
+
+
+def _compact_ingest_batches(video_id: int, parts: PipelineParts) -> None:
+    """Merge the video's settled ingest batches (HTTP ingests) into one before listing it: the run
+    is the one writer that removes batches, and each listing reads them all. Housekeeping only - a
+    source that cannot be written (read-only credentials) leaves them for next time; an outage
+    (a transient error) is raised, as the listing that follows would meet it too."""
+    try:
+        removed = parts.source.compact_batches(video_id)
+    except VideoNotFound:
+        return  # the listing says so
+    except FrameSourceError as exc:
+        if exc.transient:
+            raise
+        parts.log(f"video {video_id}: ingest batches not compacted ({exc})")
+        return
+    if removed:
+        parts.log(f"video {video_id}: compacted {removed + 1} ingest batches into one")
 
 
 def manifest_version(refs: list[FrameRef]) -> str:

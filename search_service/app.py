@@ -45,7 +45,7 @@ from search_service.openapi import openapi_document
 from search_service.page import page_routes
 from search_service.query_images import QueryImageError, QueryImageFetcher
 from search_service.routes import healthz, search_hybrid, search_hybrid_upload, search_image, search_image_upload, search_text
-from search_service.state import IndexNotReady, ServiceState
+from search_service.state import IndexNotReady, ServiceState, service_state
 
 OPEN_PATHS = ("/healthz", "/openapi.json", "/", "/docs")  # answered without the API key
 OPEN_PREFIXES = ("/static/",)  # the page's own files: it asks for the key once it has loaded
@@ -92,7 +92,7 @@ async def _index_down(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _dagster_down(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=503)
+    return JSONResponse({"detail": service_state(request).redact(str(exc))}, status_code=503)  # DAGSTER_URL is internal
 
 
 async def _no_frame(request: Request, exc: Exception) -> JSONResponse:

@@ -13,7 +13,7 @@ import asyncio
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -25,6 +25,7 @@ from resources.s3.urls import S3UrlError, parse_allowed_s3_url
 from resources.vector_index.schema import image_id, point_id
 from search_service.dagster_api import ANY_JOB_TAG, FRAMES_TAG, JOB_TAG, PARTITION_TAG, RunInfo
 from search_service.errors import HTTPProblem
+from search_service.redaction import Redactor
 from search_service.request_bodies import json_body
 from search_service.schemas import IngestBatch, IngestItem
 from search_service.state import service_state
@@ -77,7 +78,7 @@ def _submit(request: Request, items: list[IngestItem], single: bool = False) -> 
         for video_id, refs in by_video.items():
             source.record_frames(video_id, refs)
     except FrameSourceError as exc:
-        raise HTTPProblem(400, f"cannot record the frames: {exc}") from exc
+        raise HTTPProblem(400, f"cannot record the frames: {state.redact(str(exc))}") from exc
     job_id = str(uuid.uuid4())
     keys = [str(v) for v in sorted(by_video)]
     state.dagster.add_partitions("videos", keys)
@@ -100,13 +101,19 @@ def reported_ok(runs: list[RunInfo]) -> list[str]:
     ]
 
 
-def job_view(job_id: str, runs: list[RunInfo], indexed: Collection[str], *, now: float, index_lag_s: float = 0.0) -> dict[str, Any]:
+PATHS_ONLY = Redactor()  # absolute paths and file:// URIs; the service passes one that knows its settings
+
+
+def job_view(
+    job_id: str, runs: list[RunInfo], indexed: Collection[str], *, now: float, index_lag_s: float = 0.0, redact: Callable[[str], str] = PATHS_ONLY,
+) -> dict[str, Any]:
     """The seed's job schema from the job's Dagster runs.
 
     A frame is ok only when its run succeeded, did not skip it, and it is in the index
     (``indexed``: the point ids of :func:`reported_ok` that the index holds). A frame missing from
     the index is pending for ``index_lag_s`` after its run ended (an embedded index applies
-    checkpoints a moment later), then failed: it was removed or replaced since.
+    checkpoints a moment later), then failed: it was removed or replaced since. The pipeline's
+    failure and skip reasons pass through ``redact`` (server paths and endpoints out).
     """
     results, statuses = [], [r.status for r in runs]
     for run in runs:
@@ -118,9 +125,9 @@ def job_view(job_id: str, runs: list[RunInfo], indexed: Collection[str], *, now:
             if run.status not in FINISHED:
                 ok = None
             elif run.status != "SUCCESS":
-                ok, error = False, f"run {run.run_id} {run.status.lower()}: {run.failure or 'Dagster recorded no reason'}"
+                ok, error = False, f"run {run.run_id} {run.status.lower()}: {redact(run.failure or 'Dagster recorded no reason')}"
             elif str(frame_id) in skipped:
-                ok, error = False, str(skipped[str(frame_id)])
+                ok, error = False, redact(str(skipped[str(frame_id)]))
             elif point_id(video_id, frame_id) in indexed:
                 ok = True
             elif run.end_time is not None and now - run.end_time < index_lag_s:
@@ -141,7 +148,7 @@ def job_view(job_id: str, runs: list[RunInfo], indexed: Collection[str], *, now:
     ends = [r.end_time for r in runs if r.end_time]
     finished = [r for r in results if r["ok"] is not None]
     failures = [
-        f"run {r.run_id} for video {r.tags[PARTITION_TAG]}: {r.status.lower()}: {r.failure or 'Dagster recorded no reason'}"
+        f"run {r.run_id} for video {r.tags[PARTITION_TAG]}: {r.status.lower()}: {redact(r.failure or 'Dagster recorded no reason')}"
         for r in runs if r.status in ("FAILURE", "CANCELED")
     ]
     return {
@@ -166,7 +173,7 @@ async def _views(request: Request, jobs: dict[str, list[RunInfo]]) -> tuple[list
     payloads = await run_in_threadpool(searcher.index.payloads, wanted) if wanted else {}
     lag = 5 * state.settings.follow_interval_s + 5 if searcher.index.mode == "embedded" else 0.0
     now = time.time()
-    return [job_view(job_id, runs, payloads.keys(), now=now, index_lag_s=lag) for job_id, runs in jobs.items()], payloads
+    return [job_view(job_id, runs, payloads.keys(), now=now, index_lag_s=lag, redact=state.redact) for job_id, runs in jobs.items()], payloads
 
 
 async def _wait(request: Request, job_id: str, items: list[IngestItem]) -> dict[str, Any] | None:

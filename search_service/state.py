@@ -8,6 +8,7 @@ once it has the shard, it follows the checkpoint folder until shutdown.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from search_service.dagster_api import DagsterApi
 from search_service.frames import FrameReader
 from search_service.limits import RequestLimits
 from search_service.query_images import QueryImageFetcher
+from search_service.redaction import Redactor
 from search_service.search import Searcher
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,14 @@ class ServiceState:
     follower: CheckpointFollower | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+
+    @functools.cached_property
+    def redact(self) -> Redactor:
+        """Takes server paths and internal endpoints out of pipeline text shown to clients."""
+        return Redactor(
+            private_roots=[self.settings.checkpoint_dir, self.settings.frames_root],  # s3:// roots are kept
+            endpoints=[self.settings.dagster_url, self.index_settings.url],
+        )
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._hold_index, name="index-holder", daemon=True)
@@ -88,10 +98,11 @@ class ServiceState:
                 return
             self.index, self.index_error = index, None
             log.info("index open (%s, collection %s)", index.mode, index.schema.collection)
-            if index.mode == "embedded":
-                # We own the shard: what the pipeline publishes reaches the index through us.
-                self.follower = CheckpointFollower(index, self.settings.checkpoint_dir)  # a folder or s3://
-                self.follower.run(self._stop, self.settings.follow_interval_s)
+            # Embedded: we own the shard, so what the pipeline publishes reaches the index through
+            # us. Server: the pipeline syncs each video itself, and we only remove the videos whose
+            # checkpoint was deleted (a reader of a folder it cannot see never deletes anything).
+            self.follower = CheckpointFollower(index, self.settings.checkpoint_dir, apply=index.mode == "embedded")  # a folder or s3://
+            self.follower.run(self._stop, self.settings.follow_interval_s)
             return
 
     @property

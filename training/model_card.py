@@ -47,6 +47,16 @@ def _examples_png(path: Path, seed: int, size: int = 96) -> None:
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)
 
 
+def image_tower(vis: dict) -> str:
+    """One line on the image tower of an open_clip ``vision_cfg``: a ViT, or (layers a list) a ResNet."""
+    if isinstance(vis["layers"], list):
+        return (
+            f"modified ResNet (open_clip's, CLIP RN50's design), {vis['image_size']} px input, stages {vis['layers']}, "
+            f"stem width {vis['width']}, attention pool with head width {vis.get('head_width', 64)}"
+        )
+    return f"ViT, {vis['image_size']} px input, patch {vis['patch_size']}, width {vis['width']}, {vis['layers']} layers, head width {vis.get('head_width', 64)}"
+
+
 def write_card(result: dict[str, object], config: TrainConfig) -> Path:
     """The model folder's README.md: what the model is, how it was made, what it scores, its limits."""
     out = Path(config.out)
@@ -94,7 +104,7 @@ background: big objects first, so that shapes are learned, not colour alone), th
 | | |
 |---|---|
 | architecture | open_clip CLIP `{config.model}` (`resources/embedding/model_configs/{config.model}.json`) |
-| image tower | ViT, {vis["image_size"]} px input, patch {vis["patch_size"]}, width {vis["width"]}, {vis["layers"]} layers, head width {vis.get("head_width", 64)} |
+| image tower | {image_tower(vis)} |
 | text tower | width {txt["width"]}, {txt["layers"]} layers, {txt["heads"]} heads, context {txt["context_length"]}, CLIP BPE vocabulary ({txt["vocab_size"]} tokens) |
 | embedding | {cfg["embed_dim"]}-d |
 | parameters | {result["parameters"]:,} ({cast(int, result["weights_bytes"]) / 1e6:.1f} MB in fp16; the token embedding is {txt["vocab_size"] * txt["width"]:,} of them) |

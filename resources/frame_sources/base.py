@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO
+
+from resources.frame_sources.batches import BATCH_SETTLE_S, batch_bytes, merge_batches, new_batch_name, read_batches, settled_batches
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
@@ -129,13 +129,46 @@ class FrameSource(ABC):
             except ValueError as exc:
                 raise FrameSourceError(f"{where}: {exc}") from None
         if frames:
-            lines = [json.dumps({"frame_id": r.frame_id, "timestamp_ms": r.timestamp_ms, "url": r.url}) for r in frames]
-            self._write_batch(video_id, new_batch_name(), ("\n".join(lines) + "\n").encode())
+            self._write_batch(video_id, new_batch_name(), batch_bytes(frames))
         return self.manifest(video_id)
 
+    def compact_batches(self, video_id: int, *, settle_s: float = BATCH_SETTLE_S) -> int:
+        """Merge the video's ingest batches older than ``settle_s`` into one; the number of batch
+        files removed (0 when fewer than two had settled).
+
+        Every :meth:`manifest` reads every batch, so many small ingests into one video would make
+        each read cost more than the last; the pipeline - the one writer that removes batches -
+        compacts them when it lists the video. The merged frames are written over the newest
+        settled batch (same name, so the same place in the order; an atomic replace), then the
+        older ones are deleted: a reader at any moment sees the same frames, and a crash in
+        between leaves batches whose merge is unchanged. Batches newer than ``settle_s`` are left
+        alone, so a writer that named its batch before the compaction started but stored it after
+        is never ordered behind frames it was meant to replace.
+        """
+        settled = settled_batches(self._batch_names(video_id), time.time_ns() - int(settle_s * 1e9))
+        if len(settled) < 2:
+            return 0
+        merged = merge_batches([], read_batches(lambda: settled, lambda name: self._read_batch(video_id, name), f"video {video_id}"))
+        self._write_batch(video_id, settled[-1], batch_bytes(merged))
+        self._delete_batches(video_id, settled[:-1])
+        return len(settled) - 1
+
     def _write_batch(self, video_id: int, name: str, data: bytes) -> None:
-        """Store one ingest batch ``name`` of the video, creating the video if needed."""
+        """Store one ingest batch ``name`` of the video, creating the video if needed (or replacing
+        the batch of that name, atomically)."""
         raise NotImplementedError(f"{type(self).__name__} cannot record frames")
+
+    def _batch_names(self, video_id: int) -> list[str]:
+        """The names of the video's ingest batches, sorted; [] for a source without batches."""
+        return []
+
+    def _read_batch(self, video_id: int, name: str) -> list[FrameRef] | None:
+        """One ingest batch's frames; None when it is gone (compacted into a later one meanwhile)."""
+        raise NotImplementedError(f"{type(self).__name__} has no ingest batches")
+
+    def _delete_batches(self, video_id: int, names: list[str]) -> None:
+        """Remove these ingest batches of the video (gone ones are no error)."""
+        raise NotImplementedError(f"{type(self).__name__} has no ingest batches")
 
     def _check_url(self, video_id: int, url: str) -> None:
         """Raise ValueError if a manifest row of this video could not hold ``url``."""
@@ -150,12 +183,3 @@ def _scheme(url: str) -> str | None:
 def _redact(url: str) -> str:
     # A pre-signed URL's query is a credential: messages and logs get the location only.
     return url.split("?", 1)[0] + "?<query redacted>" if "?" in url and _scheme(url) in ("http", "https") else url
-
-
-def new_batch_name() -> str:
-    """A unique ingest batch name that sorts by creation time (nanoseconds, then 64 random bits).
-
-    Writers on several machines order their batches by their clocks; two batches that set the
-    same frame_id at nearly the same moment are concurrent, and either may win.
-    """
-    return f"{time.time_ns():020d}-{uuid.uuid4().hex[:16]}.jsonl"

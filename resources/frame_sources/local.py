@@ -19,15 +19,14 @@ from resources.frame_sources.base import (
     _redact,
     _scheme,
 )
+from resources.frame_sources.batches import is_batch_name, merge_batches, read_batches
 from resources.frame_sources.frames import png_bytes, read_frame_image
 from resources.frame_sources.manifests import (
     MANIFEST_JSONL,
     _digest,
     _frames_from_names,
-    _is_batch_name,
     _manifest_frames,
     _manifest_name,
-    _merge_batches,
     _relative_path,
     _unique_ids,
 )
@@ -90,12 +89,39 @@ class LocalFolderSource(FrameSource):
         if not any(name == INGEST_DIR and not is_file for name, is_file in entries):
             return frames
         batch_dir = folder / INGEST_DIR
+        return merge_batches(frames, read_batches(lambda: self._batch_names_in(batch_dir), lambda name: self._read_batch_file(batch_dir / name, base), str(batch_dir)))
+
+    def _batch_names(self, video_id: int) -> list[str]:
+        return self._batch_names_in(self._folder(video_id) / INGEST_DIR)
+
+    def _read_batch(self, video_id: int, name: str) -> list[FrameRef] | None:
+        folder = self._folder(video_id)
+        return self._read_batch_file(folder / INGEST_DIR / name, folder.resolve())
+
+    def _delete_batches(self, video_id: int, names: list[str]) -> None:
+        batch_dir = self._folder(video_id) / INGEST_DIR
+        for name in names:
+            try:
+                (batch_dir / name).unlink(missing_ok=True)
+            except OSError as exc:
+                raise FrameSourceError(f"cannot delete {batch_dir / name}: {exc}", transient=_transient_os_error(exc)) from exc
+
+    def _batch_names_in(self, batch_dir: Path) -> list[str]:
         try:
-            names = sorted(entry.name for entry in os.scandir(batch_dir) if entry.is_file() and _is_batch_name(entry.name))
+            return sorted(entry.name for entry in os.scandir(batch_dir) if entry.is_file() and is_batch_name(entry.name))
+        except FileNotFoundError:
+            return []
         except OSError as exc:
             raise FrameSourceError(f"cannot list {batch_dir}: {exc}", transient=_transient_os_error(exc)) from exc
-        batches = (_manifest_frames(MANIFEST_JSONL, self._read_listing_file(batch_dir / name), self.fps, resolve, str(batch_dir / name)) for name in names)
-        return _merge_batches(frames, batches)
+
+    def _read_batch_file(self, path: Path, base: Path) -> list[FrameRef] | None:
+        try:
+            data = _read_file(path, self.max_bytes)
+        except FrameReadError as exc:
+            if exc.missing:
+                return None  # compacted into a later batch since it was listed
+            raise FrameSourceError(f"cannot read manifest {path}: {exc.reason}", transient=exc.transient) from exc
+        return _manifest_frames(MANIFEST_JSONL, data, self.fps, functools.partial(self._resolve, base), str(path))
 
     def _read_listing_file(self, path: Path) -> bytes:
         """A manifest file or ingest batch of a video, read for :meth:`manifest`."""

@@ -169,16 +169,3 @@ def _relative_path(url: str) -> PurePosixPath:
     if path.is_absolute() or ".." in path.parts or url.startswith("\\"):
         raise ValueError(f"url {url!r}: a relative url must stay inside the video folder (no leading '/', no '..')")
     return path
-
-
-def _merge_batches(base: list[FrameRef], batches: Iterable[list[FrameRef]]) -> list[FrameRef]:
-    """``base`` with each ingest batch applied in order (a later batch wins per frame_id), sorted."""
-    frames = {ref.frame_id: ref for ref in base}
-    for batch in batches:
-        frames.update((ref.frame_id, ref) for ref in batch)
-    return [frames[k] for k in sorted(frames)]
-
-
-def _is_batch_name(name: str) -> bool:
-    # Writers publish under a dot-name first (a temporary file): readers never see half a batch.
-    return name.endswith(".jsonl") and not name.startswith(".")

@@ -20,15 +20,14 @@ from resources.frame_sources.base import (
     _redact,
     _scheme,
 )
+from resources.frame_sources.batches import is_batch_name, merge_batches, read_batches
 from resources.frame_sources.frames import png_bytes, read_frame_image
 from resources.frame_sources.manifests import (
     MANIFEST_JSONL,
     _digest,
     _frames_from_names,
-    _is_batch_name,
     _manifest_frames,
     _manifest_name,
-    _merge_batches,
     _relative_path,
     _unique_ids,
     _video_id,
@@ -135,14 +134,45 @@ class S3FrameSource(FrameSource):
             base = _manifest_frames(manifest_name, self._read_listing_file(video_prefix + manifest_name), self.fps, resolve, S3Location(self.bucket, video_prefix + manifest_name).uri)
         if INGEST_DIR not in folders:  # no batch recorded: no extra request
             return base
+        return merge_batches(base, read_batches(lambda: self._batch_names_at(video_prefix), lambda name: self._read_batch_at(video_prefix, name), where))
+
+    def _batch_names(self, video_id: int) -> list[str]:
+        video_prefix, _, folders = self._video_files(video_id)
+        return self._batch_names_at(video_prefix) if INGEST_DIR in folders else []
+
+    def _read_batch(self, video_id: int, name: str) -> list[FrameRef] | None:
+        return self._read_batch_at(self._video_files(video_id)[0], name)
+
+    def _delete_batches(self, video_id: int, names: list[str]) -> None:
+        batch_prefix = f"{self._video_files(video_id)[0]}{INGEST_DIR}/"
+        for start in range(0, len(names), 1000):  # DeleteObjects takes up to 1,000 keys
+            keys = [{"Key": batch_prefix + name} for name in names[start : start + 1000]]
+            where = S3Location(self.bucket, batch_prefix).uri
+            try:
+                errors = self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True}).get("Errors") or []
+            except ClientError as exc:
+                code, message, _, transient = _client_error_info(exc)
+                raise FrameSourceError(f"cannot delete batches under {where}: S3 error {code}: {message}", transient=transient) from exc
+            except BotoCoreError as exc:
+                raise FrameSourceError(f"cannot delete batches under {where}: {exc}", transient=_botocore_transient(exc)) from exc
+            if errors:
+                first = errors[0]
+                raise FrameSourceError(f"cannot delete {len(errors)} batches under {where}: {first.get('Code')}: {first.get('Message')}")
+
+    def _batch_names_at(self, video_prefix: str) -> list[str]:
         batch_prefix = f"{video_prefix}{INGEST_DIR}/"
-        names = sorted(key[len(batch_prefix):] for key in (obj["Key"] for obj in self._objects(batch_prefix, delimiter=True)))
-        batches = (
-            _manifest_frames(MANIFEST_JSONL, self._read_listing_file(batch_prefix + name), self.fps, resolve, S3Location(self.bucket, batch_prefix + name).uri)
-            for name in names
-            if _is_batch_name(name)
-        )
-        return _merge_batches(base, batches)
+        names = (obj["Key"][len(batch_prefix):] for obj in self._objects(batch_prefix, delimiter=True))
+        return sorted(name for name in names if is_batch_name(name))
+
+    def _read_batch_at(self, video_prefix: str, name: str) -> list[FrameRef] | None:
+        location = S3Location(self.bucket, f"{video_prefix}{INGEST_DIR}/{name}")
+        try:
+            data = self._get_object(location, location.uri)
+        except FrameReadError as exc:
+            if exc.missing:
+                return None  # compacted into a later batch since it was listed
+            raise FrameSourceError(f"cannot read manifest {location.uri}: {exc.reason}", transient=exc.transient) from exc
+        return _manifest_frames(MANIFEST_JSONL, data, self.fps, functools.partial(self._resolve, video_prefix), location.uri)
 
     def _read_listing_file(self, key: str) -> bytes:
         """A manifest file or ingest batch of a video, read for :meth:`manifest`."""

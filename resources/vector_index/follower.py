@@ -10,6 +10,9 @@ holds the index applies what changed:
   :class:`CheckpointFollower` polls the folder and applies new versions within seconds. Syncing a
   version that is already applied is a no-op, so both may try the same checkpoint safely.
 
+* on a Qdrant server (QDRANT_URL) the pipeline syncs, and the search service runs a follower that
+  only removes (``apply=False``): deleting a video's checkpoint deletes its points there too.
+
 A follower that starts (a service restart) first reconciles: videos the index holds without a
 published checkpoint - removed while nobody followed - are deleted. A folder that is missing or
 lists no checkpoint at all reads as an unmounted volume and never deletes anything (to empty the
@@ -84,10 +87,13 @@ class CheckpointFollower:
     """Applies new and changed checkpoints under ``root`` to ``index`` and removes videos whose
     checkpoint is gone: at its first poll every video the index holds without a checkpoint
     (:meth:`reconcile`), afterwards those it saw vanish. Failures are logged and retried on the
-    next poll. ``root`` is a folder, an ``s3://bucket/prefix`` URI or a :class:`CheckpointStore`."""
+    next poll. ``root`` is a folder, an ``s3://bucket/prefix`` URI or a :class:`CheckpointStore`.
+
+    ``apply=False`` only removes: for a Qdrant server, where the pipeline syncs each video itself."""
 
     index: VectorIndex
     root: Path | str | CheckpointStore
+    apply: bool = True
     errors: dict[int, str] = field(default_factory=dict)  # video_id -> last error, for health
     _seen: dict[int, tuple[int, int]] = field(default_factory=dict)  # video_id -> (mtime_ns, size)
     applied: int = 0  # checkpoints synced (not counting no-ops) since start
@@ -120,6 +126,9 @@ class CheckpointFollower:
                 key = (listed.mtime_ns, listed.size)  # from the listing: no request per unchanged video
                 if self._seen.get(video_id) == key:
                     continue
+                if not self.apply:
+                    self._seen[video_id] = key
+                    continue
                 result = sync_from_store(self.index, self.store, video_id)
             except FileNotFoundError:
                 continue  # replaced between listing and reading: the next poll sees the new one
@@ -136,10 +145,9 @@ class CheckpointFollower:
         gone = set(self._seen) - set(current)
         if gone and self._looks_mounted(current):
             for video_id in gone:
-                self.index.delete_video(video_id)
                 # Forgotten: a checkpoint published again since the listing is applied next poll.
                 del self._seen[video_id]
-                log.info("video %s: checkpoint removed, points deleted", video_id)
+                self._remove(video_id, "checkpoint removed, points deleted")
         if any(not r.skipped for r in results):
             self.index.optimize()
         if self.reconciled and not self.errors:
@@ -160,13 +168,26 @@ class CheckpointFollower:
         # the index after ``listed`` was taken has a checkpoint in this second listing.
         stale = sorted(indexed - set(listed) - set(self.store.published()))
         for video_id in stale:
-            self.index.delete_video(video_id)
             # Not in _seen: a checkpoint published between that listing and this delete is
             # applied (again) by the next poll.
             self._seen.pop(video_id, None)
-            log.info("video %s: in the index without a checkpoint, points deleted", video_id)
+            self._remove(video_id, "in the index without a checkpoint, points deleted")
         self.reconciled = True
         return stale
+
+    def _remove(self, video_id: int, why: str) -> None:
+        """Delete the video's points; then, if a checkpoint was published meanwhile (the video
+        re-run after its removal), sync it again. The pipeline publishes before it syncs, so its
+        sync either follows this delete or its checkpoint is seen here: no re-run is lost, also
+        where this follower does not apply checkpoints itself."""
+        self.index.delete_video(video_id)
+        log.info("video %s: %s", video_id, why)
+        if self.store.exists(published_key(video_id)):
+            try:
+                sync_from_store(self.index, self.store, video_id)
+            except FileNotFoundError:
+                return  # removed again
+            log.info("video %s: published again meanwhile, applied", video_id)
 
     def _looks_mounted(self, listed: Mapping[int, object]) -> bool:
         """Whether deleting is safe: False for a missing folder or one that lists no checkpoint

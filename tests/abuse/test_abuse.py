@@ -149,6 +149,7 @@ def test_a_large_ingest_batch_fits_the_json_limit(served: Served) -> None:
                           headers={"X-API-Key": API_KEY, "Content-Type": "application/json"}, timeout=60)
     # Read whole and validated; then the launch fails on the closed Dagster port.
     assert response.status_code == 503 and "Dagster" in response.json()["detail"], response.text
+    assert "127.0.0.1" not in response.json()["detail"] and "<internal endpoint>" in response.json()["detail"]  # DAGSTER_URL is internal
 
 
 def test_slow_body_is_cut_off(served: Served) -> None:

@@ -261,3 +261,35 @@ def test_owner_keeps_answering_while_another_process_publishes(tmp_path: Path) -
         if owner.is_alive():
             owner.kill()
     assert owner.exitcode == 0
+
+
+def test_on_a_server_the_removing_follower_deletes_what_lost_its_checkpoint(tmp_path: Path) -> None:
+    """Issue 21: with QDRANT_URL the pipeline syncs each video itself and no follower applied
+    anything, so a deleted checkpoint left its points searchable for ever. The service's follower
+    with ``apply=False`` removes them (at start-up and while it runs) and never syncs itself."""
+    root = tmp_path / "checkpoints"
+    index = VectorIndex.open(SCHEMA, client=QdrantClient(":memory:"))
+    for video_id in (1, 2, 3):
+        publish(root, video_id, 3, seed=video_id)
+        sync_checkpoint(index, video_id, published_path(root, video_id))  # the pipeline's syncs
+    published_path(root, 3).unlink()  # removed before the service started
+    follower = CheckpointFollower(index, root, apply=False)
+    assert follower.poll() == [] and index.video_ids() == {1, 2}
+    published_path(root, 2).unlink()  # removed while it runs
+    follower.poll()
+    assert index.video_ids() == {1} and index.count(1) == 3
+    publish(root, 4, 2, seed=4)  # published, not yet synced by its run: this follower leaves it to the run
+    follower.poll()
+    assert index.video_ids() == {1}
+
+
+def test_a_video_published_again_while_it_was_being_removed_stays(tmp_path: Path, open_index) -> None:
+    """The delete and a re-run's publish + sync may interleave: whichever order, the re-run's
+    checkpoint ends in the index (the follower syncs it again when it finds it after deleting)."""
+    root = tmp_path / "checkpoints"
+    with open_index() as index:
+        for apply in (True, False):
+            publish(root, 5, 3, seed=5)
+            sync_checkpoint(index, 5, published_path(root, 5))  # the re-run published and synced...
+            CheckpointFollower(index, root, apply=apply)._remove(5, "test")  # ...just before this delete landed
+            assert index.count(5) == 3
