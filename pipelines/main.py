@@ -38,8 +38,7 @@ from resources.dagster_resources import CheckpointStoreResource, EncoderResource
 from resources.embedding.offline import offline_config, offline_model_dir
 from resources.embedding.weights import Provenance, WeightsUnavailableError
 from resources.frame_sources import LocalFolderSource
-from resources.vector_index import DEFAULT_ALPHA, IndexBusyError, VectorIndex
-from resources.vector_index.schema import IndexSchema
+from resources.vector_index import DEFAULT_ALPHA, IndexBusyError
 
 TOP_K = 3
 RERANK_ALPHA = DEFAULT_ALPHA  # the search service's default rerank_alpha (search_service/schemas.py)
@@ -175,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = index.settings()
     try:
-        with VectorIndex.open(IndexSchema(settings.collection, info.embed_dim), url=settings.url, path=settings.path, api_key=settings.api_key) as opened:
+        with index.open(info.embed_dim) as opened:
             print(f"[main] index ({opened.mode}, collection {settings.collection}): {opened.count()} frames")
             truth = load_ground_truth(videos)
             print(

@@ -15,7 +15,8 @@ from typing import overload
 from resources.embedding.encoder import EncoderConfig
 from resources.embedding.patches import PatchConfig
 from resources.frame_sources.images import DEFAULT_MAX_PIXELS
-from resources.vector_index.layout import DEFAULT_PATCH_SEARCH_EF
+from resources.vector_index.layout import DEFAULT_PATCH_SEARCH_EF, IndexLayout, index_layout
+from resources.vector_index.schema import IndexSchema
 
 
 class SettingsError(ValueError):
@@ -113,6 +114,15 @@ class IndexSettings:
     # against latency (bench index at 2.4M patch points: 512 -> 0.82 of the needles in 28 ms,
     # 2048 -> 0.96 in 55 ms). Queries only; the stored index does not change.
     patch_search_ef: int = DEFAULT_PATCH_SEARCH_EF
+    # COMPANION_DEDUP: temporal dedup of the patch graph (resources/vector_index/companions.py) - a
+    # window that keeps a cosine >= this over consecutive frames is one companion point. Unset or
+    # "off": a point per window of every frame. A write setting: the pipeline and the service
+    # (which syncs an embedded index) must share it.
+    companion_dedup: float | None = None
+
+    def layout(self, schema: IndexSchema) -> IndexLayout:
+        """The index layout these settings read and write."""
+        return index_layout(schema, patch_search_ef=self.patch_search_ef, companion_dedup=self.companion_dedup)
 
 
 def index_settings_from_env(env: Mapping[str, str] | None = None) -> IndexSettings:
@@ -134,4 +144,15 @@ def index_settings_from_env(env: Mapping[str, str] | None = None) -> IndexSettin
         collection=collection,
         rerank_pool=pool,
         patch_search_ef=patch_ef,
+        companion_dedup=_companion_dedup(env),
     )
+
+
+def _companion_dedup(env: Mapping[str, str]) -> float | None:
+    raw = env.get("COMPANION_DEDUP", "").strip().lower()
+    if raw in ("", "off", "none"):
+        return None
+    value = _float(env, "COMPANION_DEDUP", 1.0)
+    if not 0.5 <= value <= 1.0:
+        raise SettingsError(f"COMPANION_DEDUP must be off or a cosine from 0.5 to 1, got {value}")
+    return value

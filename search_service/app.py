@@ -32,7 +32,7 @@ from resources.settings import (
     max_image_pixels_from_env,
     patch_config_from_env,
 )
-from resources.vector_index import IndexBusyError, IndexUnavailableError, VectorIndex, index_layout
+from resources.vector_index import IndexBusyError, IndexUnavailableError, VectorIndex
 from resources.vector_index.schema import IndexSchema
 from search_service.config import ServiceSettings, service_settings_from_env
 from search_service.dagster_api import DagsterApi, DagsterUnavailable
@@ -142,7 +142,7 @@ def create_app(
             schema = IndexSchema(index_settings.collection, dim)
             return VectorIndex.open(
                 schema, url=index_settings.url, path=index_settings.path, api_key=index_settings.api_key,
-                layout=index_layout(schema, patch_search_ef=index_settings.patch_search_ef),
+                layout=index_settings.layout(schema),
             )
 
         s3 = s3_settings_from_env()

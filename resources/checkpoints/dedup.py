@@ -1,8 +1,11 @@
 """Near-duplicate frames, dropped before they reach the encoder.
 
 The signal is cheap: each decoded frame is also scaled to a 32x32 RGB thumbnail, and a frame whose
-thumbnail differs from the last *kept* frame's by a mean absolute difference (0..1) at or below
-the threshold is dropped. Comparing with the last kept frame, not the previous frame, means a
+thumbnail differs from the last *kept* frame's by at most the threshold in every region - the
+mean absolute difference (0..1) of each 4x4 block, ~160x90 px of a 720p frame - is dropped. Per
+region, not over the whole frame: a small object that appears in one frame of a still scene
+changes ~5 of the thumbnail's 1,024 pixels, 0.3% of the whole but a third of its block, and it is
+exactly what region search exists to find (a whole-frame mean dropped it). Comparing with the last kept frame, not the previous frame, means a
 slow pan is not dropped frame by frame forever: once it has drifted past the threshold, a frame
 is kept again. A dropped frame's time is credited to the frame kept before it
 (:func:`credit_spans`), so a moment that runs across a static stretch stays continuous.
@@ -40,7 +43,9 @@ class DedupConfig:
         return self.threshold > 0
 
     def fingerprint(self) -> str:
-        return f"dedup:{self.threshold:g}:{'all' if self.all_frames else 'video'}" if self.enabled else "dedup:off"
+        # "regions": the per-region rule (issue 20) keeps frames the whole-frame mean dropped, so
+        # checkpoints made under the old rule are re-embedded.
+        return f"dedup:{self.threshold:g}:{'all' if self.all_frames else 'video'}:regions" if self.enabled else "dedup:off"
 
 
 def dedup_config_from_env(env: Mapping[str, str] | None = None) -> DedupConfig:
@@ -55,9 +60,15 @@ def dedup_config_from_env(env: Mapping[str, str] | None = None) -> DedupConfig:
         raise ValueError(f"DEDUP_THRESHOLD must be 'off' or a number in [0, 1), got {raw!r} ({exc})") from None
 
 
+REGIONS = 8  # blocks a side of the thumbnail grid whose largest change decides
+
+
 def difference(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean absolute difference of two uint8 thumbnails of one shape, from 0 (equal) to 1."""
-    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean()) / 255.0
+    """The largest mean absolute difference over the regions (a REGIONS x REGIONS grid) of two
+    uint8 thumbnails of one shape, from 0 (equal) to 1."""
+    diff = np.abs(a.astype(np.int16) - b.astype(np.int16)).astype(np.float32)
+    rows, cols = np.array_split(np.arange(diff.shape[0]), REGIONS), np.array_split(np.arange(diff.shape[1]), REGIONS)
+    return max(float(diff[r[0] : r[-1] + 1, c[0] : c[-1] + 1].mean()) for r in rows for c in cols if len(r) and len(c)) / 255.0
 
 
 class NearDuplicateFilter:

@@ -106,13 +106,13 @@ class IndexResource(dg.ConfigurableResource):
             collection=self.collection or env.collection,
             rerank_pool=env.rerank_pool,
             patch_search_ef=env.patch_search_ef,
+            companion_dedup=env.companion_dedup,
         )
 
     def open(self, dim: int) -> VectorIndex:
         settings = self.settings()
-        return VectorIndex.open(
-            IndexSchema(settings.collection, dim), url=settings.url, path=settings.path, api_key=settings.api_key
-        )
+        schema = IndexSchema(settings.collection, dim)
+        return VectorIndex.open(schema, url=settings.url, path=settings.path, api_key=settings.api_key, layout=settings.layout(schema))
 
     def sync_or_defer(self, dim: int, video_id: int, checkpoint: Path | CheckpointStore) -> SyncResult | None:
         return sync_or_defer(lambda: self.open(dim), video_id, checkpoint)

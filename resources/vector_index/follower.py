@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = index_settings_from_env()
     schema = IndexSchema(settings.collection, args.dim)
-    with VectorIndex.open(schema, url=settings.url, path=settings.path, api_key=settings.api_key, lock_timeout_s=60) as index:
+    with VectorIndex.open(schema, url=settings.url, path=settings.path, api_key=settings.api_key, lock_timeout_s=60, layout=settings.layout(schema)) as index:
         stop = threading.Event()
         try:
             CheckpointFollower(index, args.checkpoints).run(stop, args.interval)

@@ -23,6 +23,7 @@ import numpy as np
 
 from resources.vector_index import queries as queries_
 from resources.vector_index.backend import Backend, StoredPoint, VectorQuery, Where
+from resources.vector_index.companions import CompanionRuns, companion_runs
 from resources.vector_index.fusion import DEFAULT_ALPHA, DEFAULT_FUSION, fuse
 from resources.vector_index.layout import PATCH_POINT_VECTOR, IndexLayout, index_layout, patch_payload, patch_point_id
 from resources.vector_index.schema import (
@@ -166,23 +167,25 @@ class VectorIndex:
         ids = [p.id for p in points]
         if len(set(ids)) != len(ids):
             raise ValueError(f"video {video_id}: duplicate frame ids in one checkpoint")
-        want = (len(points), sum(len(p.patch_vectors) for p in points))
+        points = sorted(points, key=lambda p: p.frame_id)  # runs of a window are consecutive frames
+        runs = companion_runs(points, self.layout.companion_dedup)
+        want = (len(points), len(runs))
         result = SyncResult(video_id, version, len(points), patch_points=want[1])
         if points and self._counts(video_id) == want == self._counts(video_id, version):
             result.skipped, (result.indexed, result.patches_indexed) = True, want
             result.seconds = time.perf_counter() - started
             return result
         frames, patches = self.layout.frames.name, self.layout.patches.name
+        points = [self._with_version(p, version) for p in points]
+        # Frames first: a patch point found by a query always names a frame that exists, or one
+        # that a query's exact scoring simply does not find (then it is left out).
         for start in range(0, len(points), UPSERT_BATCH):
-            batch = [self._with_version(p, version) for p in points[start : start + UPSERT_BATCH]]
-            # Frames first: a patch point found by a query always names a frame that exists, or one
-            # that a query's exact scoring simply does not find (then it is left out).
-            stored = [self._stored_points(p) for p in batch]
-            self._backend.upsert(frames, [frame for frame, _ in stored])
-            companions = [c for _, patch_points in stored for c in patch_points]
-            for first in range(0, len(companions), PATCH_UPSERT_BATCH):
-                self._backend.upsert(patches, companions[first : first + PATCH_UPSERT_BATCH])
+            batch = points[start : start + UPSERT_BATCH]
+            self._backend.upsert(frames, [self._frame_point(p) for p in batch])
             result.upserted += len(batch)
+        for start in range(0, len(runs), PATCH_UPSERT_BATCH):
+            chunk = range(start, min(start + PATCH_UPSERT_BATCH, len(runs)))
+            self._backend.upsert(patches, [self._companion_point(points, runs, i) for i in chunk])
         # Every current point now carries this version: whatever else the video has is stale.
         stale = Where(video_id=video_id, not_version=version if points else None)
         result.deleted = self._backend.count(frames, stale)
@@ -204,14 +207,16 @@ class VectorIndex:
         return IndexPoint(point.video_id, point.frame_id, point.global_vector, point.patch_vectors, payload)
 
     @staticmethod
-    def _stored_points(point: IndexPoint) -> tuple[StoredPoint, list[StoredPoint]]:
-        """The frame's point and its patches' companion points (the patch rows converted once:
-        list conversion is most of a sync's own time)."""
-        rows = point.patch_vectors.tolist()
-        frame = StoredPoint(point.id, {GLOBAL_VECTOR: point.global_vector.tolist(), PATCH_VECTOR: rows}, point.payload)
-        payload = patch_payload(point)
-        patches = [StoredPoint(patch_point_id(point.video_id, point.frame_id, j), {PATCH_POINT_VECTOR: row}, payload) for j, row in enumerate(rows)]
-        return frame, patches
+    def _frame_point(point: IndexPoint) -> StoredPoint:
+        return StoredPoint(point.id, {GLOBAL_VECTOR: point.global_vector.tolist(), PATCH_VECTOR: point.patch_vectors.tolist()}, point.payload)
+
+    @staticmethod
+    def _companion_point(points: Sequence[IndexPoint], runs: CompanionRuns, i: int) -> StoredPoint:
+        """Companion point ``i``: its run's first frame's window (id and vector), standing for the
+        frames up to the run's last."""
+        first, window, last = points[int(runs.first[i])], int(runs.window[i]), points[int(runs.last[i])]
+        vector = {PATCH_POINT_VECTOR: first.patch_vectors[window].tolist()}
+        return StoredPoint(patch_point_id(first.video_id, first.frame_id, window), vector, patch_payload(first, last))
 
     def delete_video(self, video_id: int) -> None:
         """Delete every point of the video from both collections (nothing happens if it has none)."""

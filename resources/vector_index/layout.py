@@ -96,19 +96,27 @@ class CollectionLayout:
 
 @dataclass(frozen=True)
 class IndexLayout:
-    """The two collections of one index."""
+    """The two collections of one index. ``companion_dedup``: the cosine at or above which a
+    window that stays the same over consecutive frames is one companion point (temporal dedup, see
+    :mod:`.companions`); None: a point per window of every frame."""
 
     frames: CollectionLayout
     patches: CollectionLayout
+    companion_dedup: float | None = None
 
     @property
     def collections(self) -> tuple[CollectionLayout, CollectionLayout]:
         return (self.frames, self.patches)
 
 
-def index_layout(schema: IndexSchema, patch_datatype: str = "turbo4", multivector_datatype: str = "turbo8", patch_search_ef: int = DEFAULT_PATCH_SEARCH_EF) -> IndexLayout:
-    """The layout framesearch writes for ``schema``. The parameters exist only so that ``./dev
-    bench index`` can measure the alternatives side by side; the product uses the defaults."""
+def index_layout(
+    schema: IndexSchema, patch_datatype: str = "turbo4", multivector_datatype: str = "turbo8", patch_search_ef: int = DEFAULT_PATCH_SEARCH_EF,
+    companion_dedup: float | None = None,
+) -> IndexLayout:
+    """The layout framesearch writes for ``schema``. The datatypes exist only so that ``./dev
+    bench index`` can measure the alternatives side by side; the product uses the defaults.
+    ``patch_search_ef`` (PATCH_SEARCH_EF) is a read setting, ``companion_dedup`` (COMPANION_DEDUP)
+    a write setting every writer of one index must share."""
     frames = CollectionLayout(
         schema.collection,
         (
@@ -129,7 +137,7 @@ def index_layout(schema: IndexSchema, patch_datatype: str = "turbo4", multivecto
         # first (its index narrows to the video's points) and test the version on those.
         (VIDEO_ID_INDEX, *RANGE_INDEXES),
     )
-    return IndexLayout(frames, patches)
+    return IndexLayout(frames, patches, companion_dedup)
 
 
 def patch_point_id(video_id: int, frame_id: int, patch: int) -> str:
@@ -137,11 +145,16 @@ def patch_point_id(video_id: int, frame_id: int, patch: int) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, f"{video_id}:{frame_id}:{patch}"))
 
 
-def patch_payload(point: IndexPoint) -> dict[str, object]:
+def patch_payload(point: IndexPoint, last: IndexPoint | None = None) -> dict[str, object]:
     """A companion point's payload: its frame's filterable fields and checkpoint version (the
-    same for every patch of the frame)."""
+    same for every patch of the frame); with ``last`` (a run of frames under temporal dedup, see
+    :mod:`.companions`), also the run's last frame and time, ``frame_id_end``/``timestamp_end_ms``."""
     payload = {name: point.payload[name] for name in PATCH_PAYLOAD_FIELDS if point.payload.get(name) is not None}
     payload.update(video_id=point.video_id, frame_id=point.frame_id)
+    if last is not None and last.frame_id != point.frame_id:
+        payload["frame_id_end"] = last.frame_id
+        if last.payload.get("timestamp_ms") is not None:
+            payload["timestamp_end_ms"] = last.payload["timestamp_ms"]
     if "checkpoint_version" in point.payload:
         payload["checkpoint_version"] = point.payload["checkpoint_version"]
     return payload

@@ -25,6 +25,27 @@ def test_filter_compares_with_the_last_kept_frame() -> None:
     assert difference(thumb(0), thumb(255)) == 1.0
 
 
+def test_a_small_object_appearing_in_a_still_scene_is_kept() -> None:
+    """Issue 20: a 35 px radius object appears in one frame of a still 1280x720 scene. It changes
+    0.3% of the thumbnail, so a whole-frame mean dropped it as a near-duplicate; per region it is
+    a large change, and the frame reaches the encoder."""
+    from PIL import Image
+
+    from training.world import WorldObject, render_frame
+
+    scene = (WorldObject("blue", "square", (100, 80, 200, 200)), WorldObject("green", "ring", (700, 300, 220, 220)))
+    needle = WorldObject("red", "circle", (560, 120, 70, 70))
+
+    def thumbnail(objects: tuple[WorldObject, ...]) -> np.ndarray:  # as iter_frames makes them
+        return np.asarray(Image.fromarray(render_frame(1280, 720, objects, seed=5).image).resize((32, 32), Image.Resampling.BOX))
+
+    check = NearDuplicateFilter(0.02)
+    assert check.keep(thumbnail(scene))
+    assert not check.keep(thumbnail(scene))  # the same still picture again: dropped
+    assert check.keep(thumbnail((*scene, needle)))
+    assert check.keep(thumbnail(scene))  # and the object gone again is a change too
+
+
 def test_threshold_zero_keeps_everything() -> None:
     check = NearDuplicateFilter(0.0)
     assert all(check.keep(thumb(100)) for _ in range(3))

@@ -1,0 +1,111 @@
+"""Issue 20: temporal dedup of the patch graph. A static scene's windows become one companion point
+per run of frames; a small object that appears in one frame keeps its own point; runs cover exactly
+the frames they stand for; sync, re-sync and shrink keep the companion equal to the checkpoint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient
+
+from resources.settings import SettingsError, index_settings_from_env
+from resources.vector_index import VectorIndex
+from resources.vector_index.companions import companion_runs
+from resources.vector_index.layout import index_layout, patch_point_id
+from resources.vector_index.schema import IndexPoint, IndexSchema, point_id
+
+DIM = 32
+SCHEMA = IndexSchema("frames_companions", DIM)
+WINDOWS = 6
+NEEDLE_FRAME, NEEDLE_WINDOW = 4, 2
+BOXES = [[x * 100, 0, 100, 100] for x in range(WINDOWS)]
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def static_scene(frames: int = 10, seed: int = 0, noise: float = 0.02) -> tuple[list[IndexPoint], np.ndarray]:
+    """A video of a static scene (each window's vector plus a little noise per frame, as decoded
+    video gives) with a small object in one window of one frame; and the object's vector."""
+    rng = np.random.default_rng(seed)
+    scene = _unit(rng.normal(size=(WINDOWS, DIM)))
+    needle = _unit(rng.normal(size=DIM))
+    points = []
+    for f in range(frames):
+        patches = _unit(scene + noise * rng.normal(size=scene.shape))
+        if f == NEEDLE_FRAME:
+            patches[NEEDLE_WINDOW] = _unit(0.5 * scene[NEEDLE_WINDOW] + needle)
+        glob = _unit(patches.mean(0))
+        payload = {"video_id": 7, "frame_id": 10 * f, "timestamp_ms": 1000 * f, "patch_boxes": BOXES}
+        points.append(IndexPoint(7, 10 * f, glob, patches, payload))
+    return points, needle
+
+
+def test_runs_merge_the_static_windows_and_keep_the_needle() -> None:
+    points, _ = static_scene()
+    assert len(companion_runs(points, None)) == 10 * WINDOWS  # off: a point per window of every frame
+    runs = companion_runs(points, 0.95)
+    spans = {(int(w), int(a), int(b)) for a, w, b in zip(runs.first, runs.window, runs.last)}
+    expected = {(w, 0, 9) for w in range(WINDOWS) if w != NEEDLE_WINDOW}
+    # The needle's window: the scene up to frame 3, the needle alone in frame 4, the scene again.
+    expected |= {(NEEDLE_WINDOW, 0, NEEDLE_FRAME - 1), (NEEDLE_WINDOW, NEEDLE_FRAME, NEEDLE_FRAME), (NEEDLE_WINDOW, NEEDLE_FRAME + 1, 9)}
+    assert spans == expected
+    # Every (frame, window) is covered by exactly one run.
+    covered = sorted((f, int(w)) for a, w, b in zip(runs.first, runs.window, runs.last) for f in range(int(a), int(b) + 1))
+    assert covered == [(f, w) for f in range(10) for w in range(WINDOWS)]
+
+
+def test_frames_of_another_size_or_a_changing_scene_are_not_merged() -> None:
+    points, _ = static_scene(frames=4)
+    points[2].payload["patch_boxes"] = [[x * 50, 0, 50, 50] for x in range(WINDOWS)]  # another plan
+    runs = companion_runs(points, 0.95)
+    assert {(int(a), int(b)) for a, b in zip(runs.first, runs.last)} == {(0, 1), (2, 2), (3, 3)}
+    noisy, _ = static_scene(frames=4, noise=1.0)  # every window changes every frame
+    assert len(companion_runs(noisy, 0.95)) == 4 * WINDOWS
+
+
+@pytest.fixture(params=["embedded", "memory"])
+def index(request: pytest.FixtureRequest, tmp_path):  # noqa: ANN001
+    layout = index_layout(SCHEMA, companion_dedup=0.95)
+    if request.param == "memory":
+        opened = VectorIndex.open(SCHEMA, client=QdrantClient(":memory:"), layout=layout)
+    else:
+        opened = VectorIndex.open(SCHEMA, path=tmp_path / "qdrant", layout=layout)
+    with opened:
+        yield opened
+
+
+def test_sync_resync_and_shrink_keep_the_companion_equal_to_the_checkpoint(index: VectorIndex) -> None:
+    points, needle = static_scene()
+    first = index.sync_video(7, points, "v1")
+    assert (first.indexed, first.patch_points, first.patches_indexed) == (10, 8, 8)  # 60 windows -> 8 points
+    assert index.sync_video(7, points, "v1").skipped
+    index.optimize()
+    # The needle is found through its own companion point, and scored exactly on its frame.
+    [hit] = index.search(needle, top_k=1, patch_queries=needle[None], alpha=0.0, pool=1, patch_pool=3)
+    assert hit.point_id == point_id(7, 10 * NEEDLE_FRAME)
+    spans = {(p["frame_id"], p.get("frame_id_end"), p.get("timestamp_end_ms")) for p in _companion_payloads(index)}
+    assert (0, 90, 9000) in spans and (10 * NEEDLE_FRAME, None, None) in spans and (50, 90, 9000) in spans
+
+    shorter = points[:6]  # the video shrinks to frames 0..50: runs end at frame 50
+    again = index.sync_video(7, shorter, "v2")
+    assert (again.indexed, again.patches_indexed, index.count_patches(7, "v2")) == (6, 8, 8)
+    assert {p.get("frame_id_end") for p in _companion_payloads(index)} == {30, 50, None}
+    index.sync_video(7, [], "v3")
+    assert index.count(7) == index.count_patches(7) == 0
+
+
+def _companion_payloads(index: VectorIndex) -> list[dict]:
+    """The payloads of the video's companion points (every id a window of a frame could have)."""
+    ids = [patch_point_id(7, 10 * f, w) for f in range(10) for w in range(WINDOWS)]
+    return [payload for payload, _ in index._backend.retrieve(index.layout.patches.name, ids, "all").values()]
+
+
+def test_companion_dedup_setting() -> None:
+    assert index_settings_from_env({}).companion_dedup is None
+    assert index_settings_from_env({"COMPANION_DEDUP": "off"}).companion_dedup is None
+    assert index_settings_from_env({"COMPANION_DEDUP": "0.97"}).companion_dedup == 0.97
+    for bad in ("2", "0.1", "yes"):
+        with pytest.raises(SettingsError, match="COMPANION_DEDUP"):
+            index_settings_from_env({"COMPANION_DEDUP": bad})
