@@ -56,11 +56,20 @@ def test_runs_merge_the_static_windows_and_keep_the_needle() -> None:
     assert covered == [(f, w) for f in range(10) for w in range(WINDOWS)]
 
 
-def test_frames_of_another_size_or_a_changing_scene_are_not_merged() -> None:
-    points, _ = static_scene(frames=4)
-    points[2].payload["patch_boxes"] = [[x * 50, 0, 50, 50] for x in range(WINDOWS)]  # another plan
-    runs = companion_runs(points, 0.95)
-    assert {(int(a), int(b)) for a, b in zip(runs.first, runs.last)} == {(0, 1), (2, 2), (3, 3)}
+def test_a_panning_camera_is_followed_and_a_changing_scene_is_not_merged() -> None:
+    """The picture moves one window to the left each frame (a pan): each window is matched with
+    the window that showed it a frame before, so the windows that stay in view are one run each."""
+    points, _ = static_scene(frames=1)
+    rng = np.random.default_rng(3)
+    strip = _unit(rng.normal(size=(WINDOWS + 3, DIM)))  # the scene the camera pans across
+    for f in range(4):
+        payload = {"video_id": 7, "frame_id": 10 * f, "timestamp_ms": 1000 * f, "patch_boxes": BOXES}
+        view = _unit(strip[f : f + WINDOWS] + 0.02 * rng.normal(size=(WINDOWS, DIM)))
+        points.append(IndexPoint(7, 10 * f, _unit(view.mean(0)), view, payload))
+    pan = companion_runs(points[1:], 0.95)
+    # Strip column c is seen from frame max(0, c - 5) to min(3, c): one run each, 9 in all (of 24).
+    assert len(pan) == WINDOWS + 3
+    assert sorted(int(b) - int(a) for a, b in zip(pan.first, pan.last)) == [0, 0, 1, 1, 2, 2, 3, 3, 3]
     noisy, _ = static_scene(frames=4, noise=1.0)  # every window changes every frame
     assert len(companion_runs(noisy, 0.95)) == 4 * WINDOWS
 
