@@ -145,8 +145,17 @@ class VectorIndex:
     # -- writes ------------------------------------------------------------------------------
 
     def _counts(self, video_id: int, version: str | None = None) -> tuple[int, int]:
-        where = Where(video_id=video_id, version=version)
-        return (self._backend.count(self.layout.frames.name, where), self._backend.count(self.layout.patches.name, where))
+        frames = self._backend.count(self.layout.frames.name, Where(video_id=video_id, version=version))
+        return frames, self._backend.count(self.layout.patches.name, Where(video_id=video_id, version=self._companion_version(version)))
+
+    def _companion_version(self, version: str | None) -> str | None:
+        """The version companion points carry: the checkpoint's, tagged with the temporal dedup
+        setting when it is on. The companion set depends on both, so a change of COMPANION_DEDUP
+        alone re-syncs a video and deletes the points of the other setting (with the plain
+        checkpoint version those would have counted as current and stayed)."""
+        if version is None or self.layout.companion_dedup is None:
+            return version
+        return f"{version}~dedup{self.layout.companion_dedup:g}"
 
     def sync_video(self, video_id: int, points: Sequence[IndexPoint], version: str) -> SyncResult:
         """Make the video's frame points and patch points equal to ``points`` (one checkpoint
@@ -185,12 +194,12 @@ class VectorIndex:
             result.upserted += len(batch)
         for start in range(0, len(runs), PATCH_UPSERT_BATCH):
             chunk = range(start, min(start + PATCH_UPSERT_BATCH, len(runs)))
-            self._backend.upsert(patches, [self._companion_point(points, runs, i) for i in chunk])
+            self._backend.upsert(patches, [self._companion_point(points, runs, i, self._companion_version(version)) for i in chunk])
         # Every current point now carries this version: whatever else the video has is stale.
         stale = Where(video_id=video_id, not_version=version if points else None)
         result.deleted = self._backend.count(frames, stale)
-        for collection in (patches, frames):
-            self._backend.delete(collection, stale)
+        self._backend.delete(patches, Where(video_id=video_id, not_version=self._companion_version(version) if points else None))
+        self._backend.delete(frames, stale)
         result.indexed, result.patches_indexed = self._counts(video_id)
         self._backend.flush()  # durable when this returns (the embedded index keeps no WAL)
         if (result.indexed, result.patches_indexed) != want:
@@ -211,12 +220,13 @@ class VectorIndex:
         return StoredPoint(point.id, {GLOBAL_VECTOR: point.global_vector.tolist(), PATCH_VECTOR: point.patch_vectors.tolist()}, point.payload)
 
     @staticmethod
-    def _companion_point(points: Sequence[IndexPoint], runs: CompanionRuns, i: int) -> StoredPoint:
+    def _companion_point(points: Sequence[IndexPoint], runs: CompanionRuns, i: int, version: str | None) -> StoredPoint:
         """Companion point ``i``: its run's first frame's window (id and vector), standing for the
-        frames up to the run's last."""
+        frames up to the run's last, marked with the companion ``version``."""
         first, window, last = points[int(runs.first[i])], int(runs.window[i]), points[int(runs.last[i])]
         vector = {PATCH_POINT_VECTOR: first.patch_vectors[window].tolist()}
-        return StoredPoint(patch_point_id(first.video_id, first.frame_id, window), vector, patch_payload(first, last))
+        payload = {**patch_payload(first, last), "checkpoint_version": version}
+        return StoredPoint(patch_point_id(first.video_id, first.frame_id, window), vector, payload)
 
     def delete_video(self, video_id: int) -> None:
         """Delete every point of the video from both collections (nothing happens if it has none)."""
@@ -232,7 +242,7 @@ class VectorIndex:
 
     def count_patches(self, video_id: int | None = None, version: str | None = None) -> int:
         """Patch points (companion collection) in the index, or of one video (and ``version``)."""
-        where = Where(video_id=None if video_id is None else check_id(video_id), version=version)
+        where = Where(video_id=None if video_id is None else check_id(video_id), version=self._companion_version(version))
         return self._backend.count(self.layout.patches.name, where)
 
     def video_ids(self) -> set[int]:

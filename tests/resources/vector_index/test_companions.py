@@ -105,6 +105,17 @@ def test_sync_resync_and_shrink_keep_the_companion_equal_to_the_checkpoint(index
     assert index.count(7) == index.count_patches(7) == 0
 
 
+def test_changing_the_setting_resyncs_the_same_checkpoint(tmp_path) -> None:  # noqa: ANN001
+    """A checkpoint synced without dedup, then with it (and back): the same checkpoint version,
+    another companion set - the other setting's points go (they kept the count from matching)."""
+    points, _ = static_scene()
+    for dedup, expected in ((None, 60), (0.95, 8), (None, 60)):
+        with VectorIndex.open(SCHEMA, path=tmp_path / "qdrant", layout=index_layout(SCHEMA, companion_dedup=dedup)) as index:
+            result = index.sync_video(7, points, "v1")
+            assert not result.skipped and (result.patches_indexed, index.count_patches(7), index.count_patches(7, "v1")) == (expected, expected, expected)
+            assert index.sync_video(7, points, "v1").skipped
+
+
 def _companion_payloads(index: VectorIndex) -> list[dict]:
     """The payloads of the video's companion points (every id a window of a frame could have)."""
     ids = [patch_point_id(7, 10 * f, w) for f in range(10) for w in range(WINDOWS)]
