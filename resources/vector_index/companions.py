@@ -52,10 +52,10 @@ def companion_runs(points: Sequence[IndexPoint], threshold: float | None) -> Com
     firsts: list[int] = []
     windows: list[int] = []
     lasts: list[int] = []
-    # The open runs: their first frame and window, last frame, and the first frame's vector.
+    # The open runs - those every frame since their first has joined, so each lasts to the frame
+    # before this one - as their first frame, window and the first frame's vector.
     open_first: list[int] = []
     open_window: list[int] = []
-    open_last: list[int] = []
     open_vectors = np.zeros((0, points[0].patch_vectors.shape[1] if points else 0), np.float32)
     for i, point in enumerate(points):
         patches = np.asarray(point.patch_vectors, np.float32)  # (n, dim)
@@ -66,20 +66,17 @@ def companion_runs(points: Sequence[IndexPoint], threshold: float | None) -> Com
             joined = np.where(sims[np.arange(len(patches)), best] >= threshold, best, -1)
         kept_open = np.zeros(len(open_first), bool)
         kept_open[joined[joined >= 0]] = True
-        for run in np.flatnonzero(kept_open):
-            open_last[run] = i
         # Runs no window of this frame joined end at the frame before: a run covers consecutive frames.
         for run in np.flatnonzero(~kept_open):
             firsts.append(open_first[run])
             windows.append(open_window[run])
-            lasts.append(open_last[run])
+            lasts.append(i - 1)
         new = np.flatnonzero(joined < 0)  # windows like none of the open runs: points of their own
         open_first = [open_first[r] for r in np.flatnonzero(kept_open)] + [i] * len(new)
         open_window = [open_window[r] for r in np.flatnonzero(kept_open)] + new.tolist()
-        open_last = [open_last[r] for r in np.flatnonzero(kept_open)] + [i] * len(new)
         open_vectors = np.concatenate([open_vectors[kept_open], patches[new]])
     firsts += open_first
     windows += open_window
-    lasts += open_last
+    lasts += [len(points) - 1] * len(open_first)
     order = np.lexsort((np.array(windows), np.array(firsts))) if firsts else np.zeros(0, np.int64)
     return CompanionRuns(np.array(firsts, np.int64)[order], np.array(windows, np.int64)[order], np.array(lasts, np.int64)[order])
