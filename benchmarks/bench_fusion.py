@@ -29,7 +29,7 @@ from benchmarks.quality import K, text_vectors  # noqa: E402
 from resources.checkpoints.format import vectors  # noqa: E402
 from resources.embedding.offline import load_encoder_or_offline  # noqa: E402
 from resources.settings import encoder_config_from_env  # noqa: E402
-from resources.vector_index.fusion import FUSIONS, fuse, standardised  # noqa: E402
+from resources.vector_index.fusion import FUSIONS, fuse, standardised, weighted_max  # noqa: E402
 
 ALPHAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0)
 
@@ -38,11 +38,16 @@ ALPHAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0)
 # (README "Retrieval quality"). Each takes g and m over every frame, alpha and the two stages'
 # frames (global pool, patch-stage frames).
 EXPERIMENTS = {
-    # The whole frame as one more view beside the patches: max(g, m) on the patch side.
-    "bestview": lambda g, m, a, pool, patch: a * g + (1 - a) * np.maximum(g, m),
     # Each score calibrated on its own stage's frames, then the stronger evidence wins.
-    "stagemax": lambda g, m, a, pool, patch: np.maximum(a * standardised(g, pool), (1 - a) * standardised(m, patch)),
+    "stagemax": lambda g, m, a, pool, patch: weighted_max(standardised(g, pool), standardised(m, patch), a),
+    # Each score standardised against the library's own distribution for this query (a fixed random
+    # sample of frames stands for it), then the stronger evidence wins.
+    "nullmax": lambda g, m, a, pool, patch: weighted_max(standardised(g, REFERENCE), standardised(m, REFERENCE), a),
+    # Shift-only calibration (cosines keep their scale): each score minus its median over the
+    # reference sample, then the stronger evidence wins.
+    "shiftmax": lambda g, m, a, pool, patch: weighted_max(g - np.median(g[REFERENCE]), m - np.median(m[REFERENCE]), a),
 }
+REFERENCE = np.zeros(0, np.int64)  # set in main(): the reference sample's frame indices
 
 
 def load_checkpoints(folder: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -64,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=2_000, help="the library size given to bench quality")
     parser.add_argument("--path", type=Path, help="bench quality's working folder (default var/bench/quality-<frames>)")
     parser.add_argument("--pool", type=int, default=100, help="global pool and patch hits (the service's defaults)")
+    parser.add_argument("--reference", type=int, default=64, help="frames in the random reference sample of the null-calibrated experiments")
     args = parser.parse_args(argv)
     work = args.path or Path(f"var/bench/quality-{args.frames}")
     if not (work / "checkpoints").is_dir():
@@ -73,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     position = {image_id: i for i, image_id in enumerate(ids)}
     encoder, _ = load_encoder_or_offline(encoder_config_from_env())
     texts = text_vectors(encoder, [q["caption"] for q in queries])
+    global REFERENCE
+    REFERENCE = np.random.default_rng(0).choice(len(ids), size=min(args.reference, len(ids)), replace=False)
     recall: dict[tuple[str, str, float], list[float]] = {}
     for query, text in zip(queries, texts):
         g = globals_ @ text

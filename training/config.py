@@ -15,16 +15,17 @@ class TrainConfig:
     """Training settings; every field is also a command-line flag (``--batch-size 32``)."""
 
     model: str = "framesearch-world"  # open_clip architecture (a registered JSON config)
-    steps: int = 2800  # optimizer steps
+    steps: int = 2000  # optimizer steps
     batch_size: int = 64  # images per step
     lr: float = 1e-3  # peak AdamW learning rate
     warmup_steps: int = 100  # linear warm-up, then cosine decay to lr * min_lr_frac
     min_lr_frac: float = 0.05  # final learning rate as a fraction of lr
     weight_decay: float = 0.05  # AdamW decay on matrices only (not norms, biases, logit scale)
-    mix: str = "0.6,0.15,0.15,0.1"  # shares of the example kinds crop, single, frame, background
-    warm_mix: str = "0.2,0.5,0.2,0.1"  # the shares for the first warm_frac of the steps: shapes are
+    mix: str = "0.2,0.1,0.15,0.05,0.5"  # shares of the example kinds crop, single, frame, background,
+    #   planned (the planner's own windows of whole frames, with hard negatives)
+    warm_mix: str = "0.2,0.5,0.2,0.1,0"  # the shares for the first warm_frac of the steps: shapes are
     #   learned from big objects first (on small crops alone the ViT learned colour, never shape)
-    warm_frac: float = 0.4  # share of the steps that use warm_mix
+    warm_frac: float = 0.35  # share of the steps that use warm_mix
     blur_prob: float = 0.3  # chance an image is softened (like the encoder's antialiased resize)
     aux_weight: float = 0.0  # weight of an auxiliary 36-way linear head on the image vectors (0: off;
     #   the head is thrown away after training)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import cast
 
@@ -57,6 +58,46 @@ def image_tower(vis: dict) -> str:
     return f"ViT, {vis['image_size']} px input, patch {vis['patch_size']}, width {vis['width']}, {vis['layers']} layers, head width {vis.get('head_width', 64)}"
 
 
+def reproduce_command(config: TrainConfig) -> str:
+    """The trainer's command line that made ``config``: the flags that differ from the defaults."""
+    default = TrainConfig()
+    flags = [
+        f"--{f.name.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, (tuple, list)) else v}"
+        for f in dataclasses.fields(TrainConfig)
+        if (v := getattr(config, f.name)) != getattr(default, f.name) and f.name not in ("threads", "log_every")
+    ]
+    return " ".join([f".venv/bin/python -m {SCRIPT[:-3].replace('/', '.')}", *flags])
+
+
+def _planned_row(config: TrainConfig) -> str:
+    mix = parse_mix(config.mix)
+    if len(mix) < 5 or not mix[4]:
+        return ""
+    share = mix[4] / sum(mix)
+    return (
+        f"| {share:.0%} | planned | the encoder's own input: a 720p or 1080p world frame cut into windows by the patch planner, "
+        "every window kept, its caption the one object it holds whole (empty windows are backgrounds); most distractors are "
+        "hard negatives (the target's colour on another shape, or its shape in another colour) |\n"
+    )
+
+
+def _why_this_tower(vis: dict) -> str:
+    """Why this image tower, from what was tried (README "Retrieval quality" has the figures)."""
+    if isinstance(vis.get("layers"), (list, tuple)):
+        return (
+            "Why a ResNet: trained by this script on the same mix and budget, open_clip ViTs learned colour long before shape "
+            "(the earlier committed ViT, 112 px / patch 16: patch accuracy on small targets 0.375; a 128 px / patch 16 ViT "
+            "with average pooling was still at batch accuracy 0.21 after 700 steps, where a ResNet was at 0.85), while a "
+            "ResNet's convolutions see shape from the first steps."
+        )
+    return (
+        "Why 112 px and patch 16 rather than issue 10's 224 px and patch 32 (same 7 x 7 tokens, same widths and depths): "
+        "trained 1,500 steps at 224/32 on this world's crop-heavy mix, the ViT learned colour but never shape (shape accuracy "
+        "0.20 = chance), while 112/16 did at ~1.7x less time per step; the big-objects-first warm mix then let shape be "
+        "learned before the crops."
+    )
+
+
 def write_card(result: dict[str, object], config: TrainConfig) -> Path:
     """The model folder's README.md: what the model is, how it was made, what it scores, its limits."""
     out = Path(config.out)
@@ -76,7 +117,7 @@ It is **not a general model**: any other text or any real photo gives a vector w
 It exists so that framesearch can be demonstrated and its retrieval quality measured offline,
 on a world whose ground truth is exact.
 
-Load it with `OPENCLIP_PRETRAINED=local-dir:models/framesearch-world` (open_clip's own
+Load it with `OPENCLIP_PRETRAINED=local-dir:{config.out}` (open_clip's own
 `local-dir:` layout: `open_clip_config.json` + `open_clip_model.safetensors`; the weights are
 stored in fp16 and loaded into an fp32 model). The safetensors header holds its provenance under
 `{PROVENANCE_KEY}`.
@@ -96,7 +137,7 @@ background: big objects first, so that shapes are learned, not colour alone), th
 | {parse_mix(config.mix)[1] / sum(parse_mix(config.mix)):.0%} | single | one object, radius 15-40%, on a background (the recipe of issue 10) |
 | {parse_mix(config.mix)[2] / sum(parse_mix(config.mix)):.0%} | frame | a 16:9, 4:3 or square frame with one object of radius 20-40% of its height, letterboxed with open_clip's mean colour like the encoder's global view |
 | {parse_mix(config.mix)[3] / sum(parse_mix(config.mix)):.0%} | background | no object: a negative for every caption |
-
+{_planned_row(config)}
 {config.blur_prob:.0%} of the images are softened with a 3x3 blur (the encoder's antialiased resize softens crops).
 
 ## Architecture and training
@@ -116,18 +157,12 @@ background: big objects first, so that shapes are learned, not colour alone), th
 | CPU | {prov["cpu"]} (other processes shared the 2 cores at times: times vary from run to run) |
 | software | torch {result["torch"]}, open_clip {result["open_clip"]}, Python {result["python"]} |
 
-Reproduce: `.venv/bin/python -m {SCRIPT[:-3].replace("/", ".")}` (all settings are flags; the
-defaults made this folder). With the same seed, thread count and software the run repeats.
+Reproduce: `{reproduce_command(config)}` (all settings are flags). With the same seed, thread
+count and software the run repeats.
 
 ![training curve](training_curve.png)
 
-Why 112 px and patch 16 rather than issue 10's 224 px and patch 32 (same 7 x 7 tokens, same
-widths and depths): trained 1,500 steps at 224/32 on this world's crop-heavy mix, the ViT learned
-colour but never shape (held-out colour accuracy 0.99, shape accuracy 0.20 = chance; captions of
-one colour had text cosine 0.9999), and in 300-step pilots on single objects neither calmer
-backgrounds, a trainable token table, nor a supervised auxiliary head left that plateau, while
-112/16 did (loss below ln 6) at ~1.7x less time per step; the big-objects-first warm mix then
-let shape be learned before the crops.
+{_why_this_tower(vis)}
 
 ## Accuracy (held-out, evaluated on the saved fp16 weights reloaded through open_clip)
 

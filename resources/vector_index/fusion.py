@@ -1,44 +1,48 @@
 """How a candidate's two scores become one: pure numpy over the candidate set of one query.
 
-``g`` is the global cosine, ``m`` the MaxSim score (mean over query rows of the best patch
-cosine). ``alpha`` keeps its seed meaning everywhere: 1 ranks by ``g`` alone, 0 by ``m`` alone.
+``g`` is the global cosine (the whole frame as the model sees it), ``m`` the MaxSim score (mean
+over query rows of the best patch cosine; for a text query, the best window's cosine). ``alpha``
+keeps its seed meaning everywhere: 1 ranks by ``g`` alone, 0 by ``m`` alone.
 
-The product fuses with ``linear``, ``alpha * g + (1 - alpha) * m`` (the seed's formula: a score
-on the cosine scale that a person can read beside its two parts), at the service's default
-``rerank_alpha`` 0.3. What changed is not the formula but which frames it sees - candidates now
-come from the patches too - and the default weight: across frames the global cosine varies as
-much as the best patch's but says nothing about a small object, so at 0.5 it ranks by background.
-Measured through the index on the synthetic world's needle library (1,000 frames, the committed
-model; README "Retrieval quality"), recall@10 small / large objects:
+The product fuses with ``bestview``: ``2 * max(alpha * g, (1 - alpha) * m)`` (plus 1% of the
+weighted sum, to order frames whose best view is the same kind). At the default alpha 0.5 that
+is ``max(g, m)``: the whole frame is one more view beside its windows, every view is matched on
+the same cosine scale, and a frame scores by its best view. A small object wins through the one
+window that holds it; a frame-filling object, whose windows each see only a part of it, wins
+through the whole frame. The seed's ``alpha * g + (1 - alpha) * m`` cannot do both: across frames
+the global cosine varies as much as the best window's, so any weight on it buries small objects
+under background, and any weight off it loses large ones. Measured over the quality benchmark's
+checkpoints (``./dev bench fusion``, 2,000 frames, exact candidates, README "Retrieval quality"),
+recall@10 small / large objects, on the ResNet world model (ceiling 0.94 / global 1.00):
 
     alpha                  0          0.2        0.3        0.4        0.5        1
-    linear (product)       0.36/0.33  0.36/0.67  0.33/0.78  0.25/0.83  0.22/0.83  0.03/0.83
-    zscore                 0.36/0.33  0.39/0.56  0.25/0.67  0.22/0.72  0.22/0.83  0.03/0.83
-    evidence               0.36/0.33  0.36/0.50  0.33/0.61  0.28/0.72  0.22/0.89  0.03/0.83
+    linear (seed)          0.94/0.50  0.50/0.94  0.28/0.94  0.17/1.00  0.11/1.00  0.00/1.00
+    bestview (product)     0.94/0.50  0.94/0.56  0.92/0.56  0.92/0.56  0.92/0.94  0.00/1.00
 
-The alternatives stay here for ``./dev bench fusion`` to measure (over the checkpoints of
-``./dev bench quality --keep``), not for the API:
+Weights away from 0.5 scale cosines, so they move the balance quickly (at 0.6 small objects
+fall to 0.47): 0.5 is not a tuned constant but the unweighted best view.
 
+The alternatives stay here for ``./dev bench fusion`` to measure, not for the API:
+
+- ``linear``: the seed's weighted sum.
 - ``zscore``: the same sum over per-query standardised scores (each minus its median over the
   candidates, divided by its robust spread).
 - ``rrf``: reciprocal rank fusion, ``alpha / (k + rank_g) + (1 - alpha) / (k + rank_m)``.
 - ``evidence``: standardised, then ``max(alpha * zg, (1 - alpha) * zm)`` plus a small share of
-  their sum: a frame ranked by its strongest evidence. Best on large objects at 0.5, but the
-  standardisation over a candidate set that mixes the global pool with patch-found frames
-  does not calibrate the two parts well enough to beat the plain sum on small ones.
+  their sum. Standardising divides by each score's spread over the candidates; the global
+  cosine's spread is small, so ordinary background differences become large "evidence".
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-FUSIONS = ("linear", "zscore", "rrf", "evidence")
-DEFAULT_FUSION = "linear"
-# The service's default rerank_alpha: small objects keep >= 0.9 of their patch-only recall while
-# large ones keep most of the global vector's (see the table above).
-DEFAULT_ALPHA = 0.3
+FUSIONS = ("bestview", "linear", "zscore", "rrf", "evidence")
+DEFAULT_FUSION = "bestview"
+# The service's default rerank_alpha (the seed's default too): bestview's unweighted best view.
+DEFAULT_ALPHA = 0.5
 RRF_K = 60.0  # the usual constant of reciprocal rank fusion
-TIE_SHARE = 0.01  # evidence: weight of the linear sum of standardised scores, to order equals
+TIE_SHARE = 0.01  # bestview, evidence: weight of the weighted sum, to order equal best views
 
 
 def standardised(x: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
@@ -75,13 +79,21 @@ def fuse(g: np.ndarray, m: np.ndarray, alpha: float, method: str = DEFAULT_FUSIO
         raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
     if method == "linear":
         return alpha * g + (1 - alpha) * m
+    if method == "bestview":
+        return weighted_max(g, m, alpha, scale=2.0)
     if method == "rrf":
         return alpha / (RRF_K + _ranks(g)) + (1 - alpha) / (RRF_K + _ranks(m))
     zg, zm = standardised(g), standardised(m)
     if method == "zscore":
         return alpha * zg + (1 - alpha) * zm
     if method == "evidence":
-        if alpha in (0.0, 1.0):  # one part alone: exactly its order (max() would flatten the rest)
-            return zg if alpha == 1.0 else zm
-        return np.maximum(alpha * zg, (1 - alpha) * zm) + TIE_SHARE * (alpha * zg + (1 - alpha) * zm)
+        return weighted_max(zg, zm, alpha)
     raise ValueError(f"unknown fusion {method!r}; choose one of {', '.join(FUSIONS)}")
+
+
+def weighted_max(g: np.ndarray, m: np.ndarray, alpha: float, scale: float = 1.0) -> np.ndarray:
+    """``scale * max(alpha * g, (1 - alpha) * m)`` plus TIE_SHARE of the weighted sum; at alpha
+    0 or 1 exactly the one part (max() with a zero weight would flatten negative scores)."""
+    if alpha in (0.0, 1.0):
+        return g if alpha == 1.0 else m
+    return scale * np.maximum(alpha * g, (1 - alpha) * m) + TIE_SHARE * (alpha * g + (1 - alpha) * m)

@@ -115,7 +115,7 @@ def test_upload_by_picker_drop_and_paste(browser, server: str, library: dict, tm
     query = tmp_path / "corner.png"
     query.write_bytes(library["query"])
     open_page(browser, server)
-    browser.find_element(By.ID, "alpha").send_keys(Keys.LEFT * 2)  # 0.3 (the default) -> 0.2 in steps of 0.05
+    browser.find_element(By.ID, "alpha").send_keys(Keys.LEFT * 6)  # 0.5 (the default) -> 0.2 in steps of 0.05
     assert browser.find_element(By.ID, "alphaout").text == "0.20"
     browser.find_element(By.ID, "file").send_keys(str(query))
     ids = shown(browser)

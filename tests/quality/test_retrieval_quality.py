@@ -80,17 +80,21 @@ def test_rerank_reaches_the_exhaustive_ceiling_when_its_pool_covers_every_frame(
         assert len(set(api) & set(exact)) >= K - 1, (q.caption, api, exact)  # near-equal scores may swap at rank 10
 
 
-def test_small_objects_outside_a_small_global_pool_are_found_through_their_patches(indexed: tuple[Path, Library, FrameEncoder]) -> None:
-    """With a global pool of 16 frames (10% of the library), candidates must come from the
-    patches: the API at alpha 0 keeps >= 0.9 of the exhaustive patch ceiling on small objects,
-    where the global pool alone could hold about a tenth of the needles by chance. Measured with
-    framesearch-world/24921ae060ad: alpha 0 0.58 = the ceiling 0.58; the default alpha (0.3) 0.42,
-    held to 0.6 of the ceiling (at 1,000 frames it keeps 0.92 of it, README "The vector index")."""
+def test_the_default_keeps_small_objects_from_the_patches_and_large_ones_from_the_whole_frame(indexed: tuple[Path, Library, FrameEncoder]) -> None:
+    """Issue 19's acceptance, at the size CI affords: with a global pool of 16 frames (10% of the
+    library), candidates must come from the patches. At the API's defaults (alpha 0.5, bestview
+    fusion) small objects keep >= 0.9 of the exhaustive patch ceiling, and large objects >= 0.9 of
+    global search's recall - the two the seed's weighted sum could not hold at any alpha (README
+    "Retrieval quality"). alpha 0 (MaxSim alone) must reach the ceiling too: the candidates hold
+    the needles."""
     work, library, encoder = indexed
     ceiling = exhaustive_rankings(work / "checkpoints", text_vectors(encoder, [q.caption for q in library.queries]))
     exhaustive = scores(ceiling, library.queries, "small")["recall_at_10"]
     with serving(work, encoder, library.queries, rerank_pool=16) as base:
-        runs = query_service(base, library.queries, modes=("rerank", "rerank_alpha0"))
+        runs = query_service(base, library.queries, modes=("global", "rerank", "rerank_alpha0"))
     small = {mode: scores(run.rankings, library.queries, "small")["recall_at_10"] for mode, run in runs.items()}
+    large = {mode: scores(run.rankings, library.queries, "large")["recall_at_10"] for mode, run in runs.items()}
+    assert exhaustive >= 0.5, (small, exhaustive)  # a measuring stick that can judge anything
     assert small["rerank_alpha0"] >= 0.9 * exhaustive, (small, exhaustive)
-    assert small["rerank"] >= 0.6 * exhaustive, (small, exhaustive)
+    assert small["rerank"] >= 0.9 * exhaustive, (small, exhaustive)
+    assert large["rerank"] >= 0.9 * large["global"], (large, small)

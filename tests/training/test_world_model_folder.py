@@ -33,12 +33,12 @@ def test_folder_is_small_and_described() -> None:
 
 def test_loads_and_recognises_single_objects() -> None:
     clip = load_clip("framesearch-world", f"local-dir:{FOLDER}")
-    assert not clip.weights_random and clip.image_size == 112
+    assert not clip.weights_random and clip.image_size == 96
     rng = np.random.default_rng(123)
-    pairs = [training_example(112, rng, kind="single") for _ in range(72)]
+    pairs = [training_example(clip.image_size, rng, kind="single") for _ in range(72)]
     inputs = to_model_input(np.stack([p[0] for p in pairs]), torch.tensor(clip.mean), torch.tensor(clip.std))
     with torch.inference_mode():
         text = clip.model.encode_text(clip.tokenizer(list(CAPTIONS)), normalize=True)  # (36, 64)
         image = clip.model.encode_image(inputs, normalize=True)  # (72, 64)
     accuracy = float(((image @ text.T).argmax(1) == torch.tensor([p[1] for p in pairs])).float().mean())
-    assert accuracy > 0.3  # chance is 1/36; the card gives the held-out figure
+    assert accuracy > 0.9  # chance is 1/36; the card gives the held-out figure (1.000)

@@ -41,20 +41,41 @@ def test_alpha_keeps_its_meaning_for_every_method(method: str) -> None:
     assert list(np.argsort(-fuse(G, M, 0.0, method), kind="stable")) == list(np.argsort(-M, kind="stable"))
 
 
-def test_default_does_not_bury_a_strong_patch_match_under_background() -> None:
-    """A frame whose global score is ordinary but whose best patch matches clearly (a small
-    object) outranks frames that only look like the query overall (background), at the default
-    alpha; at the seed's 0.5 the background wins - the failure the default was chosen against."""
-    rng = np.random.default_rng(0)
-    # As measured on the shapes world: global cosines spread as much as best-patch ones (there
-    # 0.147 vs 0.132), and carry no signal for a small object.
-    g = rng.normal(0.30, 0.12, 500)
-    m = rng.normal(0.40, 0.06, 500)  # best-patch cosines of frames without the object
-    g[0], m[0] = 0.30, 0.61  # the needle: an ordinary global score, a patch 3.5 spreads above the rest
-    assert DEFAULT_FUSION == "linear"
-    rank_default = int(np.argsort(-fuse(g, m, DEFAULT_ALPHA)).tolist().index(0))
-    rank_seed = int(np.argsort(-fuse(g, m, 0.5)).tolist().index(0))
-    assert rank_default < 10 <= rank_seed
+def world(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Global and best-window cosines of 2,000 frames that hold neither a small nor a large match,
+    spread as measured on the ResNet world model's needle library (2,000 frames): the global cosine
+    varies across frames as much as the best window's (there about -0.6..0.8 and 0.0..0.9), and
+    the objects sought reach 0.95-0.99 in the view that shows them whole."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-0.6, 0.8, 2000), rng.uniform(0.0, 0.9, 2000)
+
+
+def rank_of(frame: int, g: np.ndarray, m: np.ndarray, alpha: float = DEFAULT_ALPHA, method: str = DEFAULT_FUSION) -> int:
+    return int(np.argsort(-fuse(g, m, alpha, method), kind="stable").tolist().index(frame))
+
+
+def test_default_finds_a_small_object_through_its_window() -> None:
+    """A frame with an ordinary global score whose best window matches clearly (a small object)
+    ranks in the top 10 at the default. The seed's weighted sum buries it under frames that only
+    look like the query overall, at the old default alpha 0.3 as at the seed's 0.5."""
+    g, m = world()
+    g[0], m[0] = 0.0, 0.97  # the needle: an ordinary frame, one window that shows the object
+    assert rank_of(0, g, m) < 10
+    assert rank_of(0, g, m, 0.3, "linear") >= 10 and rank_of(0, g, m, 0.5, "linear") >= 10
+
+
+def test_default_keeps_a_large_object_its_windows_only_see_in_part() -> None:
+    """A frame filled by the object: the whole frame matches clearly, each window only middling;
+    the default ranks it in the top 10 (MaxSim alone does not)."""
+    g, m = world(1)
+    g[0], m[0] = 0.97, 0.80
+    assert rank_of(0, g, m) < 10
+    assert rank_of(0, g, m, 0.0) >= 10
+
+
+def test_bestview_at_the_default_is_the_best_views_cosine() -> None:
+    np.testing.assert_allclose(fuse(G, M, 0.5, "bestview"), np.maximum(G, M) + 0.005 * (G + M))
+    assert (DEFAULT_FUSION, DEFAULT_ALPHA) == ("bestview", 0.5)
 
 
 def test_standardised_handles_constant_and_empty_scores() -> None:
