@@ -102,7 +102,7 @@ def test_main_job_writes_checkpoints_offline(
     row = re.compile(rf"^ +(\d) +{hit} +{hit} +{hit} +\[(\d+), (\d+), (\d+), (\d+)\]( [✓✗])?$")
     for text in SAMPLE_QUERIES:
         block = out[out.index(f"[main] {text!r} in "):].splitlines()
-        assert re.match(r" +# +global +rerank alpha 0\.3 +rerank alpha 0 +its best patch", block[1])
+        assert re.match(r" +# +global +rerank alpha 0\.5 +rerank alpha 0 +its best patch", block[1])
         rows = [row.match(line) for line in block[2:5]]
         assert all(rows), block[2:5]
         for rank, match in enumerate(rows, 1):
@@ -112,9 +112,9 @@ def test_main_job_writes_checkpoints_offline(
             box = [int(match[i]) for i in range(11, 15)]
             assert box[2] >= 224 and box[3] >= 224 and box[0] + box[2] <= 1280 and box[1] + box[3] <= 720
             assert (match[15] is not None) == (match[8] == "✓")  # the last column's hit holds it: box judged
-        counts = r"global \d/[34], rerank alpha 0\.3 \d/[34], rerank alpha 0 \d/[34]"
+        counts = r"global \d/[34], rerank alpha 0\.5 \d/[34], rerank alpha 0 \d/[34]"
         assert re.match(rf"\[main\] {re.escape(repr(text))}: hits@3 {counts}; rerank alpha 0: best patch on the object \d of \d$", block[5])
-    totals = r"global \d+/12, rerank alpha 0\.3 \d+/12, rerank alpha 0 \d+/12"
+    totals = r"global \d+/12, rerank alpha 0\.5 \d+/12, rerank alpha 0 \d+/12"
     assert re.search(rf"^\[main\] sample queries \(4\): hits@3 {totals}; rerank alpha 0: best patch on the object \d+ of \d+$", out, re.M)
 
 
@@ -125,7 +125,7 @@ def test_main_job_runs_given_queries_and_alpha_without_ground_truth(tmp_path: Pa
     args = ["--var", str(tmp_path), "--videos", str(tmp_path / "videos"), "--offline-model", "--query", "a blue square", "--alpha", "0"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "[main] 'a blue square' (no ground truth):" in out and "rerank alpha 0 " in out and "alpha 0.3" not in out
+    assert "[main] 'a blue square' (no ground truth):" in out and "rerank alpha 0 " in out and "rerank alpha 0.5" not in out
     assert re.search(r"^ +1  \? 4:1 +-?\d\.\d{3} +\? 4:1 +-?\d\.\d{3} +\[\d+, \d+, \d+, \d+\]$", out, re.M)
     assert "hits@3" not in out
 
