@@ -154,9 +154,28 @@ def serving(work: Path, encoder, queries: Sequence[Query], rerank_pool: int | No
                 s3.put_object(Bucket=QUERY_BUCKET, Key=f"queries/{i}.png", Body=query_image(q.colour, q.shape))
             settings = ServiceSettings(checkpoint_dir=str(work / "checkpoints"), allowed_s3_prefixes=(f"s3://{QUERY_BUCKET}",))
             with running_uvicorn(create_app(settings, encoder=encoder)) as base:
+                _wait_for_follower(base)
                 yield base
     finally:
         moto.stop()
+
+
+def _wait_for_follower(base: str, timeout_s: float = 120.0) -> None:
+    """Until the service's checkpoint follower has once found every checkpoint applied: its
+    start-up pass reads every checkpoint and shares the cores with the first requests (at 10,000
+    frames it tripled the measured p50), which is start-up work, not a query's cost."""
+    import httpx
+
+    # The follower's lag counts from its last caught-up poll, or from its start while it never
+    # caught up; a lag shorter than the time waited here means a poll caught up since.
+    since = time.time()
+    while time.time() - since < timeout_s:
+        metrics = httpx.get(f"{base}/metrics", timeout=10).text
+        lag = next((float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("framesearch_follower_lag_seconds ")), None)
+        if lag is None or lag < time.time() - since - 0.05:  # None: no follower (server mode)
+            return
+        time.sleep(0.25)
+    raise TimeoutError(f"the service's checkpoint follower did not catch up in {timeout_s:.0f} s")
 
 
 # Each mode: the request path and the body fields beside the query (rerank_alpha left out = the API default).

@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             truth = load_ground_truth(videos)
             print(
                 f"[main] sample queries: top {TOP_K} by global search and by MaxSim rerank of the candidates from global and patch search "
-                f"(score at alpha 0.5: the better of the global and the best patch cosine; 0: best patch alone); ✓/✗ the frame holds the object or not (ground truth)"
+                f"(score at alpha 0.5: the better of the global and the best patch cosine, plus 5% of each; 0: best patch alone); ✓/✗ the frame holds the object or not (ground truth)"
             )
             tally = Tally()
             for text in args.query or SAMPLE_QUERIES:

@@ -139,7 +139,7 @@ def test_text_search_with_rerank(client: TestClient) -> None:
     assert body["rerank_enabled"] is True
     for r in body["results"]:
         g, m = r["global_score"], r["maxsim_score"]  # the product's fusion: the best weighted view
-        assert r["score"] == pytest.approx(2 * max(0.3 * g, 0.7 * m) + 0.01 * (0.3 * g + 0.7 * m), abs=1e-5)
+        assert r["score"] == pytest.approx(2 * max(0.3 * g, 0.7 * m) + 0.1 * (0.3 * g + 0.7 * m), abs=1e-5)
     scores = [r["score"] for r in body["results"]]
     assert scores == sorted(scores, reverse=True)
 
