@@ -29,9 +29,10 @@ from benchmarks.quality import K, text_vectors  # noqa: E402
 from resources.checkpoints.format import vectors  # noqa: E402
 from resources.embedding.offline import load_encoder_or_offline  # noqa: E402
 from resources.settings import encoder_config_from_env  # noqa: E402
-from resources.vector_index.fusion import FUSIONS, fuse, standardised, weighted_max  # noqa: E402
+from resources.vector_index.fusion import AGREEMENT_SHARE, DEFAULT_ALPHA, FUSIONS, fuse, standardised, weighted_max  # noqa: E402
 
 ALPHAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0)
+SHARES = (0.0, 0.01, 0.05, 0.1, 0.15, 0.2, 0.3)
 
 
 # Candidates for a default that holds across models, measured here before any reaches the API
@@ -94,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
                 fused = method_fn(g, m, alpha, pool, patch)[candidates]
                 top = candidates[np.argsort(-fused, kind="stable")[:K]]
                 recall.setdefault((query["size"], name, alpha), []).append(len(relevant & set(top.tolist())) / len(relevant))
+        for share in SHARES:  # bestview at the default alpha, by the weight of the views' agreement
+            fused = weighted_max(g[candidates], m[candidates], DEFAULT_ALPHA, scale=2.0, share=share)
+            top = candidates[np.argsort(-fused, kind="stable")[:K]]
+            recall.setdefault((query["size"], "share", share), []).append(len(relevant & set(top.tolist())) / len(relevant))
         for method in FUSIONS:
             for alpha in ALPHAS:
                 top = candidates[np.argsort(-fuse(g[candidates], m[candidates], alpha, method), kind="stable")[:K]]
@@ -103,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     for method in (*FUSIONS, *EXPERIMENTS):
         cells = "".join(f"{np.mean(recall[('small', method, a)]):>8.2f} /{np.mean(recall[('large', method, a)]):>4.2f}" for a in ALPHAS)
         print(f"{method:10s}{cells}")
+    print(f"bestview at alpha {DEFAULT_ALPHA} by the agreement share (the product: {AGREEMENT_SHARE}):")
+    print("  ".join(f"{share}: {np.mean(recall[('small', 'share', share)]):.2f} /{np.mean(recall[('large', 'share', share)]):.2f}" for share in SHARES))
     return 0
 
 

@@ -55,10 +55,9 @@ def test_library_ground_truth_is_exact(indexed: tuple[Path, Library, FrameEncode
 
 
 def test_patch_rerank_beats_global_search_on_small_objects(indexed: tuple[Path, Library, FrameEncoder]) -> None:
-    """Patch rerank = the pool ranked by MaxSim alone (alpha 0), at the service's default pool.
-    Measured with framesearch-world/24921ae060ad (AMD EPYC, bf16), small objects: global 0.08,
-    alpha 0 0.50, the API's default alpha (0.5) 0.17 - too close to global to guard anything, so
-    that one is only held to large objects, which it must not lose (global 1.00, default 1.00)."""
+    """Patch rerank = the pool ranked by MaxSim alone (alpha 0), at the service's default pool,
+    beats global search on small objects (the global view shows a target a few pixels wide), and
+    the API's default keeps large objects as global search does."""
     work, library, encoder = indexed
     with serving(work, encoder, library.queries) as base:  # RERANK_POOL_SIZE unset: 100 of 160 frames
         runs = query_service(base, library.queries, modes=("global", "rerank", "rerank_alpha0"))
