@@ -25,30 +25,34 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchmarks.quality import K, text_vectors  # noqa: E402
+from benchmarks.quality import K, recall_at, text_vectors  # noqa: E402
 from resources.checkpoints.format import vectors  # noqa: E402
 from resources.embedding.offline import load_encoder_or_offline  # noqa: E402
 from resources.settings import encoder_config_from_env  # noqa: E402
-from resources.vector_index.fusion import AGREEMENT_SHARE, DEFAULT_ALPHA, FUSIONS, fuse, standardised, weighted_max  # noqa: E402
+from resources.vector_index.fusion import AGREEMENT_SHARE, DEFAULT_ALPHA, FUSIONS, bestview, fuse, standardised, weighted_max  # noqa: E402
 
 ALPHAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0)
 SHARES = (0.0, 0.01, 0.05, 0.1, 0.15, 0.2, 0.3)
 
 
 # Candidates for a default that holds across models, measured here before any reaches the API
-# (README "Retrieval quality"). Each takes g and m over every frame, alpha and the two stages'
-# frames (global pool, patch-stage frames).
+# (README "Retrieval quality"). Each takes g and m over every frame, alpha, the two stages'
+# frames (global pool, patch-stage frames) and a fixed random reference sample of frames.
 EXPERIMENTS = {
     # Each score calibrated on its own stage's frames, then the stronger evidence wins.
-    "stagemax": lambda g, m, a, pool, patch: weighted_max(standardised(g, pool), standardised(m, patch), a),
+    "stagemax": lambda g, m, a, pool, patch, ref: weighted_max(standardised(g, pool), standardised(m, patch), a),
     # Each score standardised against the library's own distribution for this query (a fixed random
     # sample of frames stands for it), then the stronger evidence wins.
-    "nullmax": lambda g, m, a, pool, patch: weighted_max(standardised(g, REFERENCE), standardised(m, REFERENCE), a),
+    "nullmax": lambda g, m, a, pool, patch, ref: weighted_max(standardised(g, ref), standardised(m, ref), a),
     # Shift-only calibration (cosines keep their scale): each score minus its median over the
     # reference sample, then the stronger evidence wins.
-    "shiftmax": lambda g, m, a, pool, patch: weighted_max(g - np.median(g[REFERENCE]), m - np.median(m[REFERENCE]), a),
+    "shiftmax": lambda g, m, a, pool, patch, ref: weighted_max(g - np.median(g[ref]), m - np.median(m[ref]), a),
 }
-REFERENCE = np.zeros(0, np.int64)  # set in main(): the reference sample's frame indices
+
+
+def ranked(candidates: np.ndarray, fused: np.ndarray) -> list[int]:
+    """The candidates (frame indices) ordered by their fused scores, best first."""
+    return candidates[np.argsort(-fused, kind="stable")].tolist()
 
 
 def load_checkpoints(folder: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -80,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     position = {image_id: i for i, image_id in enumerate(ids)}
     encoder, _ = load_encoder_or_offline(encoder_config_from_env())
     texts = text_vectors(encoder, [q["caption"] for q in queries])
-    global REFERENCE
-    REFERENCE = np.random.default_rng(0).choice(len(ids), size=min(args.reference, len(ids)), replace=False)
+    reference = np.random.default_rng(0).choice(len(ids), size=min(args.reference, len(ids)), replace=False)
     recall: dict[tuple[str, str, float], list[float]] = {}
     for query, text in zip(queries, texts):
         g = globals_ @ text
@@ -89,20 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         m = per_patch.max(axis=1)
         pool, patch = np.argsort(-g)[: args.pool], np.unique(np.argsort(-per_patch.ravel())[: args.pool] // patches.shape[1])
         candidates = np.unique(np.concatenate([pool, patch]))
-        relevant = {position[r] for r in query["relevant"]}
+        relevant = [position[r] for r in query["relevant"]]
         for name, method_fn in EXPERIMENTS.items():
             for alpha in ALPHAS:
-                fused = method_fn(g, m, alpha, pool, patch)[candidates]
-                top = candidates[np.argsort(-fused, kind="stable")[:K]]
-                recall.setdefault((query["size"], name, alpha), []).append(len(relevant & set(top.tolist())) / len(relevant))
+                recall.setdefault((query["size"], name, alpha), []).append(recall_at(ranked(candidates, method_fn(g, m, alpha, pool, patch, reference)[candidates]), relevant))
         for share in SHARES:  # bestview at the default alpha, by the weight of the views' agreement
-            fused = weighted_max(g[candidates], m[candidates], DEFAULT_ALPHA, scale=2.0, share=share)
-            top = candidates[np.argsort(-fused, kind="stable")[:K]]
-            recall.setdefault((query["size"], "share", share), []).append(len(relevant & set(top.tolist())) / len(relevant))
+            recall.setdefault((query["size"], "share", share), []).append(recall_at(ranked(candidates, bestview(g[candidates], m[candidates], DEFAULT_ALPHA, share=share)), relevant))
         for method in FUSIONS:
             for alpha in ALPHAS:
-                top = candidates[np.argsort(-fuse(g[candidates], m[candidates], alpha, method), kind="stable")[:K]]
-                recall.setdefault((query["size"], method, alpha), []).append(len(relevant & set(top.tolist())) / len(relevant))
+                recall.setdefault((query["size"], method, alpha), []).append(recall_at(ranked(candidates, fuse(g[candidates], m[candidates], alpha, method)), relevant))
     print(f"{len(ids):,} frames, {len(queries)} captions; recall@{K} small / large, candidates = global top {args.pool} + frames of the top {args.pool} patches")
     print(f"{'fusion':10s}" + "".join(f"{'alpha ' + str(a):>14s}" for a in ALPHAS))
     for method in (*FUSIONS, *EXPERIMENTS):

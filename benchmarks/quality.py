@@ -165,13 +165,14 @@ def _wait_for_follower(base: str, timeout_s: float = 120.0) -> None:
     start-up pass reads every checkpoint and shares the cores with the first requests (at 10,000
     frames it tripled the measured p50), which is start-up work, not a query's cost."""
     import httpx
+    from prometheus_client.parser import text_string_to_metric_families
 
     # The follower's lag counts from its last caught-up poll, or from its start while it never
     # caught up; a lag shorter than the time waited here means a poll caught up since.
     since = time.time()
     while time.time() - since < timeout_s:
-        metrics = httpx.get(f"{base}/metrics", timeout=10).text
-        lag = next((float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("framesearch_follower_lag_seconds ")), None)
+        metrics = text_string_to_metric_families(httpx.get(f"{base}/metrics", timeout=10).text)
+        lag = next((family.samples[0].value for family in metrics if family.name == "framesearch_follower_lag_seconds"), None)
         if lag is None or lag < time.time() - since - 0.05:  # None: no follower (server mode)
             return
         time.sleep(0.25)

@@ -38,7 +38,7 @@ from resources.dagster_resources import CheckpointStoreResource, EncoderResource
 from resources.embedding.offline import offline_config, offline_model_dir
 from resources.embedding.weights import Provenance, WeightsUnavailableError
 from resources.frame_sources import LocalFolderSource
-from resources.vector_index import DEFAULT_ALPHA, IndexBusyError
+from resources.vector_index import AGREEMENT_SHARE, DEFAULT_ALPHA, IndexBusyError
 
 TOP_K = 3
 RERANK_ALPHA = DEFAULT_ALPHA  # the search service's default rerank_alpha (search_service/schemas.py)
@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             truth = load_ground_truth(videos)
             print(
                 f"[main] sample queries: top {TOP_K} by global search and by MaxSim rerank of the candidates from global and patch search "
-                f"(score at alpha 0.5: the better of the global and the best patch cosine, plus 5% of each; 0: best patch alone); ✓/✗ the frame holds the object or not (ground truth)"
+                f"(score at alpha {RERANK_ALPHA}: the better of the global and the best patch cosine, plus {AGREEMENT_SHARE * RERANK_ALPHA:.0%} of each; "
+                f"0: best patch alone); ✓/✗ the frame holds the object or not (ground truth)"
             )
             tally = Tally()
             for text in args.query or SAMPLE_QUERIES:

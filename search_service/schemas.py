@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from resources.vector_index.fusion import DEFAULT_ALPHA
+from resources.vector_index.fusion import AGREEMENT_SHARE, DEFAULT_ALPHA
 from resources.vector_index.schema import IMAGE_ID_PATTERN, SearchFilters
 
 MAX_ID = 2**63 - 1  # int64: video and frame ids, timestamps
@@ -71,7 +71,7 @@ class FilterFields(BaseModel):
 class RankFields(FilterFields):
     top_k: int = Field(10, ge=1, le=100, description="number of results (the frames moments are made of, with group_by=moments)")
     rerank: bool = Field(False, description="patch-level MaxSim rerank of the global candidates")
-    rerank_alpha: float = Field(DEFAULT_ALPHA, ge=0.0, le=1.0, description="weight of the global score against the patches: score = 2 * max(alpha * global, (1 - alpha) * maxsim) + 10% of their weighted sum; 0.5 = the frame's best view (the whole frame or a window), 1 = global only, 0 = patches only")
+    rerank_alpha: float = Field(DEFAULT_ALPHA, ge=0.0, le=1.0, description=f"weight of the global score against the patches: score = 2 * max(alpha * global, (1 - alpha) * maxsim) + {AGREEMENT_SHARE:.0%} of their weighted sum; {DEFAULT_ALPHA} = the frame's best view (the whole frame or a window), 1 = global only, 0 = patches only")
     # Moments (search_service.moments): off unless group_by is "moments".
     group_by: Literal["frames", "moments"] = Field(
         "frames", description='"moments": also merge each video\'s adjacent hits among the top_k into time segments (response field "moments")'

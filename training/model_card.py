@@ -48,9 +48,14 @@ def _examples_png(path: Path, seed: int, size: int = 96) -> None:
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)
 
 
+def is_resnet(vis: dict) -> bool:
+    """Whether an open_clip ``vision_cfg`` is a ResNet (its layers a list of stages) or a ViT."""
+    return isinstance(vis["layers"], (list, tuple))
+
+
 def image_tower(vis: dict) -> str:
-    """One line on the image tower of an open_clip ``vision_cfg``: a ViT, or (layers a list) a ResNet."""
-    if isinstance(vis["layers"], list):
+    """One line on the image tower of an open_clip ``vision_cfg``: a ViT, or a ResNet."""
+    if is_resnet(vis):
         return (
             f"modified ResNet (open_clip's, CLIP RN50's design), {vis['image_size']} px input, stages {vis['layers']}, "
             f"stem width {vis['width']}, attention pool with head width {vis.get('head_width', 64)}"
@@ -83,7 +88,7 @@ def _planned_row(config: TrainConfig) -> str:
 
 def _why_this_tower(vis: dict) -> str:
     """Why this image tower, from what was tried (README "Retrieval quality" has the figures)."""
-    if isinstance(vis.get("layers"), (list, tuple)):
+    if is_resnet(vis):
         return (
             "Why a ResNet: trained by this script on the same mix and budget, open_clip ViTs learned colour long before shape "
             "(the earlier committed ViT, 112 px / patch 16: patch accuracy on small targets 0.375; a 128 px / patch 16 ViT "

@@ -21,13 +21,14 @@ input (and Edge raises bare ``Exception`` s): callers never need to branch on ba
 """
 
 from resources.vector_index.backend import IndexBusyError, IndexUnavailableError
-from resources.vector_index.fusion import DEFAULT_ALPHA, DEFAULT_FUSION, FUSIONS, fuse
+from resources.vector_index.fusion import AGREEMENT_SHARE, DEFAULT_ALPHA, DEFAULT_FUSION, FUSIONS, fuse
 from resources.vector_index.index import SyncResult, VectorIndex
 from resources.vector_index.layout import IndexLayout, index_layout
 from resources.vector_index.queries import SearchTrace
 from resources.vector_index.schema import SchemaMismatchError, SearchFilters, SearchHit
 
 __all__ = [
+    "AGREEMENT_SHARE",
     "DEFAULT_ALPHA",
     "DEFAULT_FUSION",
     "FUSIONS",

@@ -7,9 +7,9 @@ keeps its seed meaning everywhere: 1 ranks by ``g`` alone, 0 by ``m`` alone.
 The product fuses with ``bestview``: ``2 * max(alpha * g, (1 - alpha) * m)`` plus 10% of the
 weighted sum ``alpha * g + (1 - alpha) * m``. At the default alpha 0.5 that is ``max(g, m) +
 0.05 * (g + m)``: the whole frame is one more view beside its windows, every view is matched on
-the same cosine scale, and a frame scores by its best view, a little more when its views agree. A small object wins through the one
-window that holds it; a frame-filling object, whose windows each see only a part of it, wins
-through the whole frame. The seed's ``alpha * g + (1 - alpha) * m`` cannot do both: across frames
+the same cosine scale, and a frame scores by its best view, a little more when its views agree.
+A small object wins through the one window that holds it; a frame-filling object, whose windows
+each see only a part of it, wins through the whole frame. The seed's ``alpha * g + (1 - alpha) * m`` cannot do both: across frames
 the global cosine varies as much as the best window's, so any weight on it buries small objects
 under background, and any weight off it loses large ones. Measured over the quality benchmark's
 checkpoints (``./dev bench fusion``, exact candidates, README "Retrieval quality"), recall@10
@@ -92,7 +92,7 @@ def fuse(g: np.ndarray, m: np.ndarray, alpha: float, method: str = DEFAULT_FUSIO
     if method == "linear":
         return alpha * g + (1 - alpha) * m
     if method == "bestview":
-        return weighted_max(g, m, alpha, scale=2.0, share=AGREEMENT_SHARE)
+        return bestview(g, m, alpha)
     if method == "rrf":
         return alpha / (RRF_K + _ranks(g)) + (1 - alpha) / (RRF_K + _ranks(m))
     zg, zm = standardised(g), standardised(m)
@@ -101,6 +101,12 @@ def fuse(g: np.ndarray, m: np.ndarray, alpha: float, method: str = DEFAULT_FUSIO
     if method == "evidence":
         return weighted_max(zg, zm, alpha)
     raise ValueError(f"unknown fusion {method!r}; choose one of {', '.join(FUSIONS)}")
+
+
+def bestview(g: np.ndarray, m: np.ndarray, alpha: float, share: float = AGREEMENT_SHARE) -> np.ndarray:
+    """The product's fusion: ``2 * max(alpha * g, (1 - alpha) * m)`` plus ``share`` of the
+    weighted sum (``./dev bench fusion`` varies ``share``; the API uses AGREEMENT_SHARE)."""
+    return weighted_max(g, m, alpha, scale=2.0, share=share)
 
 
 def weighted_max(g: np.ndarray, m: np.ndarray, alpha: float, scale: float = 1.0, share: float = TIE_SHARE) -> np.ndarray:
