@@ -53,7 +53,7 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 
 
 def patch_config_from_env(env: Mapping[str, str] | None = None) -> PatchConfig:
-    """PATCH_WINDOW, PATCH_STRIDE, PATCH_CONTEXT_PAD, PATCH_SCALES, MAX_PATCHES_PER_IMAGE."""
+    """PATCH_WINDOW, PATCH_STRIDE, PATCH_CONTEXT_PAD, PATCH_SCALES, MAX_PATCHES_PER_IMAGE, PATCH_MODE."""
     env = os.environ if env is None else env
     raw_scales = _get(env, "PATCH_SCALES", "1.0")
     try:
@@ -69,6 +69,7 @@ def patch_config_from_env(env: Mapping[str, str] | None = None) -> PatchConfig:
             context_pad=_float(env, "PATCH_CONTEXT_PAD", 0.15),
             scales=scales,
             max_patches=_int(env, "MAX_PATCHES_PER_IMAGE", None),
+            mode=_get(env, "PATCH_MODE", "crops"),
         )
     except ValueError as exc:
         raise SettingsError(str(exc)) from None

@@ -29,7 +29,7 @@ GLOBAL_RESIZE_MODES: tuple[str, ...] = ("pad", "squash", "crop")
 CROP_METHODS: tuple[str, ...] = ("resize_slice", "roi_align", "per_crop")
 
 
-def _resize(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def resize(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Antialiased bicubic resize of ``(C, H, W)`` pixels in 0..255, returning the input's dtype.
 
     uint8 frames on the CPU take PyTorch's channels-last uint8 kernel: ~5 ms for 1080p -> 829p
@@ -69,11 +69,11 @@ def global_view(
     """
     _, height, width = frame.shape
     if mode == "squash":
-        return normalize(_resize(frame, size, size), mean, std)
+        return normalize(resize(frame, size, size), mean, std)
     if mode == "crop":
         ratio = size / min(height, width)
         new_h, new_w = max(size, round(height * ratio)), max(size, round(width * ratio))
-        resized = _resize(frame, new_h, new_w)
+        resized = resize(frame, new_h, new_w)
         top, left = (new_h - size) // 2, (new_w - size) // 2
         return normalize(resized[:, top : top + size, left : left + size], mean, std)
     if mode == "pad":
@@ -82,7 +82,7 @@ def global_view(
         canvas = torch.zeros(3, size, size, device=frame.device)  # zero = the mean colour once normalized
         top, left = (size - new_h) // 2, (size - new_w) // 2
         canvas[:, top : top + new_h, left : left + new_w] = normalize(
-            _resize(frame, new_h, new_w), mean, std
+            resize(frame, new_h, new_w), mean, std
         )
         return canvas
     raise ValueError(f"global resize mode must be one of {GLOBAL_RESIZE_MODES}, got {mode!r}")
@@ -110,12 +110,12 @@ def iter_patch_crops(
         yield from _crops_roi_align(normalize(frame, mean, std), plan, size)
     elif method == "per_crop":
         for x, y, w, h in plan.padded.tolist():
-            yield normalize(_resize(frame[:, y : y + h, x : x + w], size, size), mean, std)
+            yield normalize(resize(frame[:, y : y + h, x : x + w], size, size), mean, std)
     else:
         raise ValueError(f"crop method must be one of {CROP_METHODS}, got {method!r}")
 
 
-def _boxes_by_size(plan: PatchPlan) -> dict[tuple[int, int], list[int]]:
+def boxes_by_size(plan: PatchPlan) -> dict[tuple[int, int], list[int]]:
     """Patch indices grouped by padded box ``(w, h)``; one scale usually gives one group."""
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for index, (_, _, w, h) in enumerate(plan.padded.tolist()):
@@ -128,11 +128,11 @@ def _crops_resize_slice(
 ) -> Iterator[torch.Tensor]:
     _, height, width = frame.shape
     scaled: dict[tuple[int, int], tuple[torch.Tensor, float, float]] = {}
-    for box_w, box_h in _boxes_by_size(plan):
+    for box_w, box_h in boxes_by_size(plan):
         fx, fy = size / box_w, size / box_h
         new_w, new_h = max(size, round(width * fx)), max(size, round(height * fy))
         # Normalize the resized frame, not the crops: overlapping crops hold ~4x its pixels.
-        scaled[(box_w, box_h)] = normalize(_resize(frame, new_h, new_w), mean, std), fx, fy
+        scaled[(box_w, box_h)] = normalize(resize(frame, new_h, new_w), mean, std), fx, fy
     for x, y, w, h in plan.padded.tolist():
         resized, fx, fy = scaled[(w, h)]  # (3, new_h, new_w)
         left = min(round(x * fx), resized.shape[2] - size)
@@ -147,7 +147,7 @@ def _crops_roi_align(normalized: torch.Tensor, plan: PatchPlan, size: int) -> to
     device = normalized.device
     out = torch.empty(len(plan), 3, size, size, device=device)  # (patches, 3, size, size)
     padded = torch.as_tensor(plan.padded, dtype=torch.float32, device=device)  # (patches, 4) xywh
-    for (box_w, box_h), indices in _boxes_by_size(plan).items():
+    for (box_w, box_h), indices in boxes_by_size(plan).items():
         idx = torch.as_tensor(indices, device=device)
         xywh = padded[idx]
         rois = torch.cat([torch.zeros(len(indices), 1, device=device), xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from resources.embedding.crops import CROP_METHODS, GLOBAL_RESIZE_MODES, CropMethod, GlobalResize, global_view, iter_patch_crops
+from resources.embedding.dense import frame_region_vectors
 from resources.embedding.patches import PatchConfig, PatchPlan, plan_patches
 from resources.embedding.precision import PRECISIONS, resolve_device, resolve_precision
 from resources.embedding.weights import (
@@ -106,7 +107,7 @@ class EncoderTimings:
 
     crop_s: float = 0.0  # global views and patch crops: resizing, slicing, normalizing
     model_s: float = 0.0  # forward passes, including host/device copies
-    images: int = 0  # model inputs encoded (global views + patch crops)
+    images: int = 0  # model inputs encoded (global views + patch crops + dense frame passes)
     texts: int = 0
 
 
@@ -279,17 +280,37 @@ class FrameEncoder:
         return self._encode_pixels(self._batches(views))
 
     def encode_patches(self, frames: Sequence[Frame], plans: Sequence[PatchPlan]) -> list[np.ndarray]:
-        """Patch vectors per frame, ``[(patches_i, dim), ...]``; crops of all frames share batches."""
+        """Patch vectors per frame, ``[(patches_i, dim), ...]``, each plan in its own mode.
+
+        ``crops`` plans: every window is one model input, and the crops of all frames share
+        batches. ``dense`` plans: one pass of the image tower per frame (resources.embedding.dense).
+        """
         if len(frames) != len(plans):
             raise ValueError(f"{len(frames)} frames but {len(plans)} patch plans")
+        result: list[np.ndarray] = [np.zeros((0, self.info.embed_dim), dtype=np.float32)] * len(plans)
+        crop_items = [i for i, plan in enumerate(plans) if plan.mode == "crops" and len(plan)]
         crops = (
             crop
-            for f, plan in zip(frames, plans)
-            for crop in iter_patch_crops(self._as_tensor(f), plan, self.image_size, self._mean, self._std, self.crop_method)
+            for i in crop_items
+            for crop in iter_patch_crops(self._as_tensor(frames[i]), plans[i], self.image_size, self._mean, self._std, self.crop_method)
         )
         vectors = self._encode_pixels(self._batches(crops))
-        bounds = np.cumsum([0] + [len(plan) for plan in plans])
-        return [vectors[bounds[i] : bounds[i + 1]] for i in range(len(plans))]
+        bounds = np.cumsum([0] + [len(plans[i]) for i in crop_items])
+        for n, i in enumerate(crop_items):
+            result[i] = vectors[bounds[n] : bounds[n + 1]]
+        for i, plan in enumerate(plans):
+            if plan.mode == "dense" and len(plan):
+                result[i] = self._encode_dense(self._as_tensor(frames[i]), plan)
+        return result
+
+    def _encode_dense(self, frame: torch.Tensor, plan: PatchPlan) -> np.ndarray:
+        start = time.perf_counter()
+        vectors = frame_region_vectors(self.model.visual, frame, plan, self.image_size, self._mean, self._std, self.dtype)
+        out = self._finish(vectors)
+        with self._lock:
+            self.timings.model_s += time.perf_counter() - start
+            self.timings.images += len({(int(w), int(h)) for w, h in plan.padded[:, 2:]})  # one pass per box size
+        return out
 
     def encode_frames(
         self, frames: Sequence[Frame], patch_config: PatchConfig, plans: Sequence[PatchPlan] | None = None

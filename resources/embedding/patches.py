@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+PATCH_MODES: tuple[str, ...] = ("crops", "dense")
+
 
 @dataclass(frozen=True)
 class PatchConfig:
@@ -42,6 +44,9 @@ class PatchConfig:
     context_pad: float = 0.15  # PATCH_CONTEXT_PAD: padding on each side, fraction of the window
     scales: tuple[float, ...] = (1.0,)  # PATCH_SCALES: window multipliers, concatenated in order
     max_patches: int | None = None  # MAX_PATCHES_PER_IMAGE: uniform subsample above this count
+    # PATCH_MODE: how a window becomes a vector - "crops" (one model pass per window) or "dense"
+    # (one pass per frame, windows read from its feature map; resources.embedding.dense)
+    mode: str = "crops"
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -55,13 +60,15 @@ class PatchConfig:
             raise ValueError(f"PATCH_SCALES must be positive numbers, got {self.scales}")
         if self.max_patches is not None and self.max_patches < 1:
             raise ValueError(f"MAX_PATCHES_PER_IMAGE must be >= 1 or unset, got {self.max_patches}")
+        if self.mode not in PATCH_MODES:
+            raise ValueError(f"PATCH_MODE must be one of {PATCH_MODES}, got {self.mode!r}")
 
     def fingerprint(self) -> str:
         """A stable string naming these settings; a change of it makes stored patches stale."""
         scales = ",".join(f"{s:g}" for s in self.scales)
-        return (
-            f"w{self.window}-s{self.stride}-p{self.context_pad:g}-x{scales}-m{self.max_patches or 0}"
-        )
+        # "crops" adds nothing, so checkpoints made before PATCH_MODE existed stay current.
+        mode = "" if self.mode == "crops" else f"-{self.mode}"
+        return f"w{self.window}-s{self.stride}-p{self.context_pad:g}-x{scales}-m{self.max_patches or 0}{mode}"
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,7 @@ class PatchPlan:
     core: np.ndarray = field(repr=False)  # (patches, 4) int32: the window the patch stands for
     padded: np.ndarray = field(repr=False)  # (patches, 4) int32: core plus context, embedded
     scale: np.ndarray = field(repr=False)  # (patches,) float32: scale the window came from
+    mode: str = "crops"  # how the encoder turns these windows into vectors (PatchConfig.mode)
 
     def __len__(self) -> int:
         return int(self.core.shape[0])
@@ -125,7 +133,7 @@ def plan_patches(width: int, height: int, config: PatchConfig = PatchConfig()) -
     if config.max_patches is not None and len(core_arr) > config.max_patches:
         keep = uniform_subsample(len(core_arr), config.max_patches)
         core_arr, padded_arr, scale_arr = core_arr[keep], padded_arr[keep], scale_arr[keep]
-    return PatchPlan(width, height, core_arr, padded_arr, scale_arr)
+    return PatchPlan(width, height, core_arr, padded_arr, scale_arr, config.mode)
 
 
 def uniform_subsample(count: int, keep: int) -> np.ndarray:
