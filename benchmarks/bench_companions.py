@@ -14,7 +14,9 @@ world model (``models/framesearch-world``) at the default patch settings - then
 - ``world_pan_slow`` / ``world_pan_fast``: a camera panning across a 4000x720 world scene at 16 and
   96 px a second (one sampled frame a second).
 
-Figures go to ``var/bench/companions.json``.
+Each threshold is counted twice: runs across frames only (the first rule) and with alike windows
+of one frame grouped too (``+w``, the product's rule). PATCH_* settings (PATCH_MODE too) are read
+from the environment. Figures go to ``var/bench/companions.json``.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from resources.embedding.encoder import EncoderConfig, FrameEncoder  # noqa: E40
 from resources.embedding.offline import offline_config, offline_model_dir  # noqa: E402
 from resources.frame_sources import LocalFolderSource  # noqa: E402
 from resources.frame_sources.video import SamplingPolicy  # noqa: E402
-from resources.vector_index.companions import companion_runs  # noqa: E402
+from resources.settings import patch_config_from_env  # noqa: E402
+from resources.vector_index.companions import CompanionRuns, companion_runs  # noqa: E402
 from resources.vector_index.schema import points_from_checkpoint  # noqa: E402
 from training.world import WorldObject, render_frame  # noqa: E402
 
@@ -105,35 +108,44 @@ def main(argv: list[str] | None = None) -> int:
         store = Path(tmp) / "checkpoints"
         for video_id, name in ((1, "clip"), (2, "world_static"), (3, "world_pan_slow"), (4, "world_pan_fast")):
             refs = source.manifest(video_id)
-            report = embed_video(video_id, refs, source, encoder, store, dedup=DedupConfig())
+            report = embed_video(video_id, refs, source, encoder, store, patch_config_from_env(), dedup=DedupConfig())
             table = pq.read_table(published_path(store, video_id))
             points = points_from_checkpoint(table, encoder.info.embed_dim, "bench")
             planned = sum(len(p.patch_vectors) for p in points)
             row: dict[str, object] = {"sampled_frames": len(refs), "kept_frames": len(points), "dropped": len(report.dropped), "planned_patches": planned}
             line = f"{name:>15}: {len(refs):>3} sampled, {len(points):>3} kept, {planned:>5} planned patches |"
             for threshold in thresholds:
-                runs = companion_runs(points, threshold)
-                label = "off" if threshold is None else f"{threshold:g}"
-                row[f"points_{label}"] = len(runs)
-                row[f"share_{label}"] = round(len(runs) / planned, 3)
-                line += f" {label}: {len(runs):>5} ({len(runs) / planned:.2f})"
-                if name == "world_static" and threshold is not None:
-                    # The needle's frame: every window touching the object must be a point of its own.
-                    shown = [i for i, p in enumerate(points) if 10_000 <= int(p.payload["timestamp_ms"]) < 11_000]
-                    if not shown:
-                        row[f"needle_windows_kept_{label}"] = "needle frame not sampled"
-                        continue
-                    needle_frame = shown[0]
-                    boxes = points[needle_frame].payload["patch_boxes"]
-                    x, y, w, h = needle_box
-                    touching = {j for j, (bx, by, bw, bh) in enumerate(boxes) if bx < x + w and x < bx + bw and by < y + h and y < by + bh}
-                    own = {int(wi) for a, wi, b in zip(runs.first, runs.window, runs.last) if a == b == needle_frame}
-                    row[f"needle_windows_kept_{label}"] = f"{len(touching & own)}/{len(touching)}"
-                    line += f" [needle {len(touching & own)}/{len(touching)}]"
+                for within in (False, True) if threshold is not None else (True,):
+                    runs = companion_runs(points, threshold, within_frame=within)
+                    label = "off" if threshold is None else f"{threshold:g}" + ("+w" if within else "")
+                    row[f"points_{label}"] = len(runs)
+                    row[f"share_{label}"] = round(len(runs) / planned, 3)
+                    line += f" {label}: {len(runs):>5} ({len(runs) / planned:.2f})"
+                    if name == "world_static" and threshold is not None:
+                        line += needle_check(points, runs, needle_box, threshold, row, label)
             results["videos"][name] = row  # type: ignore[index]
             print(line, flush=True)
     write_results(REPO / "var" / "bench" / "companions.json", results)
     return 0
+
+
+def needle_check(points: list, runs: CompanionRuns, needle_box: tuple[int, int, int, int], threshold: float, row: dict, label: str) -> str:
+    """The needle's frame: every window touching the object must be represented by a point of
+    that frame alone (a run that starts and ends there) within ``threshold`` of it - its own, or
+    (within-frame grouping) an alike window's that also shows the object."""
+    shown = [i for i, p in enumerate(points) if 10_000 <= int(p.payload["timestamp_ms"]) < 11_000]
+    if not shown:
+        row[f"needle_{label}"] = "needle frame not sampled"
+        return " [needle frame not sampled]"
+    frame = shown[0]
+    vectors = np.asarray(points[frame].patch_vectors, np.float32)
+    x, y, w, h = needle_box
+    boxes = points[frame].payload["patch_boxes"]
+    touching = [j for j, (bx, by, bw, bh) in enumerate(boxes) if bx < x + w and x < bx + bw and by < y + h and y < by + bh]
+    own = [int(wi) for a, wi, b in zip(runs.first, runs.window, runs.last) if a == b == frame]
+    covered = sum(1 for j in touching if own and float((vectors[own] @ vectors[j]).max()) >= threshold)
+    row[f"needle_{label}"] = {"own_points": len(set(own) & set(touching)), "windows_covered": covered, "windows": len(touching)}
+    return f" [needle {covered}/{len(touching)}]"
 
 
 if __name__ == "__main__":

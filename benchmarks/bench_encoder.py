@@ -2,9 +2,11 @@
 
     ./dev bench encoder            # ViT-B-32 (random weights) and the tiny model
     ./dev bench encoder --quick    # fewer repetitions
+    ./dev bench encoder --models ViT-B-32,models/framesearch-world,models/framesearch-world-rn
 
 Prints, per model: global images/s, patch crops/s and 1080p frames/s at the seed's patch
-defaults (end to end from decoded frames: crop extraction included), the model's FLOPs per
+defaults (end to end from decoded frames: crop extraction included) - with crops and with
+``PATCH_MODE=dense`` (one pass per frame), the model passes each takes - the model's FLOPs per
 image, this machine's best GEMM FLOP/s in the precision the encoder runs in, and the ratio
 ``FLOPs x images/s / GEMM FLOP/s``. Also times the three crop-extraction methods on a 1080p
 frame. Random weights: the figures measure speed only; the vectors mean nothing.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +35,7 @@ from benchmarks.common import write_results  # noqa: E402
 from resources.embedding.crops import CROP_METHODS, iter_patch_crops  # noqa: E402
 from resources.embedding.encoder import EncoderConfig, FrameEncoder  # noqa: E402
 from resources.embedding.model_files import save_random_weights  # noqa: E402
+from resources.embedding.offline import offline_config  # noqa: E402
 from resources.embedding.patches import PatchConfig, plan_patches  # noqa: E402
 from resources.embedding.precision import PRECISIONS  # noqa: E402
 from resources.embedding.weights import TINY_MODEL  # noqa: E402
@@ -116,7 +120,15 @@ def bench_model(encoder: FrameEncoder, frames: list[torch.Tensor], global_frames
     encoder.timings = type(encoder.timings)()
     frame_rate, seconds = rate(len(frames), lambda: encoder.encode_frames(frames, patch_config))
     images = len(frames) + crops
+    dense_config = replace(patch_config, mode="dense")
+    encoder.encode_frames(frames[:1], dense_config)  # warm-up of the full-frame shapes
+    before = encoder.timings.images
+    dense_rate, _ = rate(len(frames), lambda: encoder.encode_frames(frames, dense_config))
+    dense_passes = (encoder.timings.images - before) / len(frames)  # global view + one per window size
     return {
+        "frames_1080p_per_s_dense": dense_rate,
+        "passes_per_1080p_frame": 1 + crops / len(frames),
+        "passes_per_1080p_frame_dense": dense_passes,
         "global_images_per_s": global_rate,
         "patch_crops_per_s": crop_rate,
         "frames_1080p_per_s": frame_rate,
@@ -148,10 +160,14 @@ def main(argv: list[str] | None = None) -> int:
 
     gemm_cache: dict[str, float] = {}
     for model in args.models.split(","):
-        weights = weights_dir / f"{model}-random.safetensors"
-        if not weights.is_file():
-            save_random_weights(weights, model)
-        encoder = FrameEncoder.load(EncoderConfig(model=model, pretrained=str(weights), precision=args.precision))
+        if Path(model).is_dir():  # an open_clip local-dir folder such as models/framesearch-world
+            encoder = FrameEncoder.load(offline_config(EncoderConfig(precision=args.precision), Path(model)))
+            model = Path(model).name
+        else:
+            weights = weights_dir / f"{model}-random.safetensors"
+            if not weights.is_file():
+                save_random_weights(weights, model)
+            encoder = FrameEncoder.load(EncoderConfig(model=model, pretrained=str(weights), precision=args.precision))
         precision = encoder.info.precision
         if precision not in gemm_cache:
             gemm_cache[precision] = gemm_flops(PRECISIONS[precision], 1.0 if args.quick else 2.0)
@@ -170,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  global images/s          {figures['global_images_per_s']:9.1f}")
         print(f"  patch crops/s            {figures['patch_crops_per_s']:9.1f}")
         print(f"  1080p frames/s           {figures['frames_1080p_per_s']:9.3f}  ({figures['patches_per_1080p_frame']:.0f} patches + 1 global each)")
+        print(f"  1080p frames/s, dense    {figures['frames_1080p_per_s_dense']:9.3f}  (PATCH_MODE=dense: {figures['passes_per_1080p_frame_dense']:.0f} "
+              f"model passes a frame against {figures['passes_per_1080p_frame']:.0f}; x{figures['frames_1080p_per_s_dense'] / figures['frames_1080p_per_s']:.1f})")
         print(f"  crop extraction share    {figures['crop_share'] * 100:8.1f} %")
         print(f"  GEMM peak ({precision})       {figures['gemm_gflops']:9.1f} GFLOP/s")
         print(f"  roofline ratio           {ratio * 100:8.1f} %  (GFLOP/image x images/s / GEMM GFLOP/s, end to end)")

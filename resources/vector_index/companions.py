@@ -12,6 +12,9 @@ same place only: a 96 px/s pan kept 0.91 of its windows at 0.97, anywhere: see t
 Comparing with the run's first frame, not the previous one, keeps a slow drift from chaining
 unlike windows together. A run that no window of a frame joins ends. A window like nothing before
 it - a small object that appears in one frame of a static scene - always gets its own point.
+Windows of one frame that are alike (overlapping windows over sky, a wall, a letterbox bar) are
+alike by the same test: of the new windows of a frame, one that matches an earlier new window of
+that frame joins its run, so a flat region is one point from its first frame on.
 
 The frames' own multivectors (MaxSim, exact scores) are untouched: dedup only thins the graph that
 proposes candidates. Pure logic; :meth:`resources.vector_index.index.VectorIndex.sync_video`
@@ -27,6 +30,10 @@ import numpy as np
 
 from resources.vector_index.schema import IndexPoint
 
+# Part of the companion points' version: a new grouping rule re-syncs every video under dedup.
+# "" was the first rule (runs across frames); "w" adds within-frame grouping.
+COMPANION_RUNS_REVISION = "w"
+
 
 @dataclass(frozen=True)
 class CompanionRuns:
@@ -41,9 +48,10 @@ class CompanionRuns:
         return len(self.first)
 
 
-def companion_runs(points: Sequence[IndexPoint], threshold: float | None) -> CompanionRuns:
+def companion_runs(points: Sequence[IndexPoint], threshold: float | None, within_frame: bool = True) -> CompanionRuns:
     """The companion points of a video's ``points`` (sorted by frame_id): every window of every
-    frame when ``threshold`` is None, else runs of near-identical windows (see the module)."""
+    frame when ``threshold`` is None, else runs of near-identical windows (see the module).
+    ``within_frame`` False keeps alike windows of one frame apart (the first rule; for the bench)."""
     if threshold is None:
         counts = np.array([len(p.patch_vectors) for p in points], dtype=np.int64)
         first = np.repeat(np.arange(len(points)), counts)
@@ -72,6 +80,8 @@ def companion_runs(points: Sequence[IndexPoint], threshold: float | None) -> Com
             windows.append(open_window[run])
             lasts.append(i - 1)
         new = np.flatnonzero(joined < 0)  # windows like none of the open runs: points of their own
+        if within_frame:
+            new = _representatives(patches, new, threshold)
         open_first = [open_first[r] for r in np.flatnonzero(kept_open)] + [i] * len(new)
         open_window = [open_window[r] for r in np.flatnonzero(kept_open)] + new.tolist()
         open_vectors = np.concatenate([open_vectors[kept_open], patches[new]])
@@ -80,3 +90,16 @@ def companion_runs(points: Sequence[IndexPoint], threshold: float | None) -> Com
     lasts += [len(points) - 1] * len(open_first)
     order = np.lexsort((np.array(windows), np.array(firsts))) if firsts else np.zeros(0, np.int64)
     return CompanionRuns(np.array(firsts, np.int64)[order], np.array(windows, np.int64)[order], np.array(lasts, np.int64)[order])
+
+
+def _representatives(patches: np.ndarray, candidates: np.ndarray, threshold: float) -> np.ndarray:
+    """Of the windows ``candidates`` (indices into ``patches``, in order), those not within
+    ``threshold`` of an earlier kept one: within-frame redundancy, greedily, first window first."""
+    if len(candidates) < 2:
+        return candidates
+    sims = patches[candidates] @ patches[candidates].T  # (c, c)
+    kept: list[int] = []
+    for j in range(len(candidates)):
+        if not kept or sims[j, kept].max() < threshold:
+            kept.append(j)
+    return candidates[kept]

@@ -23,7 +23,7 @@ import numpy as np
 
 from resources.vector_index import queries as queries_
 from resources.vector_index.backend import Backend, StoredPoint, VectorQuery, Where
-from resources.vector_index.companions import CompanionRuns, companion_runs
+from resources.vector_index.companions import COMPANION_RUNS_REVISION, CompanionRuns, companion_runs
 from resources.vector_index.fusion import DEFAULT_ALPHA, DEFAULT_FUSION, fuse
 from resources.vector_index.layout import PATCH_POINT_VECTOR, IndexLayout, index_layout, patch_payload, patch_point_id
 from resources.vector_index.schema import (
@@ -152,10 +152,11 @@ class VectorIndex:
         """The version companion points carry: the checkpoint's, tagged with the temporal dedup
         setting when it is on. The companion set depends on both, so a change of COMPANION_DEDUP
         alone re-syncs a video and deletes the points of the other setting (with the plain
-        checkpoint version those would have counted as current and stayed)."""
+        checkpoint version those would have counted as current and stayed). ``COMPANION_RUNS_REVISION``
+        names the grouping rule, so a change of the rule re-syncs too."""
         if version is None or self.layout.companion_dedup is None:
             return version
-        return f"{version}~dedup{self.layout.companion_dedup:g}"
+        return f"{version}~dedup{self.layout.companion_dedup:g}{COMPANION_RUNS_REVISION}"
 
     def sync_video(self, video_id: int, points: Sequence[IndexPoint], version: str) -> SyncResult:
         """Make the video's frame points and patch points equal to ``points`` (one checkpoint

@@ -56,6 +56,28 @@ def test_runs_merge_the_static_windows_and_keep_the_needle() -> None:
     assert covered == [(f, w) for f in range(10) for w in range(WINDOWS)]
 
 
+def test_alike_windows_of_one_frame_are_one_point_and_the_needle_stays_apart() -> None:
+    """Within-frame redundancy: windows 0-2 show the same flat sky; the needle appears in window 1
+    of frame 4. The sky is one run from the first frame on; the needle is a point of its own; every
+    window of every frame is represented by a run whose vector is within the threshold of it."""
+    rng = np.random.default_rng(5)
+    sky, rest, needle = _unit(rng.normal(size=DIM)), _unit(rng.normal(size=(WINDOWS - 3, DIM))), _unit(rng.normal(size=DIM))
+    points = []
+    for f in range(6):
+        patches = _unit(np.concatenate([np.repeat(sky[None], 3, 0), rest]) + 0.02 * rng.normal(size=(WINDOWS, DIM)))
+        if f == NEEDLE_FRAME:
+            patches[1] = _unit(0.5 * sky + needle)
+        points.append(IndexPoint(7, f, _unit(patches.mean(0)), patches, {"video_id": 7, "frame_id": f}))
+    runs = companion_runs(points, 0.95)
+    spans = sorted((int(w), int(a), int(b)) for a, w, b in zip(runs.first, runs.window, runs.last))
+    assert spans == sorted([(0, 0, 5), (1, NEEDLE_FRAME, NEEDLE_FRAME)] + [(w, 0, 5) for w in range(3, WINDOWS)])
+    assert len(companion_runs(points, None)) == 6 * WINDOWS
+    for f, point in enumerate(points):
+        live = [(a, w) for a, w, b in zip(runs.first, runs.window, runs.last) if a <= f <= b]
+        vectors = np.stack([points[int(a)].patch_vectors[int(w)] for a, w in live])
+        assert (point.patch_vectors @ vectors.T).max(axis=1).min() >= 0.95
+
+
 def test_a_panning_camera_is_followed_and_a_changing_scene_is_not_merged() -> None:
     """The picture moves one window to the left each frame (a pan): each window is matched with
     the window that showed it a frame before, so the windows that stay in view are one run each."""
