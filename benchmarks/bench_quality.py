@@ -27,7 +27,6 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -50,7 +49,8 @@ from benchmarks.quality import (  # noqa: E402
 )
 from resources.embedding.offline import load_encoder_or_offline, offline_config  # noqa: E402
 from resources.settings import encoder_config_from_env, index_settings_from_env  # noqa: E402
-from resources.vector_index import DEFAULT_ALPHA  # noqa: E402
+from resources.vector_index import DEFAULT_ALPHA, VectorIndex  # noqa: E402
+from resources.vector_index.schema import IndexSchema  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames-per-video", type=int, default=LibrarySpec.frames_per_video)
     parser.add_argument("--seed", type=int, default=LibrarySpec.seed)
     parser.add_argument("--format", choices=("jpg", "png"), default=LibrarySpec.image_format)
+    parser.add_argument("--pan-frames", type=int, default=LibrarySpec.pan_frames,
+                        help="frames per panning shot (1: independent frames); a needle shows in one frame of its shot")
+    parser.add_argument("--pan-px", type=int, default=LibrarySpec.pan_px, help="camera movement per frame in a shot")
     parser.add_argument("--model-dir", type=Path, help="an open_clip local-dir model folder to use instead of the configured model")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes drawing the library")
     parser.add_argument("--path", type=Path, help="working folder (default var/bench/quality-<frames>)")
@@ -66,13 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("var/bench/quality.json"))
     args = parser.parse_args(argv)
 
-    spec = LibrarySpec(frames=args.frames, frames_per_video=args.frames_per_video, seed=args.seed, image_format=args.format)
+    spec = LibrarySpec(
+        frames=args.frames, frames_per_video=args.frames_per_video, seed=args.seed, image_format=args.format,
+        pan_frames=args.pan_frames, pan_px=args.pan_px,
+    )
     work = args.path or Path(f"var/bench/quality-{args.frames}")
     stamp = work / "spec.json"
-    if stamp.is_file() and stamp.read_text() != json.dumps(asdict(spec)):
+    if stamp.is_file() and stamp.read_text() != json.dumps(spec.as_dict()):
         shutil.rmtree(work)  # another spec's library, checkpoints and index: never mixed
     work.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps(asdict(spec)))
+    stamp.write_text(json.dumps(spec.as_dict()))
 
     library = build_library(work / "library", spec, workers=args.workers)
     small = [q for q in library.queries if q.size == "small"]
@@ -110,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     funnel = needle_funnel(work, COLLECTION, library.queries, text, runs["rerank"].rankings, pool, DEFAULT_ALPHA)
     funnel_s = time.perf_counter() - started
+    with VectorIndex.open(IndexSchema(COLLECTION, text.shape[1]), path=work / "qdrant") as index:
+        companion_points = index.count_patches()
+    print(f"[quality] companion points: {companion_points:,} = {companion_points / max(1, pipeline.patches):.2f} of the planned patches "
+          f"(COMPANION_DEDUP={index_settings_from_env().companion_dedup or 'off'})", flush=True)
 
     rankings = {**{mode: run.rankings for mode, run in runs.items()}, "exhaustive": ceiling}
     table = {size: {mode: scores(r, library.queries, size) for mode, r in rankings.items()} for size in ("small", "large")}
@@ -147,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         },
         "frames_per_s": round(rate, 3),
         "funnel": funnel,
-        "spec": asdict(spec),
+        "spec": spec.as_dict(),
+        "companion_dedup": index_settings_from_env().companion_dedup,
+        "companion_points": companion_points,
     }
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

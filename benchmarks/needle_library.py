@@ -14,6 +14,7 @@ import json
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,12 @@ from training.world import (
     WorldFrame,
     WorldObject,
     background_frame,
+    box_around,
     caption,
+    draw_objects,
+    free_centre,
     large_object_frame,
+    random_angle,
     random_frame,
     render_frame,
 )
@@ -46,6 +51,11 @@ class LibrarySpec:
     image_format: str = "jpg"  # jpg (quality 95: mild artefacts, like decoded video) or png
     filler_large: float = 0.10  # share of non-needle frames with one large object of an unqueried class
     filler_background: float = 0.05  # share of non-needle frames with no object
+    # Frames per panning shot: 1 draws every frame on its own (independent scenes); N > 1 makes
+    # videos of shots in which a camera pans ``pan_px`` pixels a frame across one wide scene, a
+    # needle appearing in exactly one frame of its shot (what temporal dedup must not merge away).
+    pan_frames: int = 1
+    pan_px: int = 48
 
     def __post_init__(self) -> None:
         queried = self.small_captions + self.large_captions
@@ -55,9 +65,19 @@ class LibrarySpec:
             raise ValueError(f"{queried} captions x {self.needles} needles do not fit {self.frames} frames")
         if self.image_format not in ("jpg", "png"):
             raise ValueError(f"image_format must be jpg or png, got {self.image_format!r}")
+        if self.pan_frames < 1 or self.frames_per_video % self.pan_frames:
+            raise ValueError(f"pan_frames must divide frames_per_video ({self.frames_per_video}), got {self.pan_frames}")
+
+    def as_dict(self) -> dict[str, object]:
+        """The spec as stored beside a library; without the panning fields while they are off, so
+        libraries built before they existed keep matching their spec."""
+        fields = asdict(self)
+        if self.pan_frames == 1:
+            del fields["pan_frames"], fields["pan_px"]
+        return fields
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -103,6 +123,8 @@ def _plan(spec: LibrarySpec) -> tuple[list[tuple[str, str]], list[tuple[str, str
 
 
 def _render(spec: LibrarySpec, index: int, kind: str, cls: tuple[str, str] | None, queried: frozenset[tuple[str, str]]) -> WorldFrame:
+    if spec.pan_frames > 1:
+        return _render_panned(spec, index, kind, cls, queried)
     rng = np.random.default_rng([spec.seed, 1, index])  # one stream per frame: any frame can be redrawn alone
     if kind == "small":
         return random_frame(spec.width, spec.height, rng, target=cls, exclude=queried)
@@ -114,6 +136,45 @@ def _render(spec: LibrarySpec, index: int, kind: str, cls: tuple[str, str] | Non
     if draw < spec.filler_background + spec.filler_large:
         return large_object_frame(spec.width, spec.height, rng, exclude=queried)
     return random_frame(spec.width, spec.height, rng, exclude=queried)
+
+
+@lru_cache(maxsize=4)
+def _shot_scene(spec: LibrarySpec, shot: int, queried: frozenset[tuple[str, str]]) -> WorldFrame:
+    """The wide scene a shot pans across: a filler scene as wide as the shot's frames together."""
+    width = spec.width + (spec.pan_frames - 1) * spec.pan_px
+    rng = np.random.default_rng([spec.seed, 3, shot])
+    draw = rng.random()
+    if draw < spec.filler_background:
+        return background_frame(width, spec.height, rng)
+    if draw < spec.filler_background + spec.filler_large:
+        return large_object_frame(width, spec.height, rng, exclude=queried)
+    # As many objects per frame as a filler frame of its own holds (5).
+    return random_frame(width, spec.height, rng, exclude=queried, distractors=round(5 * width / spec.width) - 1)
+
+
+def _render_panned(spec: LibrarySpec, index: int, kind: str, cls: tuple[str, str] | None, queried: frozenset[tuple[str, str]]) -> WorldFrame:
+    """Frame ``index`` of its shot: the scene's window at ``pan_px`` times its place in the shot; a
+    needle frame has its target drawn on top, clear of the objects in view, in that frame only."""
+    shot, step = divmod(index, spec.pan_frames)
+    scene = _shot_scene(spec, shot, queried)
+    left = step * spec.pan_px
+    image = Image.fromarray(np.ascontiguousarray(scene.image[:, left : left + spec.width]))
+    in_view = [
+        WorldObject(o.colour, o.shape, (o.box[0] - left, *o.box[1:]), o.angle)
+        for o in scene.objects if o.box[0] < left + spec.width and left < o.box[0] + o.box[2]
+    ]
+    if kind in ("small", "large"):
+        assert cls is not None
+        rng = np.random.default_rng([spec.seed, 1, index])
+        radius = float(rng.uniform(30.0, 45.0)) if kind == "small" else float(rng.uniform(0.2, 0.4)) * spec.height
+        placed = [] if kind == "large" else [(o.box[0] + o.box[2] / 2, o.box[1] + o.box[3] / 2, o.radius) for o in in_view]
+        centre = free_centre(spec.width, spec.height, radius, placed, rng, tries=500)
+        if centre is None:
+            raise ValueError(f"no room for the needle in frame {index}")
+        needle = WorldObject(cls[0], cls[1], box_around(*centre, radius), random_angle(cls[1], rng))
+        draw_objects(image, (needle,), rng)
+        in_view.append(needle)
+    return WorldFrame(np.asarray(image), tuple(in_view))
 
 
 def _frame_path(videos: Path, spec: LibrarySpec, index: int) -> Path:
@@ -145,7 +206,7 @@ def build_library(root: Path, spec: LibrarySpec, workers: int = 1) -> Library:
     if truth_path.is_file():
         truth = json.loads(truth_path.read_text())
         drawn = sum(1 for _ in (root / "videos").glob(f"*/frame_*.{spec.image_format}"))
-        if truth.get("spec") == asdict(spec) and drawn == spec.frames:
+        if truth.get("spec") == spec.as_dict() and drawn == spec.frames:
             return Library(root, spec, tuple(Query(**{**q, "relevant": tuple(q["relevant"])}) for q in truth["queries"]))
     started = time.perf_counter()
     small, large, kinds = _plan(spec)
@@ -170,7 +231,7 @@ def build_library(root: Path, spec: LibrarySpec, workers: int = 1) -> Library:
             assert relevant == planned, f"{colour} {shape}: drawn in {relevant}, planned {planned}"
             queries.append(Query(caption(colour, shape), colour, shape, size, relevant))
     truth = {
-        "spec": asdict(spec),
+        "spec": spec.as_dict(),
         "about": "objects per frame: [colour, shape, x, y, w, h] (box in pixels); queries: caption -> relevant image ids",
         "queries": [asdict(q) for q in queries],
         "frames": {image_id(spec, i): objs for i, objs in enumerate(objects)},

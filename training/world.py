@@ -242,7 +242,7 @@ def random_angle(shape: str, rng: np.random.Generator) -> float:
     return 0.0 if shape in ("circle", "ring") else float(rng.uniform(-20.0, 20.0))
 
 
-def _place(
+def free_centre(
     width: int, height: int, radius: float, placed: list[tuple[float, float, float]], rng: np.random.Generator, tries: int = 60
 ) -> tuple[float, float] | None:
     """A centre for a circle of ``radius`` inside the frame, clear of ``placed`` circles, or None."""
@@ -288,7 +288,7 @@ def random_frame(
         target = random_class(rng, excluded)
     caption(*target)  # validates
     radius = float(rng.uniform(*target_radius_px))
-    centre = _place(width, height, radius, [], rng)
+    centre = free_centre(width, height, radius, [], rng)
     if centre is None:
         raise ValueError(f"a target of radius {radius:.0f} px does not fit a {width}x{height} frame")
     placed = [(centre[0], centre[1], radius)]
@@ -301,7 +301,7 @@ def random_frame(
         else:
             colour, shape = random_class(rng, excluded | {target})
         r = float(rng.uniform(*distractor_radius_px))
-        at = _place(width, height, r, placed, rng)
+        at = free_centre(width, height, r, placed, rng)
         if at is None:
             continue
         placed.append((at[0], at[1], r))
