@@ -2,6 +2,7 @@
 
     ./dev bench index                    # 100,000 frames x 24 patches x 512-d, embedded Qdrant Edge
     ./dev bench index --frames 20000     # smaller
+    ./dev bench index --shot-frames 10 --companion-dedup off,0.95   # video-like shots, both layouts side by side
 
 Loads synthetic unit vectors through the real per-video sync (videos of 100 frames; frames
 clustered by video, patches around their frame, as in footage) into both collections, then
@@ -19,19 +20,29 @@ prefetch`` (the global pool only; the product before the companion collection):
   with the exhaustive numpy MaxSim ranking (this measures candidates and the turbo8 storage of
   patch multivectors together).
 
+``--shot-frames N`` makes the footage video-like (shots of N frames sharing their windows, a share
+``--change`` of them drawn anew every frame; see :class:`Footage`), and ``--companion-dedup
+off,0.95`` builds each COMPANION_DEDUP setting in its own process, side by side in one run, and
+ends with a table of both: companion points per frame, peak RAM, disk per frame, load rate,
+optimize time, needle recall, text and image p50.
+
 Also: load rate, optimize time, disk per patch (allocated blocks, per collection) and the
-process's RAM growth. Patch vectors are regenerated from per-frame seeds for the reference, so
+process's peak RSS and RSS growth. Patch vectors are regenerated from per-frame seeds for the reference, so
 the benchmark's own memory stays ~200 MB for 100k frames.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,29 +61,50 @@ def unit(a: np.ndarray) -> np.ndarray:
     return (a / np.linalg.norm(a, axis=-1, keepdims=True)).astype(np.float32)
 
 
-def frame_vectors(index: int) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic global (dim,) and patch (PATCHES, dim) unit vectors of frame ``index``.
+@dataclass(frozen=True)
+class Footage:
+    """How the synthetic frames relate in time. ``shot_frames`` 1: every frame drawn on its own
+    around its video's direction (the layout's worst case for temporal dedup). N > 1: shots of N
+    frames that share their windows - each frame's window is the shot's plus a little noise (cosine
+    ~0.99, as decoded video gives), except ``change`` of them, drawn anew every frame (things that
+    move)."""
 
-    Like real footage, frames of one video are near their video's direction and patches near
-    their frame's: uniformly random 512-d vectors would make every neighbour equally far, and
-    recall meaningless."""
-    video = index // FRAMES_PER_VIDEO
-    centre = np.random.default_rng(10_000_000 + video).normal(size=DIM).astype(np.float32)
-    rng = np.random.default_rng(index)
-    frame = unit(centre + 0.7 * rng.normal(size=DIM).astype(np.float32))
-    # Unit noise: a patch's cosine is ~0.64 with its frame and ~0.41 with the frame's other
-    # patches, as CLIP patches go. (Until 2026-11-30 the noise was not normalized: cosine 0.05
-    # with the frame and 0.003 between patches - uniformly random 512-d patch vectors, the worst
-    # case for a graph index, which every figure before that date measured.)
-    noise = rng.normal(size=(PATCHES, DIM)).astype(np.float32)
-    return frame, unit(frame + 1.2 * unit(noise))
+    shot_frames: int = 1
+    change: float = 0.25
+
+    def frame_vectors(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Deterministic global (dim,) and patch (PATCHES, dim) unit vectors of frame ``index``.
+
+        Like real footage, frames of one video are near their video's direction and patches near
+        their frame's: uniformly random 512-d vectors would make every neighbour equally far, and
+        recall meaningless."""
+        video = index // FRAMES_PER_VIDEO
+        centre = np.random.default_rng(10_000_000 + video).normal(size=DIM).astype(np.float32)
+        if self.shot_frames == 1:
+            rng = np.random.default_rng(index)
+            frame = unit(centre + 0.7 * rng.normal(size=DIM).astype(np.float32))
+            # Unit noise: a patch's cosine is ~0.64 with its frame and ~0.41 with the frame's other
+            # patches, as CLIP patches go. (Until 2026-11-30 the noise was not normalized: cosine
+            # 0.05 with the frame and 0.003 between patches - uniformly random 512-d patch vectors,
+            # the worst case for a graph index, which every figure before that date measured.)
+            noise = rng.normal(size=(PATCHES, DIM)).astype(np.float32)
+            return frame, unit(frame + 1.2 * unit(noise))
+        shot_rng = np.random.default_rng([20_000_000, video, (index % FRAMES_PER_VIDEO) // self.shot_frames])
+        shot = unit(centre + 0.7 * shot_rng.normal(size=DIM).astype(np.float32))
+        windows = unit(shot + 1.2 * unit(shot_rng.normal(size=(PATCHES, DIM)).astype(np.float32)))
+        rng = np.random.default_rng(index)
+        patches = unit(windows + 0.1 * unit(rng.normal(size=(PATCHES, DIM)).astype(np.float32)))
+        moving = rng.random(PATCHES) < self.change
+        patches[moving] = unit(shot + 1.2 * unit(rng.normal(size=(int(moving.sum()), DIM)).astype(np.float32)))
+        return unit(shot + 0.1 * unit(rng.normal(size=DIM).astype(np.float32))), patches
 
 
 class Needles:
     """``count`` target vectors, each planted as one patch of ``per_target`` random frames."""
 
-    def __init__(self, frames: int, count: int, per_target: int, seed: int = 777) -> None:
+    def __init__(self, frames: int, count: int, per_target: int, footage: Footage = Footage(), seed: int = 777) -> None:
         rng = np.random.default_rng(seed)
+        self.footage = footage
         self.targets = unit(rng.normal(size=(count, DIM)))
         chosen = rng.choice(frames, count * per_target, replace=False)
         self.frames = chosen.reshape(count, per_target)  # (targets, frames holding each)
@@ -80,7 +112,7 @@ class Needles:
         self.noise = {int(f): unit(self.targets[t] + 0.5 * unit(rng.normal(size=DIM))) for f, (t, _) in self.planted.items()}
 
     def patches(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
-        g, p = frame_vectors(frame)
+        g, p = self.footage.frame_vectors(frame)
         if frame in self.planted:  # cosine ~0.89 with its target: an object a patch sees well
             p = p.copy()
             p[self.planted[frame][1]] = self.noise[frame]
@@ -135,28 +167,24 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return float(np.percentile(samples, 50)), float(np.percentile(samples, 99))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--frames", type=int, default=100_000)
-    parser.add_argument("--needles", type=int, default=50, help="planted targets (text queries)")
-    parser.add_argument("--needle-frames", type=int, default=3, help="frames holding each target")
-    parser.add_argument("--image-queries", type=int, default=50)
-    parser.add_argument("--path", type=Path, default=Path("var/bench/index"))
-    parser.add_argument("--keep", action="store_true", help="keep the index on disk afterwards")
-    parser.add_argument("--patch-ef", type=int, default=DEFAULT_PATCH_SEARCH_EF, help="search beam of the patch graph for text queries (PATCH_SEARCH_EF)")
-    parser.add_argument("--out", type=Path, default=Path("var/bench/index.json"))
-    args = parser.parse_args(argv)
-
+def run_layout(args: argparse.Namespace, dedup: float | None) -> dict[str, object]:
+    """Build, load, optimize and query one layout in this process; its figures."""
     shutil.rmtree(args.path, ignore_errors=True)
     schema = IndexSchema("frames_bench", DIM)
-    layout = index_layout(schema, patch_search_ef=args.patch_ef)
+    layout = index_layout(schema, patch_search_ef=args.patch_ef, companion_dedup=dedup)
     videos = args.frames // FRAMES_PER_VIDEO
     frames = videos * FRAMES_PER_VIDEO
-    needles = Needles(frames, args.needles, args.needle_frames)
+    footage = Footage(args.shot_frames, args.change)
+    needles = Needles(frames, args.needles, args.needle_frames, footage)
     globals_ = np.empty((frames, DIM), np.float32)
-    results: dict[str, object] = {"frames": frames, "patches_per_frame": PATCHES, "dim": DIM, "cpu": os.cpu_count(), "patch_search_ef": args.patch_ef}
+    results: dict[str, object] = {
+        "frames": frames, "patches_per_frame": PATCHES, "dim": DIM, "cpu": os.cpu_count(), "patch_search_ef": args.patch_ef,
+        "shot_frames": args.shot_frames, "change": args.change, "companion_dedup": dedup,
+    }
     print(f"{frames:,} frames x {PATCHES} patches x {DIM}-d ({frames * PATCHES:,} patch vectors), {videos} videos, "
-          f"{args.needles} targets planted in {args.needle_frames} frames each; embedded Qdrant Edge, patch graph beam {args.patch_ef}", flush=True)
+          f"{args.needles} targets planted in {args.needle_frames} frames each; "
+          + (f"shots of {args.shot_frames} frames ({args.change:.0%} of windows moving); " if args.shot_frames > 1 else "frames drawn independently; ")
+          + f"COMPANION_DEDUP={dedup or 'off'}; embedded Qdrant Edge, patch graph beam {args.patch_ef}", flush=True)
 
     rss_before = rss_bytes()
     with VectorIndex.open(schema, path=args.path, layout=layout) as index:
@@ -221,16 +249,60 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:52s} {row['p50_ms']:7.1f} {row['p99_ms']:7.1f} {row['overlap_with_exhaustive_top10']:8.3f} {needle}{stored}", flush=True)
                 results[name] = row
         results["rss_growth_bytes"] = rss_bytes() - rss_before
+        results["companion_points"] = index.count_patches()
 
+    # Peak, not final: the graph build's high-water mark is what a machine must hold.
+    results["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     patches = frames * PATCHES
     sizes = {c.name: allocated_bytes(args.path / c.name) for c in index.layout.collections}
     total = allocated_bytes(args.path)
-    print(f"\ndisk (allocated): {total / 1e9:.2f} GB = {total / patches:,.0f} B per patch "
+    points = int(results["companion_points"])  # type: ignore[call-overload]
+    print(f"\ncompanion points: {points:,} = {points / frames:.1f} a frame ({points / patches:.2f} of the planned patches)")
+    print(f"disk (allocated): {total / 1e9:.2f} GB = {total / frames:,.0f} B per frame, {total / patches:,.0f} B per planned patch "
           + ", ".join(f"{name} {size / patches:,.0f} B" for name, size in sizes.items())
-          + f"; RAM growth of this process {results['rss_growth_bytes'] / 1e9:.2f} GB (includes 0.2 GB of the benchmark's own arrays)")
-    results.update(disk_bytes=total, disk_bytes_per_patch=total / patches, collections_bytes=sizes)
+          + f"; RAM: peak {results['peak_rss_bytes'] / 1e9:.2f} GB, growth {results['rss_growth_bytes'] / 1e9:.2f} GB "
+          "(include 0.2 GB of the benchmark's own arrays)", flush=True)
+    results.update(disk_bytes=total, disk_bytes_per_frame=total / frames, disk_bytes_per_patch=total / patches, collections_bytes=sizes)
     if not args.keep:
         shutil.rmtree(args.path, ignore_errors=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=100_000)
+    parser.add_argument("--needles", type=int, default=50, help="planted targets (text queries)")
+    parser.add_argument("--needle-frames", type=int, default=3, help="frames holding each target")
+    parser.add_argument("--image-queries", type=int, default=50)
+    parser.add_argument("--shot-frames", type=int, default=1, help="frames per shot sharing their windows (1: independent frames)")
+    parser.add_argument("--change", type=float, default=0.25, help="share of a shot's windows drawn anew every frame")
+    parser.add_argument("--companion-dedup", default="off",
+                        help="comma-separated COMPANION_DEDUP settings, each built and measured side by side in its own process (e.g. off,0.95)")
+    parser.add_argument("--path", type=Path, default=Path("var/bench/index"))
+    parser.add_argument("--keep", action="store_true", help="keep the index on disk afterwards")
+    parser.add_argument("--patch-ef", type=int, default=DEFAULT_PATCH_SEARCH_EF, help="search beam of the patch graph for text queries (PATCH_SEARCH_EF)")
+    parser.add_argument("--out", type=Path, default=Path("var/bench/index.json"))
+    args = parser.parse_args(argv)
+
+    settings = [None if v.strip().lower() == "off" else float(v) for v in args.companion_dedup.split(",")]
+    if len(settings) == 1:
+        write_results(args.out, run_layout(args, settings[0]))
+        return 0
+    # One process per layout: each peak RSS is that layout's own, and no layout runs warm on another's pages.
+    results: dict[str, object] = {}
+    for dedup in settings:
+        with tempfile.TemporaryDirectory() as tmp:
+            child_out = Path(tmp) / "layout.json"
+            command = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--companion-dedup", str(dedup or "off"), "--out", str(child_out)]
+            subprocess.run(command, check=True)
+            results[f"dedup_{dedup or 'off'}"] = json.loads(child_out.read_text())
+    print(f"\n{'layout':16s} {'points/frame':>12s} {'peak RAM GB':>11s} {'disk B/frame':>12s} {'load fr/s':>9s} {'optimize s':>10s} {'needles':>8s} {'text p50':>8s} {'image p50':>9s}")
+    for name, row in results.items():
+        text = row["text (1 vector), alpha 0.0, patch candidates"]  # type: ignore[index]
+        image = row["image (24 vectors), alpha 0.0, patch candidates"]  # type: ignore[index]
+        print(f"{name:16s} {row['companion_points'] / row['frames']:12.1f} {row['peak_rss_bytes'] / 1e9:11.2f} "  # type: ignore[index]
+              f"{row['disk_bytes_per_frame']:12,.0f} {row['load_frames_per_s']:9,.0f} {row['optimize_s']:10.0f} "  # type: ignore[index]
+              f"{text['needle_recall_at_10']:8.3f} {text['p50_ms']:8.1f} {image['p50_ms']:9.1f}")
     write_results(args.out, results)
     return 0
 
