@@ -10,12 +10,13 @@ import dagster as dg
 
 from assets.videos import ASSETS
 from pipelines.automation import reconcile_schedule, video_pipeline, video_sensor
+from pipelines.generations import switch_generation
 from resources.dagster_resources import pipeline_resources_from_env
 
 defs = dg.Definitions(
     assets=ASSETS,
     executor=dg.in_process_executor,
-    jobs=[video_pipeline],
+    jobs=[video_pipeline, switch_generation],
     sensors=[video_sensor],
     schedules=[reconcile_schedule],
     resources=pipeline_resources_from_env(),

@@ -25,6 +25,8 @@ from resources.embedding.offline import load_encoder_or_offline
 from resources.frame_sources import DEFAULT_MAX_BYTES as FRAME_MAX_BYTES
 from resources.frame_sources import FrameSourceError
 from resources.frame_sources.images import ImageDecodeError, ImageTooLargeError
+from resources.generations import BASE, Generation, GenerationPointer, generation_for
+from resources.generations.pointer import default_pointer
 from resources.s3.client import make_s3_client, s3_settings_from_env
 from resources.settings import (
     encoder_config_from_env,
@@ -113,9 +115,14 @@ def create_app(
     *,
     encoder: FrameEncoder | None = None,
     open_index: Callable[[int], VectorIndex] | None = None,
+    pointer: GenerationPointer | None = None,
+    open_generation: Callable[[Generation, int], VectorIndex] | None = None,
 ) -> Starlette:
     """The service. Tests pass a ready ``encoder`` and an ``open_index(dim)``; by default both
-    come from the environment when the app starts."""
+    come from the environment when the app starts. Generations are followed through ``pointer``
+    (default: the index's own - Qdrant aliases on a server, the pointer file of an embedded index
+    - unless ``open_index`` is given), opening another generation's collection with
+    ``open_generation(generation, dim)``."""
     settings = settings or service_settings_from_env()
     # Read once: the guard bounds bodies with them, the searches bound query images (a bad value
     # stops the service before it serves).
@@ -138,25 +145,39 @@ def create_app(
         index_settings = index_settings_from_env()
         dim = frame_encoder.info.embed_dim
 
-        def default_open() -> VectorIndex:
-            schema = IndexSchema(index_settings.collection, dim)
+        def open_collection(collection: str, dim: int) -> VectorIndex:
+            schema = IndexSchema(collection, dim)
             return VectorIndex.open(
                 schema, url=index_settings.url, path=index_settings.path, api_key=index_settings.api_key,
                 layout=index_settings.layout(schema),
             )
+
+        def default_open() -> VectorIndex:
+            return open_collection(index_settings.collection, dim)
+
+        def load_generation_encoder(generation: Generation) -> FrameEncoder:
+            return FrameEncoder.load(generation.encoder_config(encoder_config_from_env()))
+
+        patch_config = patch_config_from_env()
+        base = generation_for(frame_encoder.config, patch_config, index_settings.collection, settings.checkpoint_dir, name=BASE)
+        generation_pointer = pointer if pointer is not None else (None if open_index else default_pointer(index_settings))
 
         s3 = s3_settings_from_env()
         state = ServiceState(
             settings=settings,
             index_settings=index_settings,
             encoder=frame_encoder,
-            patch_config=patch_config_from_env(),
+            patch_config=patch_config,
             max_pixels=max_image_pixels_from_env(),
             fetcher=QueryImageFetcher(
                 lambda: make_s3_client(s3), allowed=settings.allowed_locations(), endpoint_url=s3.endpoint_url,
                 max_bytes=settings.max_download_bytes, timeout_s=s3.timeout_s,
             ),
             open_index=(lambda: open_index(dim)) if open_index else default_open,
+            base_generation=base,
+            pointer=generation_pointer,
+            open_generation=open_generation or (lambda generation, dim: open_collection(generation.collection, dim)),
+            load_encoder=load_generation_encoder,
             dagster=DagsterApi(settings.dagster_url),
             s3=s3,
             limits=limits,

@@ -209,6 +209,11 @@ class CheckpointStore:
                 found.append(StoredObject(key, entry.size or 0, entry.mtime_ns or 0))
         return found
 
+    def folders(self, prefix: str = "") -> builtins.list[str]:  # builtins: the method list() above
+        """Names of the folders directly under ``prefix`` (S3: common prefixes); none if missing."""
+        selector = pafs.FileSelector(self.path(prefix).rstrip("/"), allow_not_found=True, recursive=False)
+        return sorted(entry.base_name for entry in self.fs.get_file_info(selector) if entry.type == pafs.FileType.Directory)
+
     # -- checkpoints -------------------------------------------------------------------------
     def write_table(self, key: str, table: pa.Table) -> str:
         """Write a checkpoint table atomically with its content version in the footer; return it."""

@@ -7,7 +7,9 @@ import dagster as dg
 from resources.checkpoints.video_embedding import DEFAULT_CHUNK_FRAMES
 from resources.dagster_resources.encoder import EncoderResource
 from resources.dagster_resources.stores import CheckpointStoreResource, FrameSourceResource, IndexResource, s3_resource_from_env
-from resources.settings import encoder_config_from_env, index_settings_from_env
+from resources.generations.records import BASE, index_generation_from_env
+from resources.generations.switch import folder_of
+from resources.settings import SettingsError, encoder_config_from_env, index_settings_from_env
 
 
 def _secret(name: str) -> dg.EnvVar | None:
@@ -22,10 +24,21 @@ def pipeline_resources_from_env() -> dict[str, dg.ConfigurableResource]:
 
     FRAMES_ROOT (default the sample library ``var/samples/videos``), FRAMES_FPS, CHECKPOINT_DIR,
     CHECKPOINT_CHUNK_FRAMES, OPENCLIP_* / BATCH_SIZE / GLOBAL_RESIZE_MODE / PATCH_CROP_METHOD,
-    OFFLINE_MODEL_DIR, QDRANT_URL / QDRANT_PATH / QDRANT_COLLECTION / QDRANT_API_KEY, AWS_REGION /
+    OFFLINE_MODEL_DIR, QDRANT_URL / QDRANT_PATH / QDRANT_COLLECTION / QDRANT_API_KEY, INDEX_GENERATION, AWS_REGION /
     S3_ENDPOINT_URL / S3_TIMEOUT_SECONDS / S3_MAX_ATTEMPTS.
     """
     encoder, index = encoder_config_from_env(), index_settings_from_env()
+    # INDEX_GENERATION: the generation this deployment's runs fill (resources.generations): its own
+    # checkpoint folder and collection beside the base ones, which the service keeps answering from
+    # until a cut-over. Unset: the base generation (CHECKPOINT_DIR and QDRANT_COLLECTION as they are).
+    try:
+        generation = index_generation_from_env()
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    checkpoint_root = os.environ.get("CHECKPOINT_DIR") or "var/checkpoints"
+    collection = index.collection
+    if generation != BASE:
+        checkpoint_root, collection = folder_of(checkpoint_root, generation), f"{collection}_{generation}"
     return {
         # Machines without the configured weights run the offline model (models/framesearch-world,
         # trained on the synthetic shapes world; OFFLINE_MODEL_DIR) and every run says so.
@@ -40,8 +53,8 @@ def pipeline_resources_from_env() -> dict[str, dg.ConfigurableResource]:
             s3=s3_resource_from_env(),
         ),
         "store": CheckpointStoreResource(
-            root=os.environ.get("CHECKPOINT_DIR") or "var/checkpoints",
+            root=checkpoint_root,
             chunk_frames=int(os.environ.get("CHECKPOINT_CHUNK_FRAMES") or DEFAULT_CHUNK_FRAMES),
         ),
-        "index": IndexResource(url=index.url, path=index.path, collection=index.collection, api_key=_secret("QDRANT_API_KEY")),
+        "index": IndexResource(url=index.url, path=index.path, collection=collection, api_key=_secret("QDRANT_API_KEY")),
     }
