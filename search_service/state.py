@@ -26,10 +26,11 @@ from pathlib import Path
 
 from starlette.requests import Request
 
+from resources.checkpoints.store import CheckpointStore
 from resources.embedding.encoder import FrameEncoder
 from resources.embedding.patches import PatchConfig
 from resources.frame_sources import FrameSource, LocalFolderSource, S3FrameSource
-from resources.generations import BASE, Generation, GenerationPointer, load_record
+from resources.generations import BASE, Generation, GenerationPointer, list_generations, load_record
 from resources.s3.client import S3Settings, make_s3_client
 from resources.settings import IndexSettings
 from resources.vector_index import IndexBusyError, IndexUnavailableError, VectorIndex
@@ -46,6 +47,7 @@ from search_service.search import Searcher
 
 log = logging.getLogger(__name__)
 RETIRE_AFTER_S = 30.0  # a replaced generation is closed this long after the swap (in-flight searches)
+NEXT_PROGRESS_EVERY_S = 30.0  # how often the other generations' progress is listed
 
 
 class IndexNotReady(RuntimeError):
@@ -86,6 +88,10 @@ class ServiceState:
     serving: Serving | None = None
     index_error: str | None = "opening the index"
     generation_error: str | None = None  # why the pointer's generation is not served (yet)
+    # The other generations' progress (checkpoints published of the videos the serving one has),
+    # for /healthz and the page; refreshed every NEXT_PROGRESS_EVERY_S by the holder thread.
+    others: list[dict[str, object]] = field(default_factory=list)
+    _others_at: float = 0.0
     retire_after_s: float = RETIRE_AFTER_S
     _retiring: list[tuple[float, Serving]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -147,6 +153,7 @@ class ServiceState:
                 except Exception:  # noqa: BLE001 - keep following; the error is in the log
                     log.exception("checkpoint follower poll failed")
             self._retire_old()
+            self._refresh_others()
             wait = self.settings.follow_interval_s if serving is not None else 1.0
             self._stop.wait(max(0.0, wait - (time.monotonic() - started)))
 
@@ -187,6 +194,7 @@ class ServiceState:
                 self.generation_error = f"switching to generation {name}: {exc}"
             return
         self.serving, self.index_error, self.generation_error = serving, None, None  # the swap: one assignment
+        self._others_at = 0.0  # another generation serves: list the others' progress again now
         log.info("index open (%s, collection %s, generation %s)", serving.index.mode, serving.index.schema.collection, serving.generation.name)
         if current is not None:
             self._retiring.append((time.monotonic() + self.retire_after_s, current))
@@ -214,6 +222,23 @@ class ServiceState:
         if self.load_encoder is None:
             raise IndexUnavailableError(f"generation {generation.name} needs model {generation.model}, and no loader is set")
         return self.load_encoder(generation)
+
+    def _refresh_others(self) -> None:
+        """Each other recorded generation's published checkpoints against the serving one's: two
+        listings per generation, no shard opened (a pipeline run may be writing it)."""
+        serving = self.serving
+        if self.pointer is None or serving is None or time.monotonic() - self._others_at < NEXT_PROGRESS_EVERY_S:
+            return
+        self._others_at = time.monotonic()
+        try:
+            videos = set(CheckpointStore(serving.generation.checkpoint_dir).published())
+            self.others = [
+                {"name": g.name, "model": g.model, "collection": g.collection,
+                 "published": len(videos & set(CheckpointStore(g.checkpoint_dir).published())), "of": len(videos)}
+                for g in list_generations(self.settings.checkpoint_dir) if g.name != serving.generation.name
+            ]
+        except Exception as exc:  # noqa: BLE001 - progress is information; serving goes on
+            log.warning("generation progress not read: %s", exc)
 
     def _retire_old(self) -> None:
         now = time.monotonic()
@@ -291,6 +316,7 @@ class ServiceState:
             "model": generation.model if generation is not None else None,
             "pointer": self._pointer_state(),
             "error": self.generation_error,
+            "others": self.others,  # e.g. the next generation a backfill is filling: its progress
         }
 
     def _pointer_state(self) -> dict[str, object] | None:

@@ -70,7 +70,22 @@ async function refreshHealth() {
     info.textContent = body.frames_indexed === undefined ? "index open" : `${body.frames_indexed.toLocaleString()} frames`;
     info.className = "badge good";
   }
+  showGeneration(body.generation);
   banner(lines, !body.ok);
+}
+
+// Which embedding generation answers, and how far the next one (a backfill with another model) is.
+function showGeneration(generation) {
+  const node = $("generation");
+  // Only where there is something to tell: another generation serves, or one is being filled.
+  node.hidden = !generation || (generation.serving === "base" && !(generation.others || []).length && !generation.error);
+  if (!generation) return;
+  const next = (generation.others || []).map((g) => `${g.name} (${g.model}): ${g.published} of ${g.of} videos`);
+  node.textContent = `generation ${generation.serving}` + (next.length ? ` · next ${next.join(", ")}` : "");
+  node.title = `answering from ${generation.serving} (${generation.model})` + (generation.error ? `; ${generation.error}` : "");
+  node.className = `badge ${generation.error ? "warn" : ""}`;
+  clearTimeout(state.generationTimer);
+  state.generationTimer = setTimeout(refreshHealth, 15000);  // a cut-over shows up without a reload
 }
 
 function showEmpty(text) {

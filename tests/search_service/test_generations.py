@@ -144,6 +144,8 @@ def switch_and_roll_back(
     poller.wait_for(lambda v: v == {1, 2}, "model A's answers")
     health = client.get("/healthz").json()
     assert health["generation"]["serving"] == BASE and health["config"]["collection"] == BASE_COLLECTION
+    # The page's progress line: the recorded next generation, nothing of it published yet.
+    assert [(g["name"], g["published"], g["of"]) for g in health["generation"]["others"]] == [(next_gen.name, 0, 2)]
 
     # B is filled beside A while A serves; a cut-over before B covers A is refused.
     embed_and_sync(backend, encoder_b, next_gen, videos, [1])
