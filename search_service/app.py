@@ -47,6 +47,7 @@ from search_service.openapi import openapi_document
 from search_service.page import page_routes
 from search_service.query_images import QueryImageError, QueryImageFetcher
 from search_service.routes import healthz, search_hybrid, search_hybrid_upload, search_image, search_image_upload, search_text
+from search_service.serving import Switcher
 from search_service.state import IndexNotReady, ServiceState, service_state
 
 OPEN_PATHS = ("/healthz", "/openapi.json", "/", "/docs")  # answered without the API key
@@ -161,6 +162,7 @@ def create_app(
         patch_config = patch_config_from_env()
         base = generation_for(frame_encoder.config, patch_config, index_settings.collection, settings.checkpoint_dir, name=BASE)
         generation_pointer = pointer if pointer is not None else (None if open_index else default_pointer(index_settings))
+        base_open = (lambda: open_index(dim)) if open_index else default_open
 
         s3 = s3_settings_from_env()
         state = ServiceState(
@@ -173,11 +175,12 @@ def create_app(
                 lambda: make_s3_client(s3), allowed=settings.allowed_locations(), endpoint_url=s3.endpoint_url,
                 max_bytes=settings.max_download_bytes, timeout_s=s3.timeout_s,
             ),
-            open_index=(lambda: open_index(dim)) if open_index else default_open,
-            base_generation=base,
-            pointer=generation_pointer,
-            open_generation=open_generation or (lambda generation, dim: open_collection(generation.collection, dim)),
-            load_encoder=load_generation_encoder,
+            open_index=base_open,
+            switcher=Switcher(
+                base, frame_encoder, patch_config, base_open, settings.checkpoint_dir, pointer=generation_pointer,
+                open_generation=open_generation or (lambda generation, dim: open_collection(generation.collection, dim)),
+                load_encoder=load_generation_encoder,
+            ),
             dagster=DagsterApi(settings.dagster_url),
             s3=s3,
             limits=limits,
