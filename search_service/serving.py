@@ -130,10 +130,11 @@ class Switcher:
             if revived is not None:
                 self._retiring = [(at, s) for at, s in self._retiring if s is not revived]
             serving = revived or self._open(wanted)
-        except (IndexBusyError, IndexUnavailableError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a generation that cannot serve never stops the serving one
             if current is None:
                 raise  # nothing serves yet: the service says why in /healthz
-            self.error = f"switching to generation {name}: {exc}"
+            self.error = f"switching to generation {name}: {type(exc).__name__}: {exc}"
+            log.error("generation %s not served: %s", name, self.error)
             return
         self.serving, self.error = serving, None  # the swap: one assignment
         self._others_at = 0.0  # another generation serves: list the others' progress again now

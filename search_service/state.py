@@ -125,6 +125,9 @@ class ServiceState:
                     log.error("index not opened: %s", exc)
                     return
                 self.switcher.error = str(exc)
+            except Exception as exc:  # noqa: BLE001 - e.g. the base model's weights: say why, keep trying
+                self.index_error = f"{type(exc).__name__}: {exc}"
+                log.exception("index not opened")
             serving = self.serving
             if serving is not None:
                 try:

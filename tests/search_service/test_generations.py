@@ -164,3 +164,33 @@ def switch_and_roll_back(
     rollback(backend.pointer())
     poller.wait_for(lambda v: v == {1, 2}, "model A's answers after the rollback")
     assert client.get("/healthz").json()["config"]["model_id"] == encoder_a.info.model_id
+
+
+def test_a_generation_that_cannot_load_leaves_the_serving_one_answering(tmp_path: Path, tiny_encoder: FrameEncoder) -> None:
+    """The pointer names a generation whose weights are gone: the service keeps answering from
+    the one it has and says why in /healthz, instead of its holder thread dying."""
+    videos, root = tmp_path / "videos", str(tmp_path / "checkpoints")
+    write_video(videos, 1, frames=2, seed=1)
+    backend = Backend("embedded", tmp_path)
+    base = generation_for(tiny_encoder.config, PatchConfig(), BASE_COLLECTION, root, name=BASE, embed_dim=64)
+    embed_and_sync(backend, tiny_encoder, base, videos, [1])
+    broken = generation_for(EncoderConfig(model=TINY_MODEL, pretrained=str(tmp_path / "gone.safetensors")), PatchConfig(), BASE_COLLECTION, root, embed_dim=64)
+    save_record(broken)
+    app = create_app(
+        ServiceSettings(checkpoint_dir=root, follow_interval_s=0.1), encoder=tiny_encoder,
+        open_index=lambda dim: backend.open(BASE_COLLECTION, dim), pointer=backend.pointer(),
+        open_generation=lambda generation, dim: backend.open(generation.collection, dim),
+    )
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 30
+        while client.get("/healthz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        cut_over(backend.pointer(), base, broken.name, lambda g: backend.open(g.collection, 64), force=True)
+        while not (error := client.get("/healthz").json()["generation"]["error"]):
+            assert time.monotonic() < deadline + 30, "the failed switch is not reported"
+            time.sleep(0.1)
+        assert broken.name in error
+        response = client.post("/search/text", json={"query": "a frame", "top_k": 5})
+        assert response.status_code == 200 and {h["video_id"] for h in response.json()["results"]} == {1}
+        assert client.get("/healthz").json()["generation"]["serving"] == BASE
