@@ -21,7 +21,7 @@ from resources.checkpoints.store import CheckpointStore
 from resources.embedding.encoder import FrameEncoder
 from resources.embedding.patches import PatchConfig
 from resources.generations import BASE, Generation, GenerationPointer, list_generations, load_record
-from resources.vector_index import IndexBusyError, IndexUnavailableError, VectorIndex
+from resources.vector_index import IndexUnavailableError, VectorIndex
 from resources.vector_index.follower import CheckpointFollower
 
 log = logging.getLogger(__name__)
