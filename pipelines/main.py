@@ -35,9 +35,11 @@ from pipelines.jobs import video_pipeline
 from pipelines.sample_queries import Tally, run_query, summary
 from pipelines.samples import SAMPLE_QUERIES, ensure_sample_library, load_ground_truth
 from resources.dagster_resources import CheckpointStoreResource, EncoderResource, FrameSourceResource, IndexResource, s3_resource_from_env
+from resources.dagster_resources.from_env import generation_locations
 from resources.embedding.offline import offline_config, offline_model_dir
 from resources.embedding.weights import Provenance, WeightsUnavailableError
 from resources.frame_sources import LocalFolderSource
+from resources.settings import index_settings_from_env
 from resources.vector_index import AGREEMENT_SHARE, DEFAULT_ALPHA, IndexBusyError
 
 TOP_K = 3
@@ -118,11 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         encoder = EncoderResource(model=offline.model, pretrained=offline.pretrained)
     else:
         encoder = EncoderResource(offline_fallback=True)
-    index = IndexResource(path=os.environ.get("QDRANT_PATH") or str(args.var / "qdrant"))
+    # INDEX_GENERATION (./dev generations plan): fill that generation beside the base one.
+    checkpoints, collection = generation_locations(str(args.var / "checkpoints"), index_settings_from_env().collection)
+    index = IndexResource(path=os.environ.get("QDRANT_PATH") or str(args.var / "qdrant"), collection=collection)
     resources = {
         "encoder": encoder,
         "frames": FrameSourceResource(root=str(videos), fps=args.fps, s3=s3_resource_from_env()),
-        "store": CheckpointStoreResource(root=str(args.var / "checkpoints")),
+        "store": CheckpointStoreResource(root=checkpoints),
         "index": index,
     }
     try:

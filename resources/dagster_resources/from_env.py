@@ -31,14 +31,7 @@ def pipeline_resources_from_env() -> dict[str, dg.ConfigurableResource]:
     # INDEX_GENERATION: the generation this deployment's runs fill (resources.generations): its own
     # checkpoint folder and collection beside the base ones, which the service keeps answering from
     # until a cut-over. Unset: the base generation (CHECKPOINT_DIR and QDRANT_COLLECTION as they are).
-    try:
-        generation = index_generation_from_env()
-    except ValueError as exc:
-        raise SettingsError(str(exc)) from None
-    checkpoint_root = os.environ.get("CHECKPOINT_DIR") or "var/checkpoints"
-    collection = index.collection
-    if generation != BASE:
-        checkpoint_root, collection = folder_of(checkpoint_root, generation), f"{collection}_{generation}"
+    checkpoint_root, collection = generation_locations(os.environ.get("CHECKPOINT_DIR") or "var/checkpoints", index.collection)
     return {
         # Machines without the configured weights run the offline model (models/framesearch-world,
         # trained on the synthetic shapes world; OFFLINE_MODEL_DIR) and every run says so.
@@ -58,3 +51,15 @@ def pipeline_resources_from_env() -> dict[str, dg.ConfigurableResource]:
         ),
         "index": IndexResource(url=index.url, path=index.path, collection=collection, api_key=_secret("QDRANT_API_KEY")),
     }
+
+
+def generation_locations(checkpoint_root: str, collection: str) -> tuple[str, str]:
+    """The checkpoint folder and collection a pipeline writes under INDEX_GENERATION: the base
+    ones as given, or that generation's (``<root>/generations/<name>``, ``<collection>_<name>``)."""
+    try:
+        generation = index_generation_from_env()
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    if generation == BASE:
+        return checkpoint_root, collection
+    return folder_of(checkpoint_root, generation), f"{collection}_{generation}"

@@ -175,3 +175,17 @@ def test_main_job_without_the_offline_model_stops_with_what_to_set(
     assert main(["--var", str(tmp_path), "--videos", str(tmp_path)]) == 2
     out = capsys.readouterr().out
     assert "[main] no model to run:" in out and "OFFLINE_MODEL_DIR" in out and "RANDOM" not in out
+
+
+def test_main_job_fills_the_generation_index_generation_names(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """INDEX_GENERATION (what `./dev generations plan` prints) sends the main job's checkpoints and
+    points to that generation's folder and collection, never over the base generation's."""
+    video = tmp_path / "videos" / "4"
+    video.mkdir(parents=True)
+    Image.new("RGB", (320, 240), (10, 120, 200)).save(video / "frame_1.png")
+    monkeypatch.setenv("INDEX_GENERATION", "gtest000001")
+    monkeypatch.setenv("QDRANT_COLLECTION", "frames_main")
+    assert main(["--var", str(tmp_path), "--videos", str(tmp_path / "videos"), "--offline-model", "--query", "a blue square"]) == 0
+    assert "collection frames_main_gtest000001" in capsys.readouterr().out
+    assert (tmp_path / "checkpoints" / "generations" / "gtest000001" / "video_4.parquet").is_file()
+    assert not (tmp_path / "checkpoints" / "video_4.parquet").exists()
