@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             truth = load_ground_truth(videos)
             print(
                 f"[main] sample queries: top {TOP_K} by global search and by MaxSim rerank of the candidates from global and patch search "
-                f"(score at alpha {RERANK_ALPHA}: the better of the global and the best patch cosine, plus {AGREEMENT_SHARE * RERANK_ALPHA:.0%} of each; "
+                f"(score at alpha {RERANK_ALPHA}: the better of the global and the best patch cosine, plus {AGREEMENT_SHARE * RERANK_ALPHA:.1%} of each; "
                 f"0: best patch alone); ✓/✗ the frame holds the object or not (ground truth)"
             )
             tally = Tally()
