@@ -28,9 +28,14 @@ from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
 from dagster_celery.tasks import create_execute_job_task, create_resume_job_task, create_task
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
-# Celery settings both sides share: a started task records its worker (for the health check), and
-# a worker takes one run at a time (a run loads the model and uses the cores it is given).
-CELERY_SETTINGS: dict[str, Any] = {"task_track_started": True, "worker_prefetch_multiplier": 1, "task_default_queue": "dagster"}
+# Celery settings both sides share: a started task records its worker (for the health check); a
+# worker takes one run at a time (a run loads the model and uses the cores it is given); and a
+# task is acknowledged when it ends, not when it is received. With early acknowledgement a busy
+# worker still reserves the next run's task, and a worker killed mid-run takes that reservation
+# with it: the run waited in STARTING until run monitoring's start timeout (300 s) failed it.
+CELERY_SETTINGS: dict[str, Any] = {
+    "task_track_started": True, "worker_prefetch_multiplier": 1, "task_acks_late": True, "task_default_queue": "dagster",
+}
 
 
 def broker_url() -> str:
