@@ -19,7 +19,7 @@ from resources.checkpoints.video_embedding import embed_video
 from resources.embedding.encoder import FrameEncoder
 from resources.embedding.patches import PatchConfig
 from resources.frame_sources import LocalFolderSource
-from resources.vector_index import IndexBusyError, VectorIndex
+from resources.vector_index import AGREEMENT_SHARE, IndexBusyError, VectorIndex
 from resources.vector_index.follower import sync_checkpoint
 from resources.vector_index.schema import IndexSchema
 from search_service.app import create_app
@@ -139,7 +139,7 @@ def test_text_search_with_rerank(client: TestClient) -> None:
     assert body["rerank_enabled"] is True
     for r in body["results"]:
         g, m = r["global_score"], r["maxsim_score"]  # the product's fusion: the best weighted view
-        assert r["score"] == pytest.approx(2 * max(0.3 * g, 0.7 * m) + 0.1 * (0.3 * g + 0.7 * m), abs=1e-5)
+        assert r["score"] == pytest.approx(2 * max(0.3 * g, 0.7 * m) + AGREEMENT_SHARE * (0.3 * g + 0.7 * m), abs=1e-5)
     scores = [r["score"] for r in body["results"]]
     assert scores == sorted(scores, reverse=True)
 
