@@ -1,6 +1,6 @@
 """Retrieval quality in CI: a small needle library of the synthetic shapes world (fixed seeds)
-through the real Dagster assets, the real service under uvicorn and the committed offline model
-(models/framesearch-world, or $OFFLINE_MODEL_DIR). The library, the pipeline runs and the metrics
+through the real Dagster assets, the real service under uvicorn and each committed world model
+(models/framesearch-world - or $OFFLINE_MODEL_DIR - and models/framesearch-world-rn). The library, the pipeline runs and the metrics
 are the quality benchmark's own (benchmarks/quality.py); `./dev bench quality` prints the figures
 at scale."""
 
@@ -35,11 +35,16 @@ SPEC = LibrarySpec(frames=480, frames_per_video=60, small_captions=8, large_capt
 MARGIN = 0.25  # recall@10 that patch rerank must add to global search on small objects (measured: +0.42)
 
 
-@pytest.fixture(scope="module")
-def indexed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Library, FrameEncoder]:
-    folder = offline_model_dir()
+SECOND_MODEL = Path(__file__).resolve().parents[2] / "models" / "framesearch-world-rn"
+
+
+@pytest.fixture(scope="module", params=["framesearch-world", "framesearch-world-rn"])
+def indexed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Library, FrameEncoder]:
+    """The library embedded and indexed with each committed world model (issue 19: defaults are
+    judged on both, never on one)."""
+    folder = offline_model_dir() if request.param == "framesearch-world" else SECOND_MODEL
     if not (folder / "open_clip_config.json").is_file():
-        pytest.skip(f"no offline model at {folder} (models/framesearch-world not committed yet, or OFFLINE_MODEL_DIR wrong)")
+        pytest.skip(f"no model at {folder} (models/{request.param} not committed, or OFFLINE_MODEL_DIR wrong)")
     work = tmp_path_factory.mktemp("quality")
     library = build_library(work / "library", SPEC)
     encoder = FrameEncoder.load(offline_config(encoder_config_from_env(), folder))
