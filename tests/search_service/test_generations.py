@@ -70,6 +70,23 @@ def embed_and_sync(backend: Backend, encoder: FrameEncoder, generation: Generati
             sync_checkpoint(index, video_id, published_path(store, video_id))
 
 
+def serving_app(backend: Backend, encoder: FrameEncoder, root: str) -> TestClient:
+    """The service on the base collection, following ``backend``'s pointer; a TestClient to enter."""
+    app = create_app(
+        ServiceSettings(checkpoint_dir=root, follow_interval_s=0.1), encoder=encoder,
+        open_index=lambda dim: backend.open(BASE_COLLECTION, dim), pointer=backend.pointer(),
+        open_generation=lambda generation, dim: backend.open(generation.collection, dim),
+    )
+    return TestClient(app)
+
+
+def wait_ready(client: TestClient) -> None:
+    deadline = time.monotonic() + 30
+    while client.get("/healthz").status_code != 200:  # start-up: the index opens
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
 class Poller:
     """Searches as fast as it can in a thread; records every answer's status and video ids."""
 
@@ -118,16 +135,8 @@ def test_switch_and_rollback_without_downtime(kind: str, tmp_path: Path, tiny_en
     assert next_gen.name != BASE and next_gen.collection == f"{BASE_COLLECTION}_{next_gen.name}"
     save_record(next_gen)
 
-    app = create_app(
-        ServiceSettings(checkpoint_dir=root, follow_interval_s=0.1), encoder=tiny_encoder,
-        open_index=lambda dim: backend.open(BASE_COLLECTION, dim), pointer=backend.pointer(),
-        open_generation=lambda generation, dim: backend.open(generation.collection, dim),
-    )
-    with TestClient(app) as client:
-        deadline = time.monotonic() + 30
-        while client.get("/healthz").status_code != 200:  # start-up: the index opens
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    with serving_app(backend, tiny_encoder, root) as client:
+        wait_ready(client)
         with Poller(client) as poller:
             switch_and_roll_back(client, poller, backend, base, next_gen, encoder_b, tiny_encoder, videos)
     statuses = [status for status, _ in poller.answers]
@@ -176,16 +185,9 @@ def test_a_generation_that_cannot_load_leaves_the_serving_one_answering(tmp_path
     embed_and_sync(backend, tiny_encoder, base, videos, [1])
     broken = generation_for(EncoderConfig(model=TINY_MODEL, pretrained=str(tmp_path / "gone.safetensors")), PatchConfig(), BASE_COLLECTION, root, embed_dim=64)
     save_record(broken)
-    app = create_app(
-        ServiceSettings(checkpoint_dir=root, follow_interval_s=0.1), encoder=tiny_encoder,
-        open_index=lambda dim: backend.open(BASE_COLLECTION, dim), pointer=backend.pointer(),
-        open_generation=lambda generation, dim: backend.open(generation.collection, dim),
-    )
-    with TestClient(app) as client:
+    with serving_app(backend, tiny_encoder, root) as client:
+        wait_ready(client)
         deadline = time.monotonic() + 30
-        while client.get("/healthz").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
         cut_over(backend.pointer(), base, broken.name, lambda g: backend.open(g.collection, 64), force=True)
         while not (error := client.get("/healthz").json()["generation"]["error"]):
             assert time.monotonic() < deadline + 30, "the failed switch is not reported"
