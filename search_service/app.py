@@ -107,10 +107,6 @@ async def _frame_unavailable(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": exc.reason}, status_code=exc.status)
 
 
-async def _openapi(request: Request) -> JSONResponse:
-    return JSONResponse(openapi_document())
-
-
 def create_app(
     settings: ServiceSettings | None = None,
     *,
@@ -195,6 +191,11 @@ def create_app(
         finally:
             running.pop("service", None)
             await run_in_threadpool(state.stop)
+
+    document = openapi_document(api_key=settings.api_key is not None, ingest=settings.dagster_url is not None)
+
+    async def _openapi(request: Request) -> JSONResponse:
+        return JSONResponse(document)
 
     return Starlette(
         routes=[

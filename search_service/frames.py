@@ -36,9 +36,9 @@ from resources.frame_sources.images import ImageDecodeError
 from resources.s3.urls import S3UrlError, parse_s3_url
 from resources.vector_index import VectorIndex
 from resources.vector_index.schema import IMAGE_ID_PATTERN, MAX_ID, point_id
-from search_service.errors import HTTPProblem
+from search_service.request_bodies import query_param
+from search_service.schemas import BOX, FRAME_SIZE
 
-MIN_SIZE, MAX_SIZE = 16, 4096
 THUMBNAIL_SIZE = 320  # px, the longer side of results' thumbnails
 JPEG_QUALITY = 85
 _IMAGE_ID = re.compile(IMAGE_ID_PATTERN)
@@ -125,15 +125,10 @@ class FrameReader:
 
 
 def parse_box(text: str | None) -> tuple[int, int, int, int] | None:
-    """``x,y,w,h`` as four non-negative ints with w, h > 0; ValueError naming the problem."""
-    if text is None or text == "":
+    """``x,y,w,h`` (already matched against :data:`~search_service.schemas.BOX_PATTERN`) as ints."""
+    if text is None:
         return None
-    parts = text.split(",")
-    if len(parts) != 4 or not all(p.strip().isdigit() and len(p.strip()) <= 6 for p in parts):
-        raise ValueError(f"box must be x,y,w,h (four non-negative integers), got {text[:40]!r}")
-    x, y, w, h = (int(p) for p in parts)
-    if w == 0 or h == 0:
-        raise ValueError("box width and height must be positive")
+    x, y, w, h = (int(p) for p in text.split(","))
     return x, y, w, h
 
 
@@ -173,13 +168,8 @@ async def get_frame(request: Request) -> Response:
     state = request.state.service
     searcher = state.searcher()  # 503 while the index is not open
     params = request.query_params
-    try:
-        size = int(params["size"]) if params.get("size") else None
-        if size is not None and not MIN_SIZE <= size <= MAX_SIZE:
-            raise ValueError(f"size must be between {MIN_SIZE} and {MAX_SIZE}")
-        box = parse_box(params.get("box"))
-    except ValueError as exc:
-        raise HTTPProblem(422, [{"loc": ["query"], "msg": str(exc), "type": "value_error"}]) from None
+    size = query_param(request, "size", FRAME_SIZE)
+    box = parse_box(query_param(request, "box", BOX))
     _, payload = await run_in_threadpool(indexed_payload, searcher.index, request.path_params["image_id"])
     etag = _etag(payload, size, box)
     current = params.get("v") == str(payload.get("checkpoint_version") or "")[:16]

@@ -21,13 +21,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from resources.frame_sources import FrameRef, FrameSourceError
-from resources.s3.urls import S3UrlError, parse_allowed_s3_url
+from resources.s3.urls import S3UrlError, S3UrlNotAllowed, parse_allowed_s3_url
 from resources.vector_index.schema import image_id, point_id
 from search_service.dagster_api import ANY_JOB_TAG, FRAMES_TAG, JOB_TAG, PARTITION_TAG, RunInfo
 from search_service.errors import HTTPProblem
 from search_service.redaction import Redactor
-from search_service.request_bodies import json_body
-from search_service.schemas import IngestBatch, IngestItem
+from search_service.request_bodies import json_body, query_param
+from search_service.schemas import JOB_STATUS, JOBS_LIMIT, IngestBatch, IngestItem
 from search_service.state import service_state
 
 PENDING = {"QUEUED", "NOT_STARTED", "STARTING", "MANAGED"}
@@ -66,12 +66,15 @@ def _submit(request: Request, items: list[IngestItem], single: bool = False) -> 
         # for search must not get in through ingest.
         try:
             parse_allowed_s3_url(item.s3_url, endpoint, allowed)
+        except S3UrlNotAllowed as exc:  # a well-formed URL this service may not read, as for query images
+            raise HTTPProblem(403, str(exc)) from None
         except S3UrlError as exc:
             loc = ["body", "s3_url"] if single else ["body", "items", str(number), "s3_url"]
             raise HTTPProblem(422, [{"loc": loc, "msg": str(exc), "type": "value_error"}]) from None
     state.dagster.check()  # no side effects (manifests) unless runs can be launched
+    latest = {(item.video_id, item.frame_id): item for item in items}  # a frame listed twice: its last item
     by_video: dict[int, list[FrameRef]] = defaultdict(list)
-    for item in items:
+    for item in latest.values():
         by_video[item.video_id].append(FrameRef(item.frame_id, item.timestamp_ms, item.s3_url))
     source = state.frame_source()
     try:
@@ -264,15 +267,8 @@ async def get_job(request: Request) -> JSONResponse:
 
 async def list_jobs(request: Request) -> JSONResponse:
     state = service_state(request)
-    try:
-        limit = int(request.query_params.get("limit", "20"))
-    except ValueError:
-        raise HTTPProblem(422, [{"loc": ["query", "limit"], "msg": "limit must be an integer", "type": "int_parsing"}]) from None
-    if not 1 <= limit <= 200:
-        raise HTTPProblem(422, [{"loc": ["query", "limit"], "msg": "limit must be between 1 and 200", "type": "value_error"}])
-    wanted = request.query_params.get("status")
-    if wanted not in (None, "pending", "running", "completed", "failed"):
-        raise HTTPProblem(422, [{"loc": ["query", "status"], "msg": "status must be pending, running, completed or failed", "type": "value_error"}])
+    limit = query_param(request, "limit", JOBS_LIMIT) or 20
+    wanted = query_param(request, "status", JOB_STATUS)
     runs = await run_in_threadpool(state.dagster.runs, ANY_JOB_TAG, "1", 20 * limit)
     by_job: dict[str, list[RunInfo]] = defaultdict(list)
     for run in runs:

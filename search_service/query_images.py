@@ -40,7 +40,7 @@ from resources.frame_sources import (
     _read_limited,
     _too_large,
 )
-from resources.s3.urls import S3Location, S3Prefix, S3UrlError, is_presigned, is_s3_host, parse_allowed_s3_url
+from resources.s3.urls import S3Location, S3Prefix, S3UrlError, S3UrlNotAllowed, is_presigned, is_s3_host, parse_allowed_s3_url
 
 # A phone photo is 3-12 MB; 20 MiB leaves room for large PNGs and refuses uploads of whole videos.
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
@@ -61,6 +61,12 @@ class QueryImageRefused(QueryImageError):
     """The URL is not one the service fetches (not S3, host not allowed, bad form); nothing was sent."""
 
     status = 400
+
+
+class QueryImageForbidden(QueryImageRefused):
+    """A well-formed S3 URL outside the locations this service reads (ALLOWED_S3_PREFIXES); nothing was sent."""
+
+    status = 403
 
 
 class QueryImageNotFound(QueryImageError):
@@ -141,6 +147,8 @@ class QueryImageFetcher:
         """The stripped URL, the object it names and whether it is pre-signed; refuses the rest."""
         try:
             location = parse_allowed_s3_url(url, self.endpoint_url, self.allowed)  # type: ignore[arg-type]
+        except S3UrlNotAllowed as exc:
+            raise QueryImageForbidden(str(exc)) from None
         except S3UrlError as exc:
             raise QueryImageRefused(str(exc)) from None
         url = str(url).strip()

@@ -1,15 +1,23 @@
-"""Reading request bodies: a JSON object validated by a pydantic model, with the client's mistakes
-answered as :class:`~search_service.errors.HTTPProblem` (400 not a JSON object, 422 bad fields)."""
+"""Reading requests: a JSON object validated by a pydantic model, and query parameters validated by
+type adapters, with the client's mistakes answered as :class:`~search_service.errors.HTTPProblem`
+(400 not a JSON object, 422 bad fields)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
 
 from search_service.errors import HTTPProblem
+from search_service.schemas import PATTERN_MESSAGES
+
+
+def _message(error: Any) -> str:
+    """pydantic's message, or for a pattern mismatch what the pattern means."""
+    pattern = (error.get("ctx") or {}).get("pattern")
+    return PATTERN_MESSAGES.get(pattern, error["msg"]) if pattern else error["msg"]
 
 
 def validate_body(model: type[BaseModel], data: Any) -> Any:
@@ -18,8 +26,8 @@ def validate_body(model: type[BaseModel], data: Any) -> Any:
         return model.model_validate(data)
     except ValidationError as exc:
         errors = [
-            {"loc": ["body", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]}
-            for e in exc.errors(include_url=False, include_context=False, include_input=False)
+            {"loc": ["body", *map(str, e["loc"])], "msg": _message(e), "type": e["type"]}
+            for e in exc.errors(include_url=False, include_input=False)
         ]
         raise HTTPProblem(422, errors) from None
 
@@ -44,3 +52,16 @@ async def json_body(request: Request, model: type[BaseModel]) -> Any:
     if not isinstance(data, dict):
         raise HTTPProblem(400, "request body must be a JSON object")
     return validate_body(model, data)
+
+
+def query_param(request: Request, name: str, adapter: TypeAdapter[Any]) -> Any:
+    """Query parameter ``name`` validated by ``adapter`` (the same one the OpenAPI document
+    describes it with), or None when it is absent; 422 naming it when it is invalid."""
+    text = request.query_params.get(name)
+    if text is None:
+        return None
+    try:
+        return adapter.validate_python(text)
+    except ValidationError as exc:
+        msg = "; ".join(_message(e) for e in exc.errors(include_url=False, include_input=False))
+        raise HTTPProblem(422, [{"loc": ["query", name], "msg": msg, "type": exc.errors()[0]["type"]}]) from None

@@ -4,6 +4,7 @@ the seed's response."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -15,7 +16,7 @@ from search_service.errors import HTTPProblem
 from search_service.metrics import record_stages
 from search_service.moments import group_moments
 from search_service.request_bodies import json_body, validate_body
-from search_service.schemas import HybridSearch, HybridUpload, ImageSearch, RankFields, SearchResponse, TextSearch, UploadSearch
+from search_service.schemas import MAX_VIDEO_IDS, HybridSearch, HybridUpload, ImageSearch, RankFields, SearchResponse, TextSearch, UploadSearch
 from search_service.search import IndexedFrame, hybrid_search, image_search, similar_search, text_search, to_results
 from search_service.state import ServiceState, service_state
 
@@ -64,23 +65,47 @@ async def search_image(request: Request) -> JSONResponse:
     return _respond(state, started, hits, {**fetch_ms, **stages}, "image", body.rerank, body)
 
 
+# A form carries video_ids as repeated fields (or "1,2"): as many as the JSON routes take, besides
+# the file and the other parameters.
+MAX_FORM_FIELDS = MAX_VIDEO_IDS + 32
+
+
+def form_value(text: str) -> str | None:
+    """A form field's text as the JSON routes would read it: empty or ``null`` is a field left out,
+    and an integral number in exponent form (``1e+16``, as clients print large floats) its digits."""
+    if text in ("", "null"):
+        return None
+    if _EXPONENT.match(text):
+        number = float(text)
+        if number.is_integer():
+            return str(int(number))
+    return text
+
+
+_EXPONENT = re.compile(r"^[+-]?[0-9]+(?:\.[0-9]*)?[eE][+-]?[0-9]+$")
+
+
 async def _upload(request: Request, state: ServiceState) -> tuple[bytes, dict[str, Any]]:
     """The uploaded file's bytes and the other parameters (form fields over the query string)."""
     limit = state.settings.max_upload_bytes
     # The RequestGuard has refused bodies over the limit plus the form's overhead, declared or
     # streamed; a file between the two is caught below.
-    async with request.form(max_files=1, max_fields=32, max_part_size=limit) as form:
+    async with request.form(max_files=1, max_fields=MAX_FORM_FIELDS, max_part_size=limit) as form:
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise HTTPProblem(422, [{"loc": ["body", "file"], "msg": "a multipart file field named 'file' is required", "type": "missing"}])
         data = await upload.read(limit + 1)
-        fields = {k: v for k, v in form.multi_items() if k != "file" and isinstance(v, str)}
+        fields = [(k, v) for k, v in form.multi_items() if k != "file" and isinstance(v, str)]
     if len(data) > limit:
         raise HTTPProblem(413, f"upload is over the limit of {limit:,} bytes (MAX_UPLOAD_BYTES)")
-    params: dict[str, Any] = {**dict(request.query_params), **fields}
-    if "video_ids" in params:  # a form or query string carries lists as "1,2" or repeated keys
-        ids = request.query_params.getlist("video_ids") or [params["video_ids"]]
-        params["video_ids"] = [part.strip() for item in ids for part in str(item).split(",") if part.strip()]
+    params: dict[str, Any] = {}
+    for source in (list(request.query_params.multi_items()), fields):  # form fields win
+        ids = [part.strip() for name, text in source if name == "video_ids" for part in (form_value(text) or "").split(",") if part.strip()]
+        if ids:  # repeated fields, or "1,2"
+            params["video_ids"] = ids
+        for name, text in source:
+            if name != "video_ids" and (value := form_value(text)) is not None:
+                params[name] = value
     return data, params
 
 

@@ -344,3 +344,43 @@ def _location(url: str, bucket: str, key: str, region: str | None, allow_empty_k
     if not key and not allow_empty_key:
         raise S3UrlError(f"empty key in {url!r}: expected a URL naming an object, e.g. s3://{bucket}/path/to/frame.jpg")
     return S3Location(bucket, key, region)
+
+
+# -- The forms the HTTP API accepts, as one regular expression -------------------------------------
+#
+# The search service's ``s3_url`` fields are validated against :data:`S3_URL_PATTERN` and its
+# OpenAPI schema states the same pattern, so a client (or a property-based tester) knows exactly
+# which strings are URLs here. It is a subset of what :func:`parse_allowed_s3_url` reads - the
+# canonical spellings: ``s3://bucket/key`` and the AWS virtual-hosted and path-style https forms,
+# pre-signed query strings included - and every string it matches passes that parser's syntax
+# checks (tested with strings generated from the pattern). It uses only what ECMA-262, Python's
+# ``re`` and Rust's ``regex`` (pydantic) read alike: classes, groups, alternation, bounded repeats.
+
+# A percent escape that decodes to neither '.', '/', '\\' (refused: see _ENCODED_TRICKS) nor a
+# control character (refused in keys).
+_ESCAPE = r"%(?:2[0-9A-Da-d]|[34689A-Fa-f][0-9A-Fa-f]|5[0-9ABD-Fabd-f]|7[0-9A-Ea-e])"
+# Python's str.strip() removes these from both ends of a URL: a key may not end in one.
+_WHITESPACE = "\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+_BUCKET_FORM = r"[A-Za-z0-9](?:[A-Za-z0-9_-]|\.[A-Za-z0-9_-]){1,126}[A-Za-z0-9]"  # no '..', 3-254 long
+_HOST_BUCKET_FORM = r"[a-z0-9](?:[a-z0-9-]|\.[a-z0-9-]){1,126}[a-z0-9]"  # host names are lower case
+_AWS_ENDPOINT_FORM = r"s3(?:[.-][a-z]{2}(?:-[a-z]+)+-[0-9]+)?\.amazonaws\.com"
+
+
+def _key_form(char: str, last: str) -> str:
+    """Keys of ``/``-separated segments, none empty, ``.`` or ``..``, the last ending in ``last``."""
+    segment = rf"\.*(?:{char}|{_ESCAPE})(?:{char}|{_ESCAPE}|\.)*"
+    return rf"(?:{segment}/)*(?:(?:{char}|{_ESCAPE}|\.)*{last})"
+
+
+# s3:// keys are literal: anything but controls, '\\', '%' outside an escape; not ending in space.
+_S3_KEY_FORM = _key_form(r"[^\x00-\x1f\x7f\\/%.]", rf"[^\x00-\x20\x7f\\/%.{_WHITESPACE}]")
+# http(s) paths: RFC 3986 path characters and escapes.
+_HTTP_KEY_FORM = _key_form(r"[A-Za-z0-9_~!$&'()*+,;=:@-]", r"[A-Za-z0-9_~!$&'()*+,;=:@-]")
+_QUERY_FORM = r"(?:[?#][^\x00-\x1f\x7f]*)?"
+
+S3_URL_PATTERN = (
+    rf"^(?:s3://{_BUCKET_FORM}/{_S3_KEY_FORM}"
+    rf"|https?://{_HOST_BUCKET_FORM}\.{_AWS_ENDPOINT_FORM}/{_HTTP_KEY_FORM}{_QUERY_FORM}"
+    rf"|https?://{_AWS_ENDPOINT_FORM}/{_BUCKET_FORM}/{_HTTP_KEY_FORM}{_QUERY_FORM})$"
+)
+S3_URL_MAX_LENGTH = 4_096

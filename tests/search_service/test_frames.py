@@ -135,7 +135,7 @@ def test_more_like_this_searches_by_an_indexed_frame(client: TestClient) -> None
     assert reranked["rerank_enabled"] and all(r["best_patch_box"] for r in reranked["results"])
     missing = client.post("/search/image", json={"image_id": "1:77"})
     assert missing.status_code == 404 and "1:77" in missing.json()["detail"]
-    both = client.post("/search/image", json={"image_id": "1:0", "s3_url": "s3://b/k.png"})
+    both = client.post("/search/image", json={"image_id": "1:0", "s3_url": "s3://bucket/k.png"})
     assert both.status_code == 422 and "exactly one" in str(both.json()["detail"])
 
 
