@@ -66,7 +66,7 @@ ERRORS = {
 
 def _problems(*codes: str, **texts: str) -> dict[str, Any]:
     """Error responses with the problem body: ``codes`` described as in :data:`ERRORS`, or by ``texts`` (``_404=...``)."""
-    out = {code: {"description": ERRORS[code]} for code in codes}
+    out: dict[str, dict[str, Any]] = {code: {"description": ERRORS[code]} for code in codes}
     out.update({name.lstrip("_"): {"description": text} for name, text in texts.items()})
     for response in out.values():
         response["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}

@@ -16,9 +16,10 @@ the document says exactly what the handlers accept.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic.config import JsonDict
 
 from resources.s3.urls import S3_URL_MAX_LENGTH, S3_URL_PATTERN
 from resources.vector_index.fusion import AGREEMENT_SHARE, DEFAULT_ALPHA
@@ -54,7 +55,7 @@ PATTERN_MESSAGES = {
 }
 
 
-def exactly_one(*names: str) -> dict[str, Any]:
+def exactly_one(*names: str) -> JsonDict:
     """JSON Schema: exactly one of the fields ``names`` is given and not null (see :func:`check_exactly_one`)."""
     return {"oneOf": [{"required": [name], "properties": {name: {"not": {"type": "null"}}}} for name in names]}
 
@@ -69,7 +70,7 @@ IMAGE_QUERY_FIELDS = ("s3_url", "image_id")
 HYBRID_IMAGE_FIELDS = ("image_s3_url", "image_id")
 HYBRID_WEIGHTS = ("text_weight", "image_weight")
 # JSON Schema: not both weights given as 0 (a weight left out is its default, 0.5).
-NOT_BOTH_WEIGHTS_ZERO = {"not": {"required": list(HYBRID_WEIGHTS), "properties": {name: {"const": 0} for name in HYBRID_WEIGHTS}}}
+NOT_BOTH_WEIGHTS_ZERO: JsonDict = {"not": {"required": list(HYBRID_WEIGHTS), "properties": {name: {"const": 0} for name in HYBRID_WEIGHTS}}}
 
 
 MAX_VIDEO_IDS = 10_000

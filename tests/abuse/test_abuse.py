@@ -330,7 +330,7 @@ BAD_REQUESTS: dict[str, Bad] = {
     "endpoint URL with CRLF": Bad("/search/image", {"s3_url": "{endpoint}/{bucket}/query.png\r\nX-Injected: 1"}, status=(400, 422)),
     "s3 URL with NUL": Bad("/search/image", {"s3_url": "s3://{bucket}/query.png\u0000"}, status=(400, 422)),
     "s3 URL without a key": Bad("/search/image", {"s3_url": "s3://{bucket}"}, status=(400, 422)),
-    "file:// URL": Bad("/search/image", {"s3_url": "file:///etc/passwd"}, status=(400,)),
+    "file:// URL": Bad("/search/image", {"s3_url": "file:///etc/passwd"}, status=(422,)),
     # uploads
     "upload without a boundary": Bad("/search/image/upload", content=b"--x\r\n\r\n", headers={"X-API-Key": API_KEY, "Content-Type": "multipart/form-data"}, status=(400,)),
     "upload that is not an image": Bad("/search/image/upload", files={"file": ("a.png", SECRET, "image/png")}, status=(400,)),
