@@ -13,10 +13,11 @@ import hmac
 from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -77,6 +78,15 @@ class APIKeyMiddleware:
 async def _problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPProblem)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (a malformed multipart body, an unknown path, a wrong method) with
+    the problem body every other error has, instead of Starlette's plain text."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code in (204, 304):  # no body allowed
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _bad_image(request: Request, exc: Exception) -> JSONResponse:
@@ -220,6 +230,7 @@ def create_app(
         middleware=[Middleware(MetricsMiddleware, metrics=metrics), Middleware(RequestGuard, max_upload_bytes=settings.max_upload_bytes, limits=limits), Middleware(APIKeyMiddleware, api_key=settings.api_key)],
         exception_handlers={
             HTTPProblem: _problem,
+            HTTPException: _http_exception,
             ImageDecodeError: _bad_image,
             QueryImageError: _query_image,
             IndexNotReady: _index_down,

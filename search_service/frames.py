@@ -142,7 +142,9 @@ def render_jpeg(image: Image.Image, size: int | None, box: tuple[int, int, int, 
         x, y, w, h = (v * scale for v in box)
         width = max(2, round(max(image.size) / 160))
         draw = ImageDraw.Draw(image)
-        draw.rectangle((x, y, x + w - 1, y + h - 1), outline=(255, 196, 0), width=width)
+        # Scaled down, a box can be thinner than a pixel: keep its far corner at or after its near one
+        # (PIL refuses the rectangle otherwise). Parts outside the image are clipped by PIL.
+        draw.rectangle((x, y, max(x, x + w - 1), max(y, y + h - 1)), outline=(255, 196, 0), width=width)
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()

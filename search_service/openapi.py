@@ -86,9 +86,9 @@ def _search(summary: str, body: dict[str, Any], errors: dict[str, Any]) -> dict[
 
 
 def _upload_body(schema: dict[str, Any]) -> dict[str, Any]:
-    """A multipart form: the file part and the model's fields (the model's own rules, ``not`` included)."""
+    """A multipart form: the file part and the model's fields (the model's own rules included)."""
     fields = copy.deepcopy(schema)
-    fields["properties"] = {"file": {"type": "string", "format": "binary", "description": "the query image"}, **fields["properties"]}
+    fields["properties"] = {"file": {"type": "string", "contentMediaType": "application/octet-stream", "description": "the query image"}, **fields["properties"]}
     fields["required"] = ["file", *fields.get("required", [])]
     return {"required": True, "content": {"multipart/form-data": {"schema": fields, "encoding": {"file": {"contentType": IMAGE_MEDIA_TYPES}}}}}
 

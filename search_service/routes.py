@@ -71,8 +71,9 @@ MAX_FORM_FIELDS = MAX_VIDEO_IDS + 32
 
 
 def form_value(text: str) -> str | None:
-    """A form field's text as the JSON routes would read it: empty or ``null`` is a field left out,
-    and an integral number in exponent form (``1e+16``, as clients print large floats) its digits."""
+    """A form field's text as the JSON routes would read it: empty or ``null`` is JSON's null (a
+    nullable field left out; any other field refuses it with 422, as a JSON body's null is), and an
+    integral number in exponent form (``1e+16``, as clients print large floats) its digits."""
     if text in ("", "null"):
         return None
     if _EXPONENT.match(text):
@@ -100,12 +101,14 @@ async def _upload(request: Request, state: ServiceState) -> tuple[bytes, dict[st
         raise HTTPProblem(413, f"upload is over the limit of {limit:,} bytes (MAX_UPLOAD_BYTES)")
     params: dict[str, Any] = {}
     for source in (list(request.query_params.multi_items()), fields):  # form fields win
-        ids = [part.strip() for name, text in source if name == "video_ids" for part in (form_value(text) or "").split(",") if part.strip()]
-        if ids:  # repeated fields, or "1,2"
-            params["video_ids"] = ids
-        for name, text in source:
-            if name != "video_ids" and (value := form_value(text)) is not None:
-                params[name] = value
+        ids = [text for name, text in source if name == "video_ids"]
+        if len(ids) == 1 and form_value(ids[0]) is None:
+            params["video_ids"] = None
+        elif ids:  # repeated fields, or "1,2"
+            params["video_ids"] = [part.strip() for text in ids for part in text.split(",") if part.strip()]
+        for name, text in source:  # a repeated field: the last one wins, as in a JSON object
+            if name != "video_ids":
+                params[name] = form_value(text)
     return data, params
 
 

@@ -9,6 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 from PIL import Image
@@ -335,6 +336,54 @@ def test_integral_numbers_are_integers(client: TestClient) -> None:
     assert body["total"] <= 3 and {r["video_id"] for r in body["results"]} <= {1}
     assert client.post("/search/text", json={"query": "x", "top_k": 3.5}).status_code == 422
     assert client.post("/search/text", json={"query": "x", "top_k": 101.0}).status_code == 422
+
+
+def test_multipart_null_and_empty_values_read_as_the_json_routes_do(client: TestClient, library: dict) -> None:
+    """Issue 27: an empty or "null" form value is JSON's null - a nullable field left out, any other
+    field refused, as the JSON routes do (multipart refused "null" for nullable fields); a repeated
+    field's last value wins."""
+    files = {"file": ("corner.png", library["query"], "image/png")}
+
+    def upload(fields: dict[str, str | list[str]]):  # noqa: ANN202 - an httpx response
+        return client.post("/search/image/upload", files=files, data=fields)
+
+    defaults = upload({}).json()
+    for blank in ("null", ""):
+        assert upload({"video_ids": blank, "frame_id_min": blank, "timestamp_max_ms": blank}).json()["results"] == defaults["results"]
+        refused = upload({"top_k": blank})
+        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"][-1] == "top_k", refused.text
+    assert upload({"top_k": ["50", "2"]}).json()["total"] == 2  # repeated: the last one
+    doc = client.get("/openapi.json").json()
+    form = doc["paths"]["/search/image/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    validator = jsonschema.Draft202012Validator(form)
+    for fields, valid in ((dict(video_ids=None, frame_id_min=None), True), (dict(top_k=None), False), (dict(top_k=2.0), True)):
+        assert validator.is_valid({"file": "x", **fields}) is valid, fields
+
+
+@pytest.mark.parametrize(("weights", "status"), [({}, 200), ({"text_weight": 0}, 200), ({"text_weight": 0, "image_weight": 0}, 422),
+                                                 ({"image_weight": 0.0, "text_weight": 0.0}, 422), ({"text_weight": 0, "image_weight": 0.1}, 200)])
+def test_the_schema_and_the_handler_agree_on_hybrid_weights(client: TestClient, weights: dict, status: int) -> None:
+    """The rule across two fields is published in the schema (anyOf) and enforced by the model: both
+    judge every case alike."""
+    doc = client.get("/openapi.json").json()
+    schema = {"$ref": "#/components/schemas/HybridSearch", "components": doc["components"]}
+    body = {"text_query": "a red circle", "image_id": "1:0", **weights}
+    valid = jsonschema.Draft202012Validator(schema).is_valid(body)
+    response = client.post("/search/hybrid", json=body)
+    assert response.status_code == status, response.text
+    assert valid is (status == 200)
+
+
+def test_starlettes_own_refusals_have_the_problem_body(client: TestClient) -> None:
+    """A malformed multipart body, an unknown path and a wrong method answer JSON {"detail": ...}
+    like every other error (they were Starlette's text/plain: issue 27's fuzzer, ST105)."""
+    broken = client.post("/search/image/upload", content=b"--b\r\n\xae|L--b--\r\n", headers={"Content-Type": "multipart/form-data; boundary=b"})
+    missing = client.get("/no/such/path")
+    wrong = client.get("/search/text")
+    for response, status in ((broken, 400), (missing, 404), (wrong, 405)):
+        assert response.status_code == status and response.headers["content-type"] == "application/json", response.text
+        assert isinstance(response.json()["detail"], str)
+    assert wrong.headers["allow"] == "POST"
 
 
 def test_an_inverted_range_matches_nothing(client: TestClient) -> None:

@@ -45,6 +45,13 @@ def test_a_frame_is_served_scaled_and_with_its_box(client: TestClient, library: 
     assert np.abs(boxed[180, 200] - original[180, 200]).max() < 40  # inside the box: untouched
 
 
+@pytest.mark.parametrize("box", ["160,2,1,6703", "0,4488,701598,1", "5,5,1,1", "9999,9999,3,3"])
+def test_any_box_the_schema_allows_is_drawn_on_a_scaled_frame(client: TestClient, box: str) -> None:  # noqa: F811
+    """A box thinner than a pixel once scaled, or outside the frame, still renders (it was a 500:
+    PIL refuses a rectangle whose far corner lies before its near one)."""
+    assert jpeg(client.get("/frames/1:0", params={"box": box, "size": 16})).size == (16, 12)
+
+
 def test_caching_etag_304_and_immutable_only_for_the_current_version(client: TestClient) -> None:  # noqa: F811
     result = client.post("/search/text", json={"query": "x", "top_k": 3}).json()["results"][0]
     url = result["thumbnail_url"]
