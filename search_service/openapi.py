@@ -32,8 +32,10 @@ from search_service.schemas import (
     UploadSearch,
 )
 
-# The media types an upload's file part is read as (what Pillow opens; any other bytes are a 400).
-IMAGE_MEDIA_TYPES = "image/png, image/jpeg, image/gif, image/webp, image/bmp, image/tiff"
+# The image formats an upload's file part is read as (what Pillow opens; any other bytes are a 400).
+# The part's own Content-Type is not consulted, so the document names the formats in words rather
+# than as the part's `encoding.contentType`.
+IMAGE_FORMATS = "PNG, JPEG, GIF, WebP, BMP or TIFF"
 
 PROBLEM = {
     "type": "object",
@@ -88,9 +90,11 @@ def _search(summary: str, body: dict[str, Any], errors: dict[str, Any]) -> dict[
 def _upload_body(schema: dict[str, Any]) -> dict[str, Any]:
     """A multipart form: the file part and the model's fields (the model's own rules included)."""
     fields = copy.deepcopy(schema)
-    fields["properties"] = {"file": {"type": "string", "contentMediaType": "application/octet-stream", "description": "the query image"}, **fields["properties"]}
+    # OpenAPI 3.1 spells a file part as contentMediaType (format: binary is 3.0's spelling).
+    file = {"type": "string", "contentMediaType": "application/octet-stream", "description": f"the query image: {IMAGE_FORMATS} bytes"}
+    fields["properties"] = {"file": file, **fields["properties"]}
     fields["required"] = ["file", *fields.get("required", [])]
-    return {"required": True, "content": {"multipart/form-data": {"schema": fields, "encoding": {"file": {"contentType": IMAGE_MEDIA_TYPES}}}}}
+    return {"required": True, "content": {"multipart/form-data": {"schema": fields}}}
 
 
 def _ingest(summary: str, model: type[BaseModel]) -> dict[str, Any]:
