@@ -1,7 +1,9 @@
 """What starts runs: a sensor for new or changed videos and a schedule that reconciles.
 
 * ``video_sensor`` (``pipelines/sensor.py``) requests a run for each new or changed video, never
-  for one whose checkpoint already matches its files.
+  for one whose checkpoint already matches its files: a full listing of the source each tick.
+* ``video_event_sensor`` (``pipelines/event_sensor.py``) requests runs for the videos the frame
+  bucket's S3 events name, listing only those; with it, ``video_sensor`` is the reconcile path.
 * ``reconcile_schedule`` runs nightly: it requests runs for partitions with no checkpoint, for
   stale ones - checkpoints made by another model or other patch settings than configured now -
   and for checkpoints behind the video's stored frame manifest. The last catch runs that failed
@@ -16,6 +18,7 @@ import dagster as dg
 
 from assets.video_steps import stored_manifest
 from assets.videos import VIDEOS_PARTITIONS, run_config_for
+from pipelines.event_sensor import video_event_sensor
 from pipelines.jobs import video_pipeline
 from pipelines.sensor import video_sensor
 from resources.checkpoints.store import published_key
@@ -80,4 +83,4 @@ def reconcile_schedule(
     return requests
 
 
-__all__ = ["reconcile_schedule", "video_pipeline", "video_sensor"]  # what definitions.py wires
+__all__ = ["reconcile_schedule", "video_event_sensor", "video_pipeline", "video_sensor"]  # what definitions.py wires

@@ -9,7 +9,7 @@ OPENCLIP_*, QDRANT_*, S3_* ...); the resource pages show the values in use, secr
 import dagster as dg
 
 from assets.videos import ASSETS
-from pipelines.automation import reconcile_schedule, video_pipeline, video_sensor
+from pipelines.automation import reconcile_schedule, video_event_sensor, video_pipeline, video_sensor
 from pipelines.generations import switch_generation
 from resources.dagster_resources import pipeline_resources_from_env
 
@@ -17,7 +17,7 @@ defs = dg.Definitions(
     assets=ASSETS,
     executor=dg.in_process_executor,
     jobs=[video_pipeline, switch_generation],
-    sensors=[video_sensor],
+    sensors=[video_sensor, video_event_sensor],
     schedules=[reconcile_schedule],
     resources=pipeline_resources_from_env(),
 )

@@ -109,16 +109,15 @@ def video_sensor(context: dg.SensorEvaluationContext, frames: FrameSourceResourc
         if previous == listing.signature:
             decided[listing.video_id] = previous
             continue
-        if previous is None:  # not seen by this sensor yet: compare with its checkpoint
-            if time.monotonic() > deadline:
-                left += 1  # not in the cursor: checked on a later tick
-                continue
-            if published is None:
-                published = set(checkpoints.published())  # one listing of the store
-            reason = why_run(listing, checkpoints, published, source, patch_config, store.chunk_frames)
-            checked += 1
-        else:
-            reason = "files changed since the last tick"
+        if time.monotonic() > deadline:
+            left += 1  # not in the cursor (or with its old signature): checked on a later tick
+            continue
+        # Not seen by this sensor yet, or changed since: compare with its checkpoint, which a run
+        # requested by video_event_sensor may already have brought up to date.
+        if published is None:
+            published = set(checkpoints.published())  # one listing of the store
+        reason = why_run(listing, checkpoints, published, source, patch_config, store.chunk_frames)
+        checked += 1
         decided[listing.video_id] = listing.signature
         if reason is not None:
             requests.append(dg.RunRequest(

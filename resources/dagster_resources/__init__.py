@@ -1,7 +1,8 @@
 """The Dagster resources: each owns one external system's client for the pipeline's runs.
 
 - ``encoder`` - :class:`EncoderResource`, the OpenCLIP encoder, loaded once per run process;
-- ``stores`` - :class:`FrameSourceResource` (S3 or a local folder), :class:`CheckpointStoreResource`,
+- ``stores`` - :class:`FrameSourceResource` (S3 or a local folder), :class:`FrameEventsResource`
+  (the bucket's event queue), :class:`CheckpointStoreResource`,
   :class:`IndexResource` and :class:`FramesS3Resource` (dagster-aws's S3 resource with timeouts);
 - ``from_env`` - :func:`pipeline_resources_from_env`, the code location's resources filled in from
   the environment.
@@ -13,6 +14,7 @@ from resources.dagster_resources.encoder import EncoderResource
 from resources.dagster_resources.from_env import pipeline_resources_from_env
 from resources.dagster_resources.stores import (
     CheckpointStoreResource,
+    FrameEventsResource,
     FrameSourceResource,
     FramesS3Resource,
     IndexResource,
@@ -22,6 +24,7 @@ from resources.dagster_resources.stores import (
 __all__ = [
     "CheckpointStoreResource",
     "EncoderResource",
+    "FrameEventsResource",
     "FrameSourceResource",
     "FramesS3Resource",
     "IndexResource",

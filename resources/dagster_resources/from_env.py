@@ -6,7 +6,13 @@ import dagster as dg
 
 from resources.checkpoints.video_embedding import DEFAULT_CHUNK_FRAMES
 from resources.dagster_resources.encoder import EncoderResource
-from resources.dagster_resources.stores import CheckpointStoreResource, FrameSourceResource, IndexResource, s3_resource_from_env
+from resources.dagster_resources.stores import (
+    CheckpointStoreResource,
+    FrameEventsResource,
+    FrameSourceResource,
+    IndexResource,
+    s3_resource_from_env,
+)
 from resources.generations.records import BASE, index_generation_from_env
 from resources.generations.switch import folder_of
 from resources.settings import SettingsError, encoder_config_from_env, index_settings_from_env
@@ -25,7 +31,7 @@ def pipeline_resources_from_env() -> dict[str, dg.ConfigurableResource]:
     FRAMES_ROOT (default the sample library ``var/samples/videos``), FRAMES_FPS, CHECKPOINT_DIR,
     CHECKPOINT_CHUNK_FRAMES, OPENCLIP_* / BATCH_SIZE / GLOBAL_RESIZE_MODE / PATCH_CROP_METHOD,
     OFFLINE_MODEL_DIR, QDRANT_URL / QDRANT_PATH / QDRANT_COLLECTION / QDRANT_API_KEY, INDEX_GENERATION, AWS_REGION /
-    S3_ENDPOINT_URL / S3_TIMEOUT_SECONDS / S3_MAX_ATTEMPTS.
+    S3_ENDPOINT_URL / S3_TIMEOUT_SECONDS / S3_MAX_ATTEMPTS, FRAMES_EVENTS_QUEUE_URL.
     """
     encoder, index = encoder_config_from_env(), index_settings_from_env()
     # INDEX_GENERATION: the generation this deployment's runs fill (resources.generations): its own
@@ -45,6 +51,9 @@ def pipeline_resources_from_env() -> dict[str, dg.ConfigurableResource]:
             fps=float(os.environ.get("FRAMES_FPS") or 1.0),
             s3=s3_resource_from_env(),
         ),
+        # FRAMES_EVENTS_QUEUE_URL: the SQS queue of the frame bucket's S3 event notifications,
+        # which video_event_sensor reads (SQS on S3_ENDPOINT_URL where that is set).
+        "frame_events": FrameEventsResource(queue_url=os.environ.get("FRAMES_EVENTS_QUEUE_URL") or None, s3=s3_resource_from_env()),
         "store": CheckpointStoreResource(
             root=checkpoint_root,
             chunk_frames=int(os.environ.get("CHECKPOINT_CHUNK_FRAMES") or DEFAULT_CHUNK_FRAMES),

@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
+from resources.change_feeds import SqsChangeFeed
 from resources.checkpoints.store import CheckpointStore
 from resources.checkpoints.video_embedding import DEFAULT_CHUNK_FRAMES
 from resources.frame_sources import FrameSource, LocalFolderSource, S3FrameSource
@@ -64,6 +65,21 @@ class FrameSourceResource(dg.ConfigurableResource):
                 endpoint_url=self.s3.endpoint_url, http_timeout_s=self.s3.timeout_seconds,
             )
         return LocalFolderSource(Path(self.root), fps=self.fps, max_bytes=self.max_frame_bytes)
+
+
+class FrameEventsResource(dg.ConfigurableResource):
+    """The SQS queue that the frame bucket's event notifications go to (``s3:ObjectCreated:*`` and
+    ``s3:ObjectRemoved:*`` of the library's keys); ``queue_url`` None: no change feed (the sensor
+    that reads it skips, and the full listing is the only trigger)."""
+
+    queue_url: str | None = None
+    s3: FramesS3Resource
+
+    def feed(self, source: FrameSource) -> SqsChangeFeed | None:
+        """The feed of ``source``'s videos; None without a queue or for a source not on S3."""
+        if not self.queue_url or not isinstance(source, S3FrameSource):
+            return None
+        return SqsChangeFeed(make_s3_client(self.s3.settings(), "sqs"), self.queue_url, source.bucket, source.prefix)
 
 
 class CheckpointStoreResource(dg.ConfigurableResource):

@@ -104,6 +104,11 @@ class FrameSource(ABC):
         :class:`FrameReadError` when it cannot be opened. Sources that hold video files implement it."""
         raise FrameReadError(url, f"{type(self).__name__} does not read video files")
 
+    def listing(self, video_id: int) -> VideoListing | None:
+        """One video's listing, as :meth:`list_videos` has it (the same signature); None when the
+        video holds no file. Sources override it to list that video alone."""
+        return next((listing for listing in self.list_videos() if listing.video_id == video_id), None)
+
     def video_ids(self) -> list[int]:
         """The video_ids under the root, sorted; cheaper than :meth:`list_videos` where it can be."""
         return [listing.video_id for listing in self.list_videos()]

@@ -89,6 +89,17 @@ class S3FrameSource(FrameSource):
         return sorted(_unique_ids(names, self._root_uri(), lambda name: name))
 
     def list_videos(self) -> list[VideoListing]:
+        return self._listings(self.prefix)
+
+    def listing(self, video_id: int) -> VideoListing | None:
+        found = self._listings(f"{self.prefix}{video_id}/")
+        if not found:  # a zero-padded folder ("0007") is video 7 too: only those start with "0"
+            padded = [p for p in self._common_prefixes(self.prefix + "0") if _video_id(p[len(self.prefix):].rstrip("/")) == video_id]
+            found = [listing for folder in padded for listing in self._listings(folder)]
+        return next((listing for listing in found if listing.video_id == video_id), None)
+
+    def _listings(self, under: str) -> list[VideoListing]:
+        """The listings of the videos whose keys start with ``under`` (the root, or one video's folder)."""
         # One recursive listing: S3 returns keys in order, so each video's keys arrive together and
         # its digest is finished when the next video starts (memory: one video's keys at a time).
         listings: list[VideoListing] = []
@@ -96,7 +107,7 @@ class S3FrameSource(FrameSource):
         finished: set[str] = set()
         current: str | None = None
         lines: list[str] = []
-        for obj in self._objects(self.prefix, delimiter=False):
+        for obj in self._objects(under, delimiter=False):
             name, slash, inner = obj["Key"][len(self.prefix):].partition("/")
             video_id = _video_id(name) if slash else None
             if video_id is None:

@@ -48,8 +48,9 @@ def s3_settings_from_env(env: Mapping[str, str] | None = None) -> S3Settings:
     )
 
 
-def make_s3_client(settings: S3Settings) -> Any:
-    """A boto3 S3 client for ``settings``."""
+def make_s3_client(settings: S3Settings, service: str = "s3") -> Any:
+    """A boto3 client for ``settings``: S3, or another AWS service on the same account and endpoint
+    (``"sqs"`` for the bucket's event queue; moto and LocalStack serve both on one endpoint)."""
     config = Config(
         connect_timeout=settings.timeout_s,
         read_timeout=settings.timeout_s,
@@ -57,7 +58,7 @@ def make_s3_client(settings: S3Settings) -> Any:
     )
     session = boto3.session.Session(profile_name=settings.profile_name)
     return session.client(
-        "s3",
+        service,
         region_name=settings.region,
         endpoint_url=settings.endpoint_url,
         use_ssl=settings.use_ssl,
