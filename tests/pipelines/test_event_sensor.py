@@ -14,6 +14,7 @@ import dagster as dg
 import pytest
 
 from assets.videos import VIDEOS_PARTITIONS
+from pipelines import event_sensor
 from pipelines.event_sensor import video_event_sensor
 from pipelines.sensor import video_sensor
 from resources.change_feeds import S3ObjectChange, object_changes, video_of_key
@@ -59,6 +60,7 @@ class Library:
         self.store = CheckpointStoreResource(root=str(tmp_path / "checkpoints"))
         self.instance = dg.DagsterInstance.ephemeral()
         self.reconcile_cursor: str | None = None
+        self.event_cursor: str | None = None
 
     def notify(self) -> None:
         arn = self.sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -70,9 +72,11 @@ class Library:
             self.s3.put_object(Bucket=self.bucket, Key=f"videos/{video_id}/frame_{f:04d}.png", Body=PNG)
 
     def event_tick(self) -> dg.SensorResult:
-        with dg.build_sensor_context(instance=self.instance, resources={"frames": self.frames, "frame_events": self.events}) as context:
+        with dg.build_sensor_context(instance=self.instance, cursor=self.event_cursor, resources={"frames": self.frames, "frame_events": self.events}) as context:
             result = video_event_sensor(context)
         self._apply(result)
+        if result.cursor is not None:
+            self.event_cursor = result.cursor
         return result
 
     def reconcile_tick(self) -> dg.SensorResult:
@@ -116,7 +120,21 @@ def test_a_tick_over_a_library_with_one_new_video_requests_exactly_one_run(libra
     assert request.run_key == f"video-4-{listing.signature}"  # the key the full listing gives it too
     assert library.instance.has_dynamic_partition(VIDEOS_PARTITIONS, "4")
     assert library.queued() == 0 and not library.event_tick().run_requests  # read once, deleted
-    assert tick.cursor is None  # nothing kept that grows with the library
+    assert tick.cursor is None  # nothing kept: the cursor holds only a backlog, never the library
+
+
+def test_videos_not_listed_within_the_budget_wait_in_the_cursor(library: Library, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst larger than a tick's listing budget is requested over several ticks, none lost."""
+    library.event_tick()
+    for video_id in range(10, 22):
+        library.add_video(video_id, frames=1)
+    monkeypatch.setattr(event_sensor, "LISTING_BUDGET_S", 0.0)  # no time to list: all wait
+    waited = library.event_tick()
+    assert not waited.run_requests and "12 left for the next tick" in waited.skip_reason.skip_message
+    assert json.loads(waited.cursor) == {"pending": list(range(10, 22))} and library.queued() == 0
+    monkeypatch.setattr(event_sensor, "LISTING_BUDGET_S", 30.0)
+    assert requested(library.event_tick()) == [str(v) for v in range(10, 22)]
+    assert json.loads(library.event_cursor) == {"pending": []}
 
 
 def test_changed_and_deleted_files_request_the_video_again(library: Library) -> None:
