@@ -44,6 +44,24 @@ def test_event_bodies_read_into_object_changes() -> None:
     assert [video_of_key(k, "videos/") for k in ("videos/7/a.png", "videos/0007/a.png", "videos/7", "other/7/a.png", "videos/x/a.png", "videos/7/_ingest/b.json")] == [7, 7, None, None, None, 7]
 
 
+def test_one_videos_listing_has_the_full_listings_signature(moto_s3_endpoint: str, s3_client: Any, tmp_path: Path) -> None:
+    """The event path lists one video; its signature must be the one the full listing gives (the
+    run keys of both paths agree), for plain and zero-padded folders, on S3 and local folders."""
+    bucket = f"listing-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=bucket)
+    for key in ("videos/7/frame_0000.png", "videos/7/frame_0001.png", "videos/70/frame_0000.png", "videos/0012/frame_0000.png"):
+        s3_client.put_object(Bucket=bucket, Key=key, Body=PNG)
+        (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / key).write_bytes(PNG)
+    from resources.frame_sources import LocalFolderSource
+
+    for source in (S3FrameSource(s3_client, f"s3://{bucket}/videos/"), LocalFolderSource(tmp_path / "videos")):
+        full = {listing.video_id: listing for listing in source.list_videos()}
+        assert sorted(full) == [7, 12, 70]
+        assert all(source.listing(video_id) == listing for video_id, listing in full.items()), source
+        assert source.listing(8) is None
+
+
 class Library:
     """A bucket of videos whose S3 events go to an SQS queue, and the two sensors over it, ticked
     as the daemon ticks them (partition requests applied to the instance)."""
