@@ -111,18 +111,19 @@ def main(argv: list[str] | None = None) -> int:
                 burst = range(args.videos + 2, args.videos + 2 + args.burst)
                 with ThreadPoolExecutor(8) as pool:
                     _, results["burst_put_s"] = timed(lambda: list(pool.map(lambda v: put(v, 1), burst)))
-                ticks, requested, started = [], set(), time.perf_counter()
+                ticks, requested, started, cursor_bytes = [], set(), time.perf_counter(), 0
                 while len(requested) < args.burst and len(ticks) < 200:
                     result, seconds = timed(event_tick)
                     ticks.append(seconds)
                     requested |= {r.partition_key for r in result.run_requests or []}
+                    cursor_bytes = max(cursor_bytes, len(cursor or ""))
                     print(f"burst tick {len(ticks)}: {seconds:.2f} s, {len(requested)} of {args.burst} requested", flush=True)
                 results["event_ticks_burst_s"] = ticks
                 results["event_tick_burst_max_s"] = max(ticks)
                 results["event_burst_ticks"] = len(ticks)
                 results["event_burst_all_requested"] = len(requested) == args.burst
                 results["event_burst_sensor_work_s"] = round(time.perf_counter() - started, 2)
-                results["event_cursor_bytes_max"] = len(cursor or "")
+                results["event_cursor_bytes_max"] = cursor_bytes
                 print(results, flush=True)
 
                 if not args.no_listing:
