@@ -1,13 +1,16 @@
-"""``video_event_sensor``: runs the pipeline for the videos the frame bucket says changed.
+"""``video_event_sensor``: runs the pipeline for the videos the source says changed.
 
-Each tick reads the SQS queue that the bucket's S3 event notifications go to
-(``FRAMES_EVENTS_QUEUE_URL``; see :mod:`resources.change_feeds`), lists only the videos those
-events touch, registers the new ones as partitions and requests a run for each, then deletes the
-messages it read. What a tick costs follows what changed, not the library: with nothing in the
-queue it is one empty ReceiveMessage, whatever the number of videos. Its cursor holds only the
-videos it read events for but had no time left to list (a backlog, empty in steady state).
+Each tick asks the source's change feed (:mod:`resources.change_feeds`) which videos changed: for
+S3, the SQS queue that the bucket's event notifications go to (``FRAMES_EVENTS_QUEUE_URL``); for a
+local folder, the directories modified since the last tick. It lists only those videos, registers
+the new ones as partitions and requests a run for each, then deletes the messages it read. What a
+tick costs follows what changed, not the library: with nothing in the queue it is one empty
+ReceiveMessage, whatever the number of videos (a folder: one scan of the root's directory times).
+Its cursor holds only the videos it had no time left to list (a backlog, empty in steady state)
+and, for a folder, when its last look began. Its first tick over a folder starts from then: the
+library as it was is ``video_sensor``'s to take in.
 
-Delivery is at least once and out of order:
+S3 delivers events at least once and out of order:
 
 * a repeated event lists the video again and requests the same run key (``video-<id>-<signature>``,
   as :mod:`pipelines.sensor` uses), which Dagster skips;
@@ -39,12 +42,14 @@ LISTING_BUDGET_S = 4.0
 LISTING_WORKERS = 8  # one LIST per video; S3 answers them in parallel
 
 
-def decode_pending(cursor: str | None) -> set[int]:
-    """The videos an earlier tick read events for but had no time to list."""
+def decode_cursor(cursor: str | None) -> tuple[set[int], int | None]:
+    """The videos an earlier tick read changes for but had no time to list, and where a folder
+    feed's last look ended."""
     try:
-        return {int(v) for v in json.loads(cursor)["pending"]} if cursor else set()
-    except (ValueError, KeyError, TypeError):
-        return set()  # an unreadable cursor: the reconcile finds what it held
+        state = json.loads(cursor) if cursor else {}
+        return {int(v) for v in state.get("pending", [])}, (int(state["since"]) if state.get("since") is not None else None)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return set(), None  # an unreadable cursor: the reconcile finds what it held
 
 
 def list_within(source: FrameSource, video_ids: list[int], budget_s: float) -> tuple[dict[int, VideoListing | None], list[int]]:
@@ -69,19 +74,19 @@ def list_within(source: FrameSource, video_ids: list[int], budget_s: float) -> t
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.STOPPED,
     description=(
-        "Every 15 s: reads the frame bucket's S3 event queue (FRAMES_EVENTS_QUEUE_URL) and requests "
-        "a video_pipeline run for each video an event touched; video_sensor's full listing stays the "
-        "reconcile path for lost events."
+        "Every 15 s: asks the source which videos changed - the frame bucket's S3 event queue "
+        "(FRAMES_EVENTS_QUEUE_URL), or a local folder's directory times - and requests a video_pipeline "
+        "run for each; video_sensor's full listing stays the reconcile path."
     ),
 )
 def video_event_sensor(context: dg.SensorEvaluationContext, frames: FrameSourceResource, frame_events: FrameEventsResource) -> dg.SensorResult:
     source = frames.source()
-    feed = frame_events.feed(source)
+    backlog, since_ns = decode_cursor(context.cursor)
+    feed = frame_events.feed(source, since_ns)
     if feed is None:
         return dg.SensorResult(skip_reason=dg.SkipReason(
             "no change feed: set FRAMES_EVENTS_QUEUE_URL to the SQS queue of the frame bucket's S3 event "
-            "notifications (FRAMES_ROOT on s3://); video_sensor lists the library meanwhile"))
-    backlog = decode_pending(context.cursor)
+            "notifications; video_sensor lists the library meanwhile"))
     batch = feed.poll(budget_s=POLL_BUDGET_S)
     listed, left = list_within(source, sorted(backlog | batch.video_ids), LISTING_BUDGET_S)
     requests, new_keys, gone = [], [], 0
@@ -112,5 +117,5 @@ def video_event_sensor(context: dg.SensorEvaluationContext, frames: FrameSourceR
         run_requests=requests or None,
         skip_reason=None if requests else dg.SkipReason(summary),
         dynamic_partitions_requests=[videos_partitions.build_add_request(new_keys)] if new_keys else [],
-        cursor=json.dumps({"pending": left}) if left or backlog else None,
+        cursor=json.dumps({"pending": left, "since": batch.resume}) if left or backlog or batch.resume is not None else None,
     )

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
+from resources.change_feeds.batch import ChangeBatch
 from resources.change_feeds.s3_events import object_changes, video_of_key
 
 RECEIVE_BATCH = 10  # SQS's most messages per ReceiveMessage and per DeleteMessageBatch
-
-
-@dataclass
-class ChangeBatch:
-    """What one poll read: the videos touched, and the messages to delete once they are handled."""
-
-    video_ids: set[int] = field(default_factory=set)
-    receipts: list[str] = field(default_factory=list)
-    messages: int = 0
-    unreadable: int = 0  # bodies that were no S3 event we can read: left to the reconcile
-    elsewhere: int = 0  # changes outside this library (another bucket or prefix)
 
 
 class SqsChangeFeed:

@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from resources.change_feeds import SqsChangeFeed
+from resources.change_feeds import ChangeFeed, FolderChangeFeed, SqsChangeFeed
 from resources.checkpoints.store import CheckpointStore
 from resources.checkpoints.video_embedding import DEFAULT_CHUNK_FRAMES
 from resources.frame_sources import FrameSource, LocalFolderSource, S3FrameSource
@@ -68,15 +68,19 @@ class FrameSourceResource(dg.ConfigurableResource):
 
 
 class FrameEventsResource(dg.ConfigurableResource):
-    """The SQS queue that the frame bucket's event notifications go to (``s3:ObjectCreated:*`` and
-    ``s3:ObjectRemoved:*`` of the library's keys); ``queue_url`` None: no change feed (the sensor
-    that reads it skips, and the full listing is the only trigger)."""
+    """What tells the pipeline which videos changed without listing the library: for an S3 source,
+    the SQS queue its bucket's event notifications go to (``s3:ObjectCreated:*`` and
+    ``s3:ObjectRemoved:*``; ``queue_url`` None: no feed, the full listing is the only trigger); for
+    a local folder, its directories' modification times (no setting)."""
 
     queue_url: str | None = None
     s3: FramesS3Resource
 
-    def feed(self, source: FrameSource) -> SqsChangeFeed | None:
-        """The feed of ``source``'s videos; None without a queue or for a source not on S3."""
+    def feed(self, source: FrameSource, since_ns: int | None = None) -> ChangeFeed | None:
+        """The change feed of ``source`` (``since_ns``: where a folder feed's last look ended);
+        None for an S3 source without a queue."""
+        if isinstance(source, LocalFolderSource):
+            return FolderChangeFeed(source.root, since_ns)
         if not self.queue_url or not isinstance(source, S3FrameSource):
             return None
         return SqsChangeFeed(make_s3_client(self.s3.settings(), "sqs"), self.queue_url, source.bucket, source.prefix)

@@ -66,6 +66,12 @@ class LocalFolderSource(FrameSource):
     def list_videos(self) -> list[VideoListing]:
         return [VideoListing(video_id, _local_signature(folder, self.sampling)) for video_id, folder in sorted(self._folders().items())]
 
+    def listing(self, video_id: int) -> VideoListing | None:
+        try:
+            return VideoListing(video_id, _local_signature(self._folder(video_id), self.sampling))
+        except VideoNotFound:
+            return None
+
     def manifest(self, video_id: int) -> list[FrameRef]:
         folder = self._folder(video_id)
         try:

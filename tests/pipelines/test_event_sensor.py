@@ -5,6 +5,8 @@ listing as the reconcile path for lost events."""
 from __future__ import annotations
 
 import json
+import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -149,10 +151,10 @@ def test_videos_not_listed_within_the_budget_wait_in_the_cursor(library: Library
     monkeypatch.setattr(event_sensor, "LISTING_BUDGET_S", 0.0)  # no time to list: all wait
     waited = library.event_tick()
     assert not waited.run_requests and "12 left for the next tick" in waited.skip_reason.skip_message
-    assert json.loads(waited.cursor) == {"pending": list(range(10, 22))} and library.queued() == 0
+    assert json.loads(waited.cursor)["pending"] == list(range(10, 22)) and library.queued() == 0
     monkeypatch.setattr(event_sensor, "LISTING_BUDGET_S", 30.0)
     assert requested(library.event_tick()) == [str(v) for v in range(10, 22)]
-    assert json.loads(library.event_cursor) == {"pending": []}
+    assert json.loads(library.event_cursor)["pending"] == []
 
 
 def test_changed_and_deleted_files_request_the_video_again(library: Library) -> None:
@@ -193,8 +195,45 @@ def test_unreadable_messages_and_other_prefixes_are_left_to_the_reconcile(librar
     assert library.queued() == 0  # read, counted and deleted: not redelivered forever
 
 
-def test_without_a_queue_the_event_sensor_says_what_to_set(tmp_path: Path) -> None:
-    resources = {"frames": FrameSourceResource(root=str(tmp_path), s3=FramesS3Resource()), "frame_events": FrameEventsResource(s3=FramesS3Resource())}
+def test_without_a_queue_the_event_sensor_says_what_to_set() -> None:
+    resources = {"frames": FrameSourceResource(root="s3://frames-bucket/videos/", s3=FramesS3Resource(region_name="us-east-1")),
+                 "frame_events": FrameEventsResource(s3=FramesS3Resource())}
     with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=resources) as context:
         result = video_event_sensor(context)
     assert not result.run_requests and "FRAMES_EVENTS_QUEUE_URL" in result.skip_reason.skip_message
+
+
+def test_a_local_library_ticks_on_directory_times(tmp_path: Path) -> None:
+    """A local folder's change feed: the first tick starts from now (the library as it was is the
+    full listing's); then new, changed and deleted videos are listed alone, and nothing else."""
+    videos = tmp_path / "videos"
+    for video_id in (1, 2):
+        (videos / str(video_id)).mkdir(parents=True)
+        (videos / str(video_id) / "frame_0000.png").write_bytes(PNG)
+    old = time.time_ns() - 60 * 10**9  # folders last changed a minute ago
+    for video_id in (1, 2):
+        os.utime(videos / str(video_id), ns=(old, old))
+    instance, cursor = dg.DagsterInstance.ephemeral(), None
+    resources = {"frames": FrameSourceResource(root=str(videos), s3=FramesS3Resource()), "frame_events": FrameEventsResource(s3=FramesS3Resource())}
+
+    def tick() -> dg.SensorResult:
+        nonlocal cursor
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+            result = video_event_sensor(context)
+        for request in result.dynamic_partitions_requests or []:
+            instance.add_dynamic_partitions(VIDEOS_PARTITIONS, list(request.partition_keys))
+        cursor = result.cursor if result.cursor is not None else cursor
+        return result
+
+    assert not tick().run_requests and json.loads(cursor)["since"] > 0
+    (videos / "3").mkdir()
+    (videos / "3" / "frame_0000.png").write_bytes(PNG)
+    (videos / "1" / "frame_0001.png").write_bytes(PNG)
+    assert requested(tick()) == ["1", "3"]
+    for folder in (videos / "1", videos / "2", videos / "3"):
+        os.utime(folder, ns=(old, old))
+    assert not tick().run_requests
+    (videos / "2" / "frame_0000.png").unlink()
+    assert requested(tick()) == ["2"]  # an empty folder is still a video folder: listed, and run
+
+
