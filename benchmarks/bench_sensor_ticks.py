@@ -2,6 +2,7 @@
 
     ./dev bench sensor_ticks                          # 100,000 videos, a burst of 1,000
     ./dev bench sensor_ticks --videos 20000 --burst 200 --no-listing
+    ./dev bench sensor_ticks --local                  # a local folder library (directory times)
 
 Starts a throwaway PostgreSQL 15 (the storage of ``deploy/dagster.yaml``) and a moto server that
 serves S3 and SQS over HTTP. ``--videos`` video folders are laid into the bucket, registered as
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--videos", type=int, default=100_000)
     parser.add_argument("--burst", type=int, default=1_000)
     parser.add_argument("--no-listing", action="store_true", help="skip the full-listing tick (minutes at 100,000 videos on moto)")
+    parser.add_argument("--local", action="store_true", help="a local folder library (directory times) instead of S3 + SQS")
     parser.add_argument("--out", type=Path, default=REPO / "var" / "bench" / "sensor_ticks.json")
     args = parser.parse_args(argv)
 
@@ -59,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.sensor import video_sensor
     from resources.dagster_resources import CheckpointStoreResource, FrameEventsResource, FrameSourceResource, FramesS3Resource
 
+    if args.local:
+        return local_ticks(args)
     results: dict[str, object] = {"videos": args.videos, "burst": args.burst, "cpu_count": os.cpu_count(),
                                   "poll_budget_s": POLL_BUDGET_S, "listing_budget_s": LISTING_BUDGET_S}
     work = Path(tempfile.mkdtemp(prefix="bench-ticks-"))
@@ -137,6 +141,75 @@ def main(argv: list[str] | None = None) -> int:
         moto.stop()
     print(results)
     write_results(args.out, results)
+    return 0
+
+
+def local_ticks(args: argparse.Namespace) -> int:
+    """The same ticks over a local folder library: its change feed is the directories' mtimes."""
+    from assets.videos import VIDEOS_PARTITIONS
+    from pipelines.event_sensor import video_event_sensor
+    from pipelines.sensor import video_sensor
+    from resources.dagster_resources import CheckpointStoreResource, FrameEventsResource, FrameSourceResource, FramesS3Resource
+
+    work = Path(tempfile.mkdtemp(prefix="bench-ticks-local-"))
+    videos, frame = work / "videos", png(0)
+    old = time.time_ns() - 3600 * 10**9
+
+    def put(video_id: int, count: int) -> None:
+        (videos / str(video_id)).mkdir(parents=True, exist_ok=True)
+        for f in range(count):
+            (videos / str(video_id) / f"frame_{f:03d}.png").write_bytes(frame)
+
+    def fill() -> None:
+        for video_id in range(1, args.videos + 1):
+            put(video_id, 1)
+            os.utime(videos / str(video_id), ns=(old, old))  # laid in an hour ago
+
+    results: dict[str, object] = {"videos": args.videos, "burst": args.burst, "cpu_count": os.cpu_count(), "source": "local folder"}
+    _, results["fill_s"] = timed(fill)
+    resources = {"frames": FrameSourceResource(root=str(videos), s3=FramesS3Resource()), "frame_events": FrameEventsResource(s3=FramesS3Resource())}
+    with running_postgres() as pg:
+        os.environ.update(pg.env())
+        os.environ["DAGSTER_HOME"] = str(write_dagster_home(work / "dagster_home"))
+        with dg.DagsterInstance.get() as instance:
+            _, results["register_s"] = timed(instance.add_dynamic_partitions, VIDEOS_PARTITIONS, [str(v) for v in range(1, args.videos + 1)])
+            cursor: str | None = None
+
+            def tick() -> dg.SensorResult:
+                nonlocal cursor
+                with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+                    result = video_event_sensor(context)
+                for request in result.dynamic_partitions_requests or []:
+                    instance.add_dynamic_partitions(VIDEOS_PARTITIONS, list(request.partition_keys))
+                cursor = result.cursor if result.cursor is not None else cursor
+                return result
+
+            _, results["event_tick_first_s"] = timed(tick)  # starts from now
+            time.sleep(2.5)  # past the look-back slack: the library's folders are old
+            quiet, results["event_tick_nothing_changed_s"] = timed(tick)
+            results["event_tick_nothing_changed_runs"] = len(quiet.run_requests or [])
+            put(args.videos + 1, 2)
+            one, results["event_tick_one_added_s"] = timed(tick)
+            results["event_tick_one_added_runs"] = [r.partition_key for r in one.run_requests or []]
+            for video_id in range(args.videos + 2, args.videos + 2 + args.burst):
+                put(video_id, 1)
+            ticks, requested = [], set()
+            while len(requested) < args.burst and len(ticks) < 200:
+                result, seconds = timed(tick)
+                ticks.append(seconds)
+                requested |= {r.partition_key for r in result.run_requests or []} - {str(args.videos + 1)}
+            results["event_ticks_burst_s"], results["event_burst_ticks"] = ticks, len(ticks)
+            results["event_burst_all_requested"] = len(requested) == args.burst
+            results["event_cursor_bytes"] = len(cursor or "")
+            print(results, flush=True)
+            if not args.no_listing:
+                store = {"frames": resources["frames"], "store": CheckpointStoreResource(root=str(work / "checkpoints"))}
+                with dg.build_sensor_context(instance=instance, resources=store) as context:
+                    first, results["listing_tick_first_s"] = timed(video_sensor, context)
+                with dg.build_sensor_context(instance=instance, cursor=first.cursor, resources=store) as context:
+                    _, results["listing_tick_nothing_changed_s"] = timed(video_sensor, context)
+    print(results)
+    write_results(args.out.with_name("sensor_ticks_local.json"), results)
     return 0
 
 
