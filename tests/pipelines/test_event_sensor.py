@@ -203,9 +203,12 @@ def test_without_a_queue_the_event_sensor_says_what_to_set() -> None:
     assert not result.run_requests and "FRAMES_EVENTS_QUEUE_URL" in result.skip_reason.skip_message
 
 
-def test_a_local_library_ticks_on_directory_times(tmp_path: Path) -> None:
+def test_a_local_library_ticks_on_directory_times(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A local folder's change feed: the first tick starts from now (the library as it was is the
-    full listing's); then new, changed and deleted videos are listed alone, and nothing else."""
+    full listing's); then new, changed and deleted videos are listed alone, and nothing else.
+    Two touched videos take the burst's path (every partition key read at once), one the single
+    lookup: both tell new videos from known ones."""
+    monkeypatch.setattr(event_sensor, "BATCH_LOOKUP", 1)
     videos = tmp_path / "videos"
     for video_id in (1, 2):
         (videos / str(video_id)).mkdir(parents=True)
@@ -214,6 +217,7 @@ def test_a_local_library_ticks_on_directory_times(tmp_path: Path) -> None:
     for video_id in (1, 2):
         os.utime(videos / str(video_id), ns=(old, old))
     instance, cursor = dg.DagsterInstance.ephemeral(), None
+    instance.add_dynamic_partitions(VIDEOS_PARTITIONS, ["1", "2"])  # as the full listing registered them
     resources = {"frames": FrameSourceResource(root=str(videos), s3=FramesS3Resource()), "frame_events": FrameEventsResource(s3=FramesS3Resource())}
 
     def tick() -> dg.SensorResult:
@@ -229,11 +233,13 @@ def test_a_local_library_ticks_on_directory_times(tmp_path: Path) -> None:
     (videos / "3").mkdir()
     (videos / "3" / "frame_0000.png").write_bytes(PNG)
     (videos / "1" / "frame_0001.png").write_bytes(PNG)
-    assert requested(tick()) == ["1", "3"]
+    both = tick()
+    assert requested(both) == ["1", "3"] and [list(r.partition_keys) for r in both.dynamic_partitions_requests] == [["3"]]
     for folder in (videos / "1", videos / "2", videos / "3"):
         os.utime(folder, ns=(old, old))
     assert not tick().run_requests
     (videos / "2" / "frame_0000.png").unlink()
-    assert requested(tick()) == ["2"]  # an empty folder is still a video folder: listed, and run
+    emptied = tick()
+    assert requested(emptied) == ["2"] and not emptied.dynamic_partitions_requests  # an empty folder is still a video folder
 
 
