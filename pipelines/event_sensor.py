@@ -12,8 +12,8 @@ library as it was is ``video_sensor``'s to take in.
 
 S3 delivers events at least once and out of order:
 
-* a repeated event lists the video again and requests the same run key (``video-<id>-<signature>``,
-  as :mod:`pipelines.sensor` uses), which Dagster skips;
+* a repeated event lists the video again and requests the same run key
+  (:func:`pipelines.sensor.video_run_request`), which Dagster skips;
 * a lost event is found by ``video_sensor``, the full listing, kept as the reconcile path (run it at
   a slower cadence beside this one); it requests no run for a video whose checkpoint already
   matches its files;
@@ -28,8 +28,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import dagster as dg
 
-from assets.videos import SIGNATURE_TAG, VIDEOS_PARTITIONS, run_config_for, videos_partitions
+from assets.videos import VIDEOS_PARTITIONS, videos_partitions
 from pipelines.jobs import video_pipeline
+from pipelines.sensor import video_run_request
 from resources.dagster_resources import FrameEventsResource, FrameSourceResource
 from resources.frame_sources import FrameSource, VideoListing
 
@@ -102,12 +103,7 @@ def video_event_sensor(context: dg.SensorEvaluationContext, frames: FrameSourceR
         new = key not in known if known is not None else not context.instance.has_dynamic_partition(VIDEOS_PARTITIONS, key)
         if new:
             new_keys.append(key)
-        requests.append(dg.RunRequest(
-            partition_key=key,
-            run_key=f"video-{video_id}-{listing.signature}",
-            tags={SIGNATURE_TAG: listing.signature},
-            run_config=run_config_for(f"video {video_id}: {'new video' if new else 'files changed'} (S3 event)"),
-        ))
+        requests.append(video_run_request(listing, f"{'new video' if new else 'files changed'} (change feed)"))
     # Deleted once acted on (requested, or kept in the cursor): a failed tick leaves them queued.
     feed.ack(batch)
     summary = (

@@ -59,6 +59,17 @@ def decode_cursor(cursor: str | None) -> dict[int, str]:
     return {int(k): v for k, v in raw.items()}
 
 
+def video_run_request(listing: VideoListing, reason: str) -> dg.RunRequest:
+    """The run of ``listing``'s video, keyed by its signature: whichever sensor requests a change
+    (this one, or video_event_sensor), the same files give the same run key, and Dagster runs it once."""
+    return dg.RunRequest(
+        partition_key=str(listing.video_id),
+        run_key=f"video-{listing.video_id}-{listing.signature}",
+        tags={SIGNATURE_TAG: listing.signature},
+        run_config=run_config_for(f"video {listing.video_id}: {reason}"),
+    )
+
+
 def why_run(
     listing: VideoListing, checkpoints: CheckpointStore, published: set[int], source: FrameSource,
     patch_config: PatchConfig, chunk_frames: int,
@@ -120,12 +131,7 @@ def video_sensor(context: dg.SensorEvaluationContext, frames: FrameSourceResourc
         checked += 1
         decided[listing.video_id] = listing.signature
         if reason is not None:
-            requests.append(dg.RunRequest(
-                partition_key=str(listing.video_id),
-                run_key=f"video-{listing.video_id}-{listing.signature}",
-                tags={SIGNATURE_TAG: listing.signature},
-                run_config=run_config_for(f"video {listing.video_id}: {reason}"),
-            ))
+            requests.append(video_run_request(listing, reason))
     summary = (
         f"{len(listings)} videos listed, {len(new_keys)} new, {checked} checked against their checkpoints, "
         f"{len(requests)} to run" + (f", {left} left for the next tick" if left else "")

@@ -48,18 +48,20 @@ class FolderChangeFeed:
                 continue  # an id out of range: the listing reports it
             if video_id is None or not entry.is_dir():
                 continue
-            if self._changed(entry.path):
+            if _changed_since(entry.path, self.since_ns):
                 batch.video_ids.add(video_id)
         return batch
 
     def ack(self, batch: ChangeBatch) -> None:
         """Nothing to delete: the next look starts from ``batch.resume``."""
 
-    def _changed(self, folder: str) -> bool:
-        for path in (folder, os.path.join(folder, INGEST_DIR)):
-            try:
-                if os.stat(path).st_mtime_ns >= self.since_ns:  # type: ignore[operator] # set in poll
-                    return True
-            except FileNotFoundError:
-                continue
-        return False
+
+def _changed_since(folder: str, since_ns: int) -> bool:
+    """Whether the video folder, or its batch folder, was modified at or after ``since_ns``."""
+    for path in (folder, os.path.join(folder, INGEST_DIR)):
+        try:
+            if os.stat(path).st_mtime_ns >= since_ns:
+                return True
+        except FileNotFoundError:
+            continue
+    return False

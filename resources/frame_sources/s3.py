@@ -93,9 +93,8 @@ class S3FrameSource(FrameSource):
 
     def listing(self, video_id: int) -> VideoListing | None:
         found = self._listings(f"{self.prefix}{video_id}/")
-        if not found:  # a zero-padded folder ("0007") is video 7 too: only those start with "0"
-            padded = [p for p in self._common_prefixes(self.prefix + "0") if _video_id(p[len(self.prefix):].rstrip("/")) == video_id]
-            found = [listing for folder in padded for listing in self._listings(folder)]
+        if not found and (padded := self._padded_folder(video_id)) is not None:
+            found = self._listings(f"{self.prefix}{padded}/")
         return next((listing for listing in found if listing.video_id == video_id), None)
 
     def _listings(self, under: str) -> list[VideoListing]:
@@ -245,14 +244,18 @@ class S3FrameSource(FrameSource):
         files, folders = self._children(video_prefix)
         if files or folders:
             return video_prefix, files, folders
-        # Zero-padded names ("0007") are video 7 too. Only they start with "0" (besides video 0),
-        # so this fallback lists just them, not the whole root.
-        padded = [p[len(self.prefix):].rstrip("/") for p in self._common_prefixes(self.prefix + "0")]
-        found = _unique_ids(padded, self._root_uri(), lambda folder: folder).get(video_id)
+        found = self._padded_folder(video_id)
         if found is None:
             raise VideoNotFound(f"video {video_id} not found: nothing under {S3Location(self.bucket, video_prefix).uri}")
         video_prefix = f"{self.prefix}{found}/"
         return (video_prefix, *self._children(video_prefix))
+
+    def _padded_folder(self, video_id: int) -> str | None:
+        """The zero-padded folder name ("0007") of ``video_id``, if it has one. Only such names start
+        with "0" (besides video 0), so this lists just them, not the whole root."""
+        padded = [p[len(self.prefix):].rstrip("/") for p in self._common_prefixes(self.prefix + "0")]
+        found: str | None = _unique_ids(padded, self._root_uri(), lambda folder: folder).get(video_id)
+        return found
 
     def _children(self, prefix: str) -> tuple[list[str], list[str]]:
         files: list[str] = []
