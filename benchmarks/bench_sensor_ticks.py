@@ -42,6 +42,7 @@ import dagster as dg  # noqa: E402
 
 from benchmarks.bench_scale import fill_bucket, png, timed  # noqa: E402
 from benchmarks.common import write_results  # noqa: E402
+from tests.pipelines.ticks import DaemonTicks, send_events_to_queue  # noqa: E402
 from tests.postgres.pg import running_postgres, write_dagster_home  # noqa: E402
 
 
@@ -76,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     credentials = {"endpoint_url": endpoint, "region_name": "us-east-1", "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
     s3, sqs = boto3.client("s3", **credentials), boto3.client("sqs", **credentials)
     queue = sqs.create_queue(QueueName="frames-events")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [
-        {"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}]})
+    send_events_to_queue(s3, sqs, bucket, queue)
     resources_s3 = FramesS3Resource(**credentials)
     frames = FrameSourceResource(root=f"s3://{bucket}/videos/", s3=resources_s3)
     events = FrameEventsResource(queue_url=queue, s3=resources_s3)
@@ -95,16 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             with dg.DagsterInstance.get() as instance:
                 keys = [str(v) for v in range(1, args.videos + 1)]
                 _, results["register_s"] = timed(instance.add_dynamic_partitions, VIDEOS_PARTITIONS, keys)
-                cursor: str | None = None
-
-                def event_tick() -> dg.SensorResult:
-                    nonlocal cursor
-                    with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"frames": frames, "frame_events": events}) as context:
-                        result = video_event_sensor(context)
-                    for request in result.dynamic_partitions_requests or []:  # what the daemon applies
-                        instance.add_dynamic_partitions(VIDEOS_PARTITIONS, list(request.partition_keys))
-                    cursor = result.cursor if result.cursor is not None else cursor
-                    return result
+                sensor = DaemonTicks(video_event_sensor, instance, {"frames": frames, "frame_events": events})
+                event_tick = sensor.tick
 
                 event_tick()  # S3's s3:TestEvent
                 quiet, results["event_tick_nothing_changed_s"] = timed(event_tick)
@@ -120,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                     result, seconds = timed(event_tick)
                     ticks.append(seconds)
                     requested |= {r.partition_key for r in result.run_requests or []}
-                    cursor_bytes = max(cursor_bytes, len(cursor or ""))
+                    cursor_bytes = max(cursor_bytes, len(sensor.cursor or ""))
                     print(f"burst tick {len(ticks)}: {seconds:.2f} s, {len(requested)} of {args.burst} requested", flush=True)
                 results["event_ticks_burst_s"] = ticks
                 results["event_tick_burst_max_s"] = max(ticks)
@@ -173,16 +164,8 @@ def local_ticks(args: argparse.Namespace) -> int:
         os.environ["DAGSTER_HOME"] = str(write_dagster_home(work / "dagster_home"))
         with dg.DagsterInstance.get() as instance:
             _, results["register_s"] = timed(instance.add_dynamic_partitions, VIDEOS_PARTITIONS, [str(v) for v in range(1, args.videos + 1)])
-            cursor: str | None = None
-
-            def tick() -> dg.SensorResult:
-                nonlocal cursor
-                with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
-                    result = video_event_sensor(context)
-                for request in result.dynamic_partitions_requests or []:
-                    instance.add_dynamic_partitions(VIDEOS_PARTITIONS, list(request.partition_keys))
-                cursor = result.cursor if result.cursor is not None else cursor
-                return result
+            sensor = DaemonTicks(video_event_sensor, instance, resources)
+            tick = sensor.tick
 
             _, results["event_tick_first_s"] = timed(tick)  # starts from now
             time.sleep(2.5)  # past the look-back slack: the library's folders are old
@@ -200,7 +183,7 @@ def local_ticks(args: argparse.Namespace) -> int:
                 requested |= {r.partition_key for r in result.run_requests or []} - {str(args.videos + 1)}
             results["event_ticks_burst_s"], results["event_burst_ticks"] = ticks, len(ticks)
             results["event_burst_all_requested"] = len(requested) == args.burst
-            results["event_cursor_bytes"] = len(cursor or "")
+            results["event_cursor_bytes"] = len(sensor.cursor or "")
             print(results, flush=True)
             if not args.no_listing:
                 store = {"frames": resources["frames"], "store": CheckpointStoreResource(root=str(work / "checkpoints"))}

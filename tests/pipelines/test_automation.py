@@ -14,27 +14,17 @@ from pipelines.sensor import decode_cursor, encode_cursor, video_sensor
 from resources.dagster_resources import CheckpointStoreResource, EncoderResource, FrameSourceResource, FramesS3Resource, IndexResource
 from resources.embedding.encoder import EncoderConfig
 from tests.assets.test_videos import ASSETS, write_video
+from tests.pipelines.ticks import DaemonTicks
 
 
-class SensorTicks:
-    """Evaluates the sensor as the daemon does: each tick with the previous tick's cursor, applying
-    its partition requests to the instance."""
+class SensorTicks(DaemonTicks):
+    """``video_sensor`` over a folder of videos and a checkpoint folder, on a fresh instance."""
 
     def __init__(self, videos: Path, checkpoints: Path) -> None:
-        self.instance = dg.DagsterInstance.ephemeral()
-        self.resources = {
+        super().__init__(video_sensor, dg.DagsterInstance.ephemeral(), {
             "frames": FrameSourceResource(root=str(videos), s3=FramesS3Resource()),
             "store": CheckpointStoreResource(root=str(checkpoints)),
-        }
-        self.cursor: str | None = None
-
-    def tick(self) -> dg.SensorResult:
-        with dg.build_sensor_context(instance=self.instance, cursor=self.cursor, resources=self.resources) as context:
-            result = video_sensor(context)
-        for request in result.dynamic_partitions_requests:  # what the daemon would apply
-            self.instance.add_dynamic_partitions(VIDEOS_PARTITIONS, list(request.partition_keys))
-        self.cursor = result.cursor
-        return result
+        })
 
 
 def test_sensor_adds_partitions_and_runs_only_changed_videos(tmp_path: Path) -> None:

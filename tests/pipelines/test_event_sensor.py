@@ -23,6 +23,7 @@ from resources.change_feeds import S3ObjectChange, object_changes, video_of_key
 from resources.dagster_resources import CheckpointStoreResource, FrameEventsResource, FrameSourceResource, FramesS3Resource
 from resources.frame_sources import S3FrameSource
 from tests.conftest import make_frame
+from tests.pipelines.ticks import DaemonTicks, send_events_to_queue
 from tests.search_service.test_app import to_png
 
 PNG = to_png(make_frame(64, 48, seed=1).permute(1, 2, 0).numpy())
@@ -76,39 +77,23 @@ class Library:
         self.queue = self.sqs.create_queue(QueueName=self.bucket)["QueueUrl"]
         self.resources_s3 = FramesS3Resource(**{k: v for k, v in credentials.items()})
         self.frames = FrameSourceResource(root=f"s3://{self.bucket}/videos/", s3=self.resources_s3)
-        self.events = FrameEventsResource(queue_url=self.queue, s3=self.resources_s3)
-        self.store = CheckpointStoreResource(root=str(tmp_path / "checkpoints"))
-        self.instance = dg.DagsterInstance.ephemeral()
-        self.reconcile_cursor: str | None = None
-        self.event_cursor: str | None = None
+        instance = dg.DagsterInstance.ephemeral()
+        self.events = DaemonTicks(video_event_sensor, instance, {"frames": self.frames, "frame_events": FrameEventsResource(queue_url=self.queue, s3=self.resources_s3)})
+        self.reconcile = DaemonTicks(video_sensor, instance, {"frames": self.frames, "store": CheckpointStoreResource(root=str(tmp_path / "checkpoints"))})
+        self.instance = instance
 
     def notify(self) -> None:
-        arn = self.sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        self.s3.put_bucket_notification_configuration(Bucket=self.bucket, NotificationConfiguration={"QueueConfigurations": [
-            {"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}]})
+        send_events_to_queue(self.s3, self.sqs, self.bucket, self.queue)
 
     def add_video(self, video_id: int, frames: int = 2) -> None:
         for f in range(frames):
             self.s3.put_object(Bucket=self.bucket, Key=f"videos/{video_id}/frame_{f:04d}.png", Body=PNG)
 
     def event_tick(self) -> dg.SensorResult:
-        with dg.build_sensor_context(instance=self.instance, cursor=self.event_cursor, resources={"frames": self.frames, "frame_events": self.events}) as context:
-            result = video_event_sensor(context)
-        self._apply(result)
-        if result.cursor is not None:
-            self.event_cursor = result.cursor
-        return result
+        return self.events.tick()
 
     def reconcile_tick(self) -> dg.SensorResult:
-        with dg.build_sensor_context(instance=self.instance, cursor=self.reconcile_cursor, resources={"frames": self.frames, "store": self.store}) as context:
-            result = video_sensor(context)
-        self._apply(result)
-        self.reconcile_cursor = result.cursor
-        return result
-
-    def _apply(self, result: dg.SensorResult) -> None:
-        for request in result.dynamic_partitions_requests or []:
-            self.instance.add_dynamic_partitions(VIDEOS_PARTITIONS, list(request.partition_keys))
+        return self.reconcile.tick()
 
     def queued(self) -> int:
         attributes = self.sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
@@ -154,7 +139,7 @@ def test_videos_not_listed_within_the_budget_wait_in_the_cursor(library: Library
     assert json.loads(waited.cursor)["pending"] == list(range(10, 22)) and library.queued() == 0
     monkeypatch.setattr(event_sensor, "LISTING_BUDGET_S", 30.0)
     assert requested(library.event_tick()) == [str(v) for v in range(10, 22)]
-    assert json.loads(library.event_cursor)["pending"] == []
+    assert json.loads(library.events.cursor)["pending"] == []
 
 
 def test_changed_and_deleted_files_request_the_video_again(library: Library) -> None:
@@ -216,20 +201,12 @@ def test_a_local_library_ticks_on_directory_times(tmp_path: Path, monkeypatch: p
     old = time.time_ns() - 60 * 10**9  # folders last changed a minute ago
     for video_id in (1, 2):
         os.utime(videos / str(video_id), ns=(old, old))
-    instance, cursor = dg.DagsterInstance.ephemeral(), None
-    instance.add_dynamic_partitions(VIDEOS_PARTITIONS, ["1", "2"])  # as the full listing registered them
-    resources = {"frames": FrameSourceResource(root=str(videos), s3=FramesS3Resource()), "frame_events": FrameEventsResource(s3=FramesS3Resource())}
+    ticks = DaemonTicks(video_event_sensor, dg.DagsterInstance.ephemeral(), {
+        "frames": FrameSourceResource(root=str(videos), s3=FramesS3Resource()), "frame_events": FrameEventsResource(s3=FramesS3Resource())})
+    ticks.instance.add_dynamic_partitions(VIDEOS_PARTITIONS, ["1", "2"])  # as the full listing registered them
+    tick = ticks.tick
 
-    def tick() -> dg.SensorResult:
-        nonlocal cursor
-        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
-            result = video_event_sensor(context)
-        for request in result.dynamic_partitions_requests or []:
-            instance.add_dynamic_partitions(VIDEOS_PARTITIONS, list(request.partition_keys))
-        cursor = result.cursor if result.cursor is not None else cursor
-        return result
-
-    assert not tick().run_requests and json.loads(cursor)["since"] > 0
+    assert not tick().run_requests and json.loads(ticks.cursor)["since"] > 0
     (videos / "3").mkdir()
     (videos / "3" / "frame_0000.png").write_bytes(PNG)
     (videos / "1" / "frame_0001.png").write_bytes(PNG)

@@ -1,0 +1,36 @@
+"""Sensors evaluated as ``dagster-daemon`` evaluates them, and the S3 -> SQS event wiring the
+change feed reads: for the tests and the benchmarks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+from assets.videos import VIDEOS_PARTITIONS
+
+
+class DaemonTicks:
+    """Ticks of ``sensor`` on ``instance``: each with the cursor the last tick left (a tick that
+    returns none keeps it, as the daemon does) and its partition requests applied to the instance."""
+
+    def __init__(self, sensor: Any, instance: dg.DagsterInstance, resources: dict[str, Any]) -> None:
+        self.sensor, self.instance, self.resources = sensor, instance, resources
+        self.cursor: str | None = None
+
+    def tick(self) -> dg.SensorResult:
+        with dg.build_sensor_context(instance=self.instance, cursor=self.cursor, resources=self.resources) as context:
+            result = self.sensor(context)
+        for request in result.dynamic_partitions_requests or []:
+            self.instance.add_dynamic_partitions(VIDEOS_PARTITIONS, list(request.partition_keys))
+        if result.cursor is not None:
+            self.cursor = result.cursor
+        return result
+
+
+def send_events_to_queue(s3: Any, sqs: Any, bucket: str, queue_url: str) -> None:
+    """Point ``bucket``'s event notifications (objects created and removed) at the SQS queue, as
+    production does with ``put-bucket-notification-configuration``; S3 then sends a test event."""
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [
+        {"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}]})
