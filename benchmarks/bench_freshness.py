@@ -38,7 +38,8 @@ import dagster as dg  # noqa: E402
 import httpx  # noqa: E402
 
 from benchmarks.bench_scale import fill_bucket, png, timed  # noqa: E402
-from benchmarks.common import write_results  # noqa: E402
+from benchmarks.common import stop_processes, write_results  # noqa: E402
+from tests.pipelines.ticks import send_events_to_queue  # noqa: E402
 from tests.postgres.pg import running_postgres, write_dagster_home  # noqa: E402
 from tests.servers import free_port, wait_http_ok  # noqa: E402
 
@@ -76,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     credentials = {"endpoint_url": endpoint, "region_name": "us-east-1", "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
     s3, sqs = boto3.client("s3", **credentials), boto3.client("sqs", **credentials)
     queue = sqs.create_queue(QueueName="frames-events")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [
-        {"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}]})
+    send_events_to_queue(s3, sqs, bucket, queue)
     service_port = free_port()
     base = f"http://127.0.0.1:{service_port}"
     env = {
@@ -102,10 +101,10 @@ def main(argv: list[str] | None = None) -> int:
                                      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
             assert started.returncode == 0, started.stdout + started.stderr
             processes.append(subprocess.Popen([sys.executable, "-m", "search_service", "--port", str(service_port)],
-                                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
+                                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
             wait_http_ok(f"{base}/healthz", timeout_s=300, alive=lambda: processes[0].poll() is None)
             processes.append(subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"],
-                                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
+                                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
             time.sleep(20)  # the daemon loads the code location and takes the queue's test event
             drops = []
             for i in range(args.drops):
@@ -124,12 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             results.update({"drops_s": drops, "p50_s": statistics.median(done) if done else None, "max_s": max(done) if done else None,
                             "all_found": len(done) == len(drops)})
     finally:
-        for process in reversed(processes):
-            process.terminate()
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(reversed(processes))
         log.close()
         moto.stop()
     print(results)

@@ -46,7 +46,7 @@ warnings.filterwarnings("ignore")
 
 import dagster as dg  # noqa: E402
 
-from benchmarks.common import write_results  # noqa: E402
+from benchmarks.common import stop_processes, write_results  # noqa: E402
 from tests.postgres.pg import running_postgres, write_dagster_home  # noqa: E402
 from tests.servers import free_port, wait_http_ok  # noqa: E402
 
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             bin_dir = Path(sys.executable).parent
             log = open(work / "servers.log", "w")  # noqa: SIM115 - closed at the end
             web = subprocess.Popen([str(bin_dir / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(web_port)],
-                                   cwd=REPO, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT)
+                                   cwd=REPO, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             daemon = None
             try:
                 wait_http_ok(f"{base}/server_info", timeout_s=300, alive=lambda: web.poll() is None)
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                 launched, results["backfill_launch_s"] = timed(graphql, base, BACKFILL_MUTATION, {"params": params})
                 results["backfill_launch"] = launched["launchPartitionBackfill"]
                 daemon = subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"],
-                                          cwd=REPO, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT)
+                                          cwd=REPO, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
                 started, samples = time.monotonic(), []
                 while time.monotonic() - started < args.run_minutes * 60:
                     time.sleep(10)
@@ -240,13 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                     results["videos_per_min_steady"] = round(per_run * (n1 - n0) / ((t1 - t0) / 60), 1)
                 _, results["graphql_status_after_backfill_s"] = timed(graphql, base, STATUS_QUERY, {"key": key})
             finally:
-                for process in (daemon, web):
-                    if process is not None:
-                        process.terminate()
-                        try:
-                            process.wait(timeout=60)
-                        except subprocess.TimeoutExpired:
-                            process.kill()
+                stop_processes((daemon, web))
                 log.close()
     _finish(results, args.out, moto)
     return 0
