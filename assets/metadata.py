@@ -16,7 +16,7 @@ from typing import Any
 
 import dagster as dg
 
-from resources.checkpoints.video_embedding import EmbedReport
+from resources.checkpoints.video_job import EmbedReport
 from resources.embedding.encoder import EncoderInfo
 from resources.vector_index import SyncResult
 

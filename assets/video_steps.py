@@ -1,9 +1,12 @@
-"""One video through the pipeline - manifest, embeddings checkpoint, index sync - as Dagster events.
+"""A run's videos through the pipeline - manifest, embeddings checkpoint, index sync - as Dagster events.
 
-:func:`run_video` never raises for a problem of the video itself: it yields the events of that
+:func:`run_videos` never raises for a problem of a video itself: it yields the events of each
 video's partitions as they happen (materializations, check results, and an observation naming why
-it failed) and returns the failure, if any. So a run of several videos records each video's own
-figures and checks, and one bad video fails only its own partitions (see ``assets/videos.py``).
+it failed) and returns the failures. So a run of several videos records each video's own figures
+and checks, and one bad video fails only its own partitions (see ``assets/videos.py``). When the
+run embeds, its videos go through one :class:`~resources.checkpoints.embedding_stream.EmbeddingStream`:
+the next videos are listed, fetched and decoded while the current ones are encoded, and the
+encoder's batches span videos; each video's events still come in its own order.
 Materializations carry the provenance tags Dagster's own carry (code and data versions, the
 manifest they were made from), and check results point at the materialization they judged.
 
@@ -13,10 +16,11 @@ hook): the index and its follower never see a video that failed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
@@ -32,9 +36,10 @@ from dagster._core.definitions.data_version import (  # the tags Dagster's own m
 )
 
 from assets.metadata import embeddings_metadata, failure_metadata, manifest_metadata, sync_metadata
+from resources.checkpoints.embedding_stream import EmbeddingStream, VideoFailed, VideoInput, VideoListed
 from resources.checkpoints.format import META_KEY, vectors
 from resources.checkpoints.store import manifest_key, published_key
-from resources.checkpoints.video_embedding import NoUsableFrameError, SourceUnavailableError, embed_video
+from resources.checkpoints.video_job import CheckpointRejected, EmbedReport, NoUsableFrameError, SourceUnavailableError
 from resources.dagster_resources import CheckpointStoreResource, IndexResource
 from resources.embedding.encoder import FrameEncoder
 from resources.embedding.patches import PatchConfig
@@ -70,6 +75,7 @@ class VideoRun:
     checks: AbstractSet[dg.AssetCheckKey] = frozenset(ALL_CHECKS)  # the run's selected checks
     events: list[Event] = field(default_factory=list)
     failure: VideoFailure | None = None
+    finished: bool = False  # every selected stage ran (a stage may still have failed: ``failure``)
 
     def take(self, parts: PipelineParts) -> Iterator[Event]:
         """Yield the events not yet handed out: materializations first, then the selected check
@@ -106,10 +112,6 @@ class PipelineParts:
     instance: dg.DagsterInstance  # to point each materialization at the manifest it was made from
     run_id: str  # and each check result at the materialization it judged
     log: Callable[[str], None]
-
-
-class CheckpointRejected(RuntimeError):
-    """The finished checkpoint failed a check; it was not published."""
 
 
 def _targeted(check: dg.AssetCheckEvaluation, parts: PipelineParts) -> dg.AssetCheckEvaluation:
@@ -180,65 +182,126 @@ def stored_manifest_body(store: CheckpointStoreResource, video_id: int) -> dict 
     return store.store().read_json(manifest_key(video_id))
 
 
-def run_video(
-    video_id: int, parts: PipelineParts, selected: AbstractSet[dg.AssetKey] = ALL_ASSETS, checks: AbstractSet[dg.AssetCheckKey] = ALL_CHECKS,
-) -> Generator[Event, None, VideoRun]:
-    """Manifest -> checkpoint -> index for one video; see the module docstring. Yields the video's
-    events as they happen and returns its :class:`VideoRun` (``video = yield from run_video(...)``).
+def run_videos(
+    video_ids: Sequence[int], parts: PipelineParts, selected: AbstractSet[dg.AssetKey] = ALL_ASSETS,
+    checks: AbstractSet[dg.AssetCheckKey] = ALL_CHECKS,
+) -> Generator[Event, None, list[VideoFailure]]:
+    """Manifest -> checkpoint -> index for each video; see the module docstring. Yields the videos'
+    events as they happen and returns the failures (``failed = yield from run_videos(...)``).
 
     Stages whose asset is not ``selected`` (the UI can materialize one asset alone) are not run:
-    their stored result - the manifest file, the published checkpoint - is used instead.
+    their stored result - the manifest file, the published checkpoint - is used instead. After a
+    video meets an outage (a transient failure), the videos not yet reached are failed as not tried.
     """
-    video = VideoRun(video_id, checks)
-    yield from _stages(video, parts, selected)
-    yield from video.take(parts)
-    return video
+    runs = {video_id: VideoRun(video_id, checks) for video_id in video_ids}
+    if EMBEDDINGS in selected:
+        yield from _streamed(runs, parts, selected)
+    else:
+        for video in runs.values():
+            if any(v.failure is not None and v.failure.transient for v in runs.values()):
+                break
+            yield from _without_embedding(video, parts, selected)
+            yield from video.take(parts)
+    outage = next((v.failure for v in runs.values() if v.failure is not None and v.failure.transient), None)
+    for video in runs.values():
+        if outage is not None and video.failure is None and not video.finished:
+            # The source (or the index) is out: every further video would wait out the same
+            # timeouts (a hanging endpoint: attempts x S3_TIMEOUT_SECONDS each). Fail them at once
+            # as transient, so the step's outage retry takes them all, soon, when it may pass.
+            video.fail("waiting", f"not tried: video {outage.video_id} met an outage at {outage.stage} ({outage.reason})", transient=True)
+            yield from video.take(parts)
+    return [v.failure for v in runs.values() if v.failure is not None]
 
 
-def not_tried(video_id: int, outage: VideoFailure, checks: AbstractSet[dg.AssetCheckKey] = ALL_CHECKS) -> Generator[Event, None, VideoRun]:
-    """A video the run did not try because an earlier one met an outage: failed as transient,
-    with an observation on its partition saying why (``video = yield from not_tried(...)``)."""
-    video = VideoRun(video_id, checks)
-    video.fail("waiting", f"not tried: video {outage.video_id} met an outage at {outage.stage} ({outage.reason})", transient=True)
-    yield from video.events
-    video.events = []
-    return video
+class ManifestMissing(RuntimeError):
+    """frame_embeddings was asked for without frame_manifest, and no manifest is stored."""
 
 
-def _stages(video: VideoRun, parts: PipelineParts, selected: AbstractSet[dg.AssetKey]) -> Iterator[Event]:
+def _frames_of(video_id: int, parts: PipelineParts, list_source: bool) -> list[FrameRef]:
+    """The video's frames: listed from the source (``frame_manifest`` selected), else the stored
+    manifest. Runs on the stream's reader thread."""
+    if list_source:
+        _compact_ingest_batches(video_id, parts)
+        return parts.source.manifest(video_id)
+    stored = stored_manifest(parts.store, video_id)
+    if stored is None:
+        where = parts.store.store().uri(manifest_key(video_id))
+        raise ManifestMissing(f"video {video_id}: no frame manifest at {where}; materialize frame_manifest first")
+    return stored
+
+
+def _streamed(runs: dict[int, VideoRun], parts: PipelineParts, selected: AbstractSet[dg.AssetKey]) -> Iterator[Event]:
+    """The run's videos through one embedding stream, each video's events in its own order."""
+    stream = EmbeddingStream(
+        parts.source, parts.encoder, parts.store.store(), parts.patch_config, parts.max_pixels, parts.store.chunk_frames,
+        on_chunk=lambda video_id, done, total: parts.log(f"video {video_id}: chunk {done}/{total}"),
+    )
+    dim, listed_at = parts.encoder.info.embed_dim, {}
+    inputs = [
+        VideoInput(
+            video_id, functools.partial(_frames_of, video_id, parts, MANIFEST in selected),
+            functools.partial(_validator, video, dim=dim),
+        )
+        for video_id, video in runs.items()
+    ]
+    for outcome in stream.run(inputs):
+        video = runs[outcome.video_id]
+        if isinstance(outcome, VideoListed):
+            listed_at[video.video_id] = time.perf_counter()
+            if MANIFEST in selected:
+                _record_manifest(video, list(outcome.frames), parts)
+        elif isinstance(outcome, VideoFailed):
+            _fail_from(video, outcome)
+        else:
+            _record_embeddings(video, outcome.report, time.perf_counter() - listed_at[video.video_id], parts)
+            yield from video.take(parts)  # stored before the sync's, as a one-by-one run would
+            if INDEX in selected:
+                _sync(video, outcome.report.frames, parts)
+            video.finished = True
+        yield from video.take(parts)
+
+
+def _fail_from(video: VideoRun, failed: VideoFailed) -> None:
+    error = failed.error
+    if isinstance(error, FrameSourceError):
+        video.fail("manifest", str(error), transient=error.transient)
+    elif isinstance(error, SourceUnavailableError):
+        # Nothing was published: the index keeps the video's previous points (an outage never shrinks it).
+        video.fail("embed", str(error), transient=True)
+    elif isinstance(error, CheckpointRejected):
+        video.fail("embed", f"video {video.video_id}: {error}")
+    elif isinstance(error, (NoUsableFrameError, ManifestMissing)):
+        video.fail("embed", str(error))
+    else:  # the listing raised something unforeseen: the video's failure, not the run's
+        video.fail(failed.stage, f"video {video.video_id}: {type(error).__name__}: {error}")
+
+
+def _record_manifest(video: VideoRun, refs: list[FrameRef], parts: PipelineParts) -> None:
+    path = write_manifest(parts.store, video.video_id, parts.source.describe(), parts.signature, refs)
+    video.events.append(dg.AssetMaterialization(
+        asset_key=MANIFEST, partition=str(video.video_id), metadata=manifest_metadata(len(refs), parts.source.describe(), path, parts.signature),
+        tags={DATA_VERSION_TAG: manifest_version(refs)},
+    ))
+
+
+def _without_embedding(video: VideoRun, parts: PipelineParts, selected: AbstractSet[dg.AssetKey]) -> Iterator[Event]:
+    """The stages of a run that does not embed: the manifest alone, the index sync alone, or both."""
     video_id = video.video_id
     if MANIFEST in selected:
         try:
-            _compact_ingest_batches(video_id, parts)
-            refs = parts.source.manifest(video_id)
+            refs = _frames_of(video_id, parts, list_source=True)
         except FrameSourceError as exc:
             video.fail("manifest", str(exc), transient=exc.transient)
             return
-        path = write_manifest(parts.store, video_id, parts.source.describe(), parts.signature, refs)
-        video.events.append(dg.AssetMaterialization(
-            asset_key=MANIFEST, partition=str(video_id), metadata=manifest_metadata(len(refs), parts.source.describe(), path, parts.signature),
-            tags={DATA_VERSION_TAG: manifest_version(refs)},
-        ))
-        yield from video.take(parts)  # stored before the embeddings, whose provenance points at it
-    elif EMBEDDINGS in selected:
-        stored = stored_manifest(parts.store, video_id)
-        if stored is None:
-            video.fail("embed", f"video {video_id}: no frame manifest at {parts.store.store().uri(manifest_key(video_id))}; materialize frame_manifest first")
-            return
-        refs = stored
-    if EMBEDDINGS in selected:
-        checkpoint, rows = _embed(video, refs, parts)
-        if checkpoint is None:
-            return
+        _record_manifest(video, refs, parts)
         yield from video.take(parts)
-    elif INDEX in selected:
+    if INDEX in selected:
         checkpoints, key = parts.store.store(), published_key(video_id)
         if not checkpoints.exists(key):
             video.fail("index", f"video {video_id}: no checkpoint at {checkpoints.uri(key)}; materialize frame_embeddings first")
             return
-        rows = checkpoints.read_table(key, columns=["frame_id"]).num_rows
-    if INDEX in selected:
-        _sync(video, rows, parts)
+        _sync(video, checkpoints.read_table(key, columns=["frame_id"]).num_rows, parts)
+    video.finished = video.failure is None
 
 
 def _compact_ingest_batches(video_id: int, parts: PipelineParts) -> None:
@@ -281,34 +344,16 @@ def _provenance(parts: PipelineParts, video_id: int, report_version: str) -> dic
     return tags
 
 
-def _embed(video: VideoRun, refs: list[FrameRef], parts: PipelineParts) -> tuple[str | None, int]:
-    """Embed the video into its published checkpoint; (None, 0) when it failed (recorded in ``video``)."""
-    video_id, info = video.video_id, parts.encoder.info
-    started = time.perf_counter()
-    try:
-        report = embed_video(
-            video_id, refs, parts.source, parts.encoder, parts.store.store(), parts.patch_config, parts.max_pixels,
-            parts.store.chunk_frames, on_chunk=lambda done, total: parts.log(f"video {video_id}: chunk {done}/{total}"),
-            validate=_validator(video, refs, info.embed_dim),
-        )
-    except NoUsableFrameError as exc:
-        video.fail("embed", str(exc))
-        return None, 0
-    except SourceUnavailableError as exc:
-        # Nothing was published: the index keeps the video's previous points (an outage never shrinks it).
-        video.fail("embed", str(exc), transient=True)
-        return None, 0
-    except CheckpointRejected as exc:
-        video.fail("embed", f"video {video_id}: {exc}")
-        return None, 0
+def _record_embeddings(video: VideoRun, report: EmbedReport, wall_s: float, parts: PipelineParts) -> None:
+    """The video's published checkpoint as a frame_embeddings materialization (its checks were
+    recorded by the validator before it was published)."""
     for frame_id, reason in sorted(report.skipped.items()):
-        parts.log(f"video {video_id}: skipped frame {frame_id}: {reason}")
+        parts.log(f"video {video.video_id}: skipped frame {frame_id}: {reason}")
     video.events.append(dg.AssetMaterialization(
-        asset_key=EMBEDDINGS, partition=str(video_id),
-        metadata=embeddings_metadata(report, info, time.perf_counter() - started),
-        tags=_provenance(parts, video_id, report.version),
+        asset_key=EMBEDDINGS, partition=str(video.video_id),
+        metadata=embeddings_metadata(report, parts.encoder.info, wall_s),
+        tags=_provenance(parts, video.video_id, report.version),
     ))
-    return report.checkpoint, report.frames
 
 
 def _sync(video: VideoRun, rows: int, parts: PipelineParts) -> None:

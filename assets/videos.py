@@ -28,8 +28,7 @@ from assets.video_steps import (
     ROWS_CHECK,
     PipelineParts,
     VideoFailure,
-    not_tried,
-    run_video,
+    run_videos,
 )
 from resources.dagster_resources import CheckpointStoreResource, EncoderResource, FrameSourceResource, IndexResource
 from resources.settings import encoder_config_from_env, max_image_pixels_from_env, patch_config_from_env
@@ -162,26 +161,13 @@ def video_assets(
         signature=context.run.tags.get(SIGNATURE_TAG), code_version=CODE_VERSION, instance=context.instance,
         run_id=context.run.run_id, log=context.log.info,
     )
-    done, checks = _done_in_this_run(context), context.selected_asset_check_keys
-    failed: list[VideoFailure] = []
-    outage: VideoFailure | None = None
+    done = _done_in_this_run(context)
+    videos = [int(key) for key in context.partition_keys if key not in done]
     # Each video's own events as they happen: materializations of its partitions (none for a stage
     # it failed), its check results and, if it failed, an observation saying why.
-    for key in context.partition_keys:
-        if key in done:
-            continue
-        if outage is not None:
-            # The source (or the index) is out: every further video would wait out the same
-            # timeouts (a hanging endpoint: attempts x S3_TIMEOUT_SECONDS each). Fail them at once
-            # as transient, so the step's outage retry takes them all, soon, when it may pass.
-            video = yield from not_tried(int(key), outage, checks)
-        else:
-            video = yield from run_video(int(key), parts, context.selected_asset_keys, checks)
-        if video.failure:
-            context.log.error(f"video {key} failed at {video.failure.stage}: {video.failure.reason}")
-            failed.append(video.failure)
-            if video.failure.transient and outage is None:
-                outage = video.failure
+    failed = yield from run_videos(videos, parts, context.selected_asset_keys, context.selected_asset_check_keys)
+    for failure in failed:
+        context.log.error(f"video {failure.video_id} failed at {failure.stage}: {failure.reason}")
     if failed:
         _fail_step(context, frames, failed)
 

@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_results  # noqa: E402
 from resources.checkpoints.dedup import DedupConfig, NearDuplicateFilter  # noqa: E402
-from resources.checkpoints.video_embedding import DEFAULT_CHUNK_FRAMES, embed_video  # noqa: E402
+from resources.checkpoints.video_embedding import embed_video  # noqa: E402
+from resources.checkpoints.video_job import DEFAULT_CHUNK_FRAMES  # noqa: E402
 from resources.embedding.encoder import EncoderConfig, FrameEncoder  # noqa: E402
 from resources.embedding.model_files import save_random_weights  # noqa: E402
 from resources.embedding.patches import PatchConfig  # noqa: E402

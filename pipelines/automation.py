@@ -22,7 +22,7 @@ from pipelines.event_sensor import video_event_sensor
 from pipelines.jobs import video_pipeline
 from pipelines.sensor import video_sensor
 from resources.checkpoints.store import published_key
-from resources.checkpoints.video_embedding import plan_digest
+from resources.checkpoints.video_job import plan_digest
 from resources.dagster_resources import CheckpointStoreResource, EncoderResource
 from resources.embedding.patches import PatchConfig
 from resources.settings import patch_config_from_env

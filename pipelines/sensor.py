@@ -34,7 +34,7 @@ import dagster as dg
 from assets.videos import SIGNATURE_TAG, VIDEOS_PARTITIONS, run_config_for, videos_partitions
 from pipelines.jobs import video_pipeline
 from resources.checkpoints.store import CheckpointStore, manifest_key, published_key
-from resources.checkpoints.video_embedding import plan_digest
+from resources.checkpoints.video_job import plan_digest
 from resources.dagster_resources import CheckpointStoreResource, FrameSourceResource
 from resources.embedding.patches import PatchConfig
 from resources.frame_sources import FrameRef, FrameSource, FrameSourceError, VideoListing

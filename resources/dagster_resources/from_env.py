@@ -4,7 +4,7 @@ import os
 
 import dagster as dg
 
-from resources.checkpoints.video_embedding import DEFAULT_CHUNK_FRAMES
+from resources.checkpoints.video_job import DEFAULT_CHUNK_FRAMES
 from resources.dagster_resources.encoder import EncoderResource
 from resources.dagster_resources.stores import (
     CheckpointStoreResource,

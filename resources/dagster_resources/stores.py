@@ -10,7 +10,7 @@ from dagster_aws.s3 import S3Resource
 
 from resources.change_feeds import ChangeFeed, FolderChangeFeed, SqsChangeFeed
 from resources.checkpoints.store import CheckpointStore
-from resources.checkpoints.video_embedding import DEFAULT_CHUNK_FRAMES
+from resources.checkpoints.video_job import DEFAULT_CHUNK_FRAMES
 from resources.frame_sources import FrameSource, LocalFolderSource, S3FrameSource
 from resources.s3.client import S3Settings, make_s3_client, s3_settings_from_env
 from resources.settings import IndexSettings, index_settings_from_env

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from resources.checkpoints.format import published_path, read_metadata
-from resources.checkpoints.video_embedding import NoUsableFrameError, SourceUnavailableError, embed_video
+from resources.checkpoints.video_embedding import embed_video
+from resources.checkpoints.video_job import NoUsableFrameError, SourceUnavailableError
 from resources.embedding.encoder import FrameEncoder
 from resources.embedding.patches import PatchConfig, plan_patches
 from resources.frame_sources import FrameRef, LocalFolderSource

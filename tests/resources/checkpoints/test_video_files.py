@@ -16,7 +16,8 @@ import pytest
 
 from resources.checkpoints.dedup import DedupConfig
 from resources.checkpoints.format import published_path, read_metadata
-from resources.checkpoints.video_embedding import SourceUnavailableError, embed_video, plan_digest
+from resources.checkpoints.video_embedding import embed_video
+from resources.checkpoints.video_job import SourceUnavailableError, plan_digest
 from resources.embedding.encoder import FrameEncoder
 from resources.embedding.patches import PatchConfig
 from resources.frame_sources import FrameReadError, LocalFolderSource, SamplingPolicy
