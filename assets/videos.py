@@ -1,7 +1,8 @@
 """Per-video assets, partitioned by video_id: frame manifest -> embeddings checkpoint -> index.
 
 The three assets are materialized by one step (``video_assets``), which takes the run's videos
-one after the other (a backfill hands one run up to 8; the model loads once per run). Each video
+as one stream (a backfill hands one run up to VIDEOS_PER_RUN; the model loads once per run, the
+next videos are read while the current ones are encoded). Each video
 is its own record: its partitions get their own materializations, figures and check results,
 logged per partition (``assets/video_steps.py``); a video that fails leaves its partitions
 unmaterialized - so Dagster marks them failed when the run ends - while the run's other videos
@@ -31,14 +32,15 @@ from assets.video_steps import (
     run_videos,
 )
 from resources.dagster_resources import CheckpointStoreResource, EncoderResource, FrameSourceResource, IndexResource
-from resources.settings import encoder_config_from_env, max_image_pixels_from_env, patch_config_from_env
+from resources.settings import encoder_config_from_env, max_image_pixels_from_env, patch_config_from_env, videos_per_run_from_env
 
 VIDEOS_PARTITIONS = "videos"  # the partitions definition's name, typed as the str it is
 videos_partitions = dg.DynamicPartitionsDefinition(name=VIDEOS_PARTITIONS)
 SIGNATURE_TAG = "framesearch/signature"
 POOL = "framesearch_embedding"
-# One run may take several videos of a backfill: the model loads once per run, not per video.
-BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=8)
+# A backfill run takes up to VIDEOS_PER_RUN videos: the run's start-up and the model load are paid
+# once for all of them, and its videos stream through one encoder (assets/video_steps.py).
+BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=videos_per_run_from_env())
 OWNERS = ["team:framesearch"]
 GROUP = "videos"
 

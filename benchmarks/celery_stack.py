@@ -193,6 +193,8 @@ def celery_stack(videos: int, frames_per_video: int, workers: int, tiny_weights:
             env = {
                 **pg.env(), "DAGSTER_HOME": str(home), "FRAMESEARCH_CELERY_BROKER": f"redis://127.0.0.1:{redis_port}/0",
                 "FRAMESEARCH_MAX_CONCURRENT_RUNS": str(workers),
+                # Several runs per backfill, so both workers take some (and one can be killed mid-run).
+                "VIDEOS_PER_RUN": "8",
                 "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
                 "S3_ENDPOINT_URL": endpoint, "FRAMES_ROOT": "s3://celery/videos/", "CHECKPOINT_DIR": "s3://celery/checkpoints",
                 "QDRANT_PATH": str(work / "qdrant"), "QDRANT_COLLECTION": COLLECTION,

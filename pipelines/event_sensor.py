@@ -30,7 +30,7 @@ import dagster as dg
 
 from assets.videos import VIDEOS_PARTITIONS, videos_partitions
 from pipelines.jobs import video_pipeline
-from pipelines.sensor import video_run_request
+from pipelines.sensor import not_yet_requested, video_run_request
 from resources.dagster_resources import FrameEventsResource, FrameSourceResource
 from resources.frame_sources import FrameSource, VideoListing
 
@@ -104,11 +104,13 @@ def video_event_sensor(context: dg.SensorEvaluationContext, frames: FrameSourceR
         if new:
             new_keys.append(key)
         requests.append(video_run_request(listing, f"{'new video' if new else 'files changed'} (change feed)"))
+    requests, running = not_yet_requested(context.instance, requests)
     # Deleted once acted on (requested, or kept in the cursor): a failed tick leaves them queued.
     feed.ack(batch)
     summary = (
         f"{batch.messages} event messages, {len(batch.video_ids)} videos touched, {len(new_keys)} new, "
-        f"{len(requests)} to run" + (f", {gone} with no file left" if gone else "")
+        f"{len(requests)} to run" + (f", {running} already run or running" if running else "")
+        + (f", {gone} with no file left" if gone else "")
         + (f", {len(left)} left for the next tick" if left else "")
         + (f", {batch.unreadable} unreadable (left to the reconcile)" if batch.unreadable else "")
     )

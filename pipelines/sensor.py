@@ -59,15 +59,38 @@ def decode_cursor(cursor: str | None) -> dict[int, str]:
     return {int(k): v for k, v in raw.items()}
 
 
+# A run of a signature in one of these states makes another request for it redundant. A failed or
+# canceled run does not: the other sensor's request is the video's second chance.
+LIVE_OR_DONE = [
+    dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.SUCCESS,
+]
+
+
 def video_run_request(listing: VideoListing, reason: str) -> dg.RunRequest:
-    """The run of ``listing``'s video, keyed by its signature: whichever sensor requests a change
-    (this one, or video_event_sensor), the same files give the same run key, and Dagster runs it once."""
+    """The run of ``listing``'s video, keyed by its signature: one sensor asked twice for the same
+    files (a duplicated event, a lost cursor) gets the same run key, and Dagster runs it once.
+    Dagster scopes run keys to the sensor: across the two sensors :func:`not_yet_requested` does it."""
     return dg.RunRequest(
         partition_key=str(listing.video_id),
         run_key=f"video-{listing.video_id}-{listing.signature}",
         tags={SIGNATURE_TAG: listing.signature},
         run_config=run_config_for(f"video {listing.video_id}: {reason}"),
     )
+
+
+def not_yet_requested(instance: dg.DagsterInstance, requests: list[dg.RunRequest]) -> tuple[list[dg.RunRequest], int]:
+    """``requests`` less those whose signature already has a run queued, running or done -
+    whichever sensor asked for it (Dagster's run keys dedupe within one sensor only, so the event
+    path and the reconcile would otherwise both run a new video). One runs query for them all;
+    returns the requests left and how many were dropped."""
+    signatures = [r.tags[SIGNATURE_TAG] for r in requests]
+    if not signatures:
+        return requests, 0
+    runs = instance.get_run_records(filters=dg.RunsFilter(tags={SIGNATURE_TAG: signatures}, statuses=LIVE_OR_DONE))
+    taken = {(record.dagster_run.tags.get("dagster/partition"), record.dagster_run.tags.get(SIGNATURE_TAG)) for record in runs}
+    kept = [r for r in requests if (r.partition_key, r.tags[SIGNATURE_TAG]) not in taken]
+    return kept, len(requests) - len(kept)
 
 
 def why_run(
@@ -132,9 +155,11 @@ def video_sensor(context: dg.SensorEvaluationContext, frames: FrameSourceResourc
         decided[listing.video_id] = listing.signature
         if reason is not None:
             requests.append(video_run_request(listing, reason))
+    requests, running = not_yet_requested(context.instance, requests)
     summary = (
         f"{len(listings)} videos listed, {len(new_keys)} new, {checked} checked against their checkpoints, "
-        f"{len(requests)} to run" + (f", {left} left for the next tick" if left else "")
+        f"{len(requests)} to run" + (f", {running} already run or running" if running else "")
+        + (f", {left} left for the next tick" if left else "")
     )
     context.log.info(summary)
     return dg.SensorResult(

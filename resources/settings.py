@@ -102,6 +102,21 @@ def max_image_pixels_from_env(env: Mapping[str, str] | None = None) -> int:
     return value
 
 
+DEFAULT_VIDEOS_PER_RUN = 128
+
+
+def videos_per_run_from_env(env: Mapping[str, str] | None = None) -> int:
+    """VIDEOS_PER_RUN: the most videos one backfill run takes (Dagster's backfill policy cuts
+    ranges by partition count). A run pays ~8 s of start-up (a process, the code location, the
+    model) before its first frame; 128 videos of ~10 frames keep that under a tenth of the run on
+    the 2-core machine measured (README, "Backfills at the speed of the work")."""
+    env = os.environ if env is None else env
+    value = _int(env, "VIDEOS_PER_RUN", DEFAULT_VIDEOS_PER_RUN)
+    if value is None or value < 1:
+        raise SettingsError(f"VIDEOS_PER_RUN must be a positive integer, got {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class IndexSettings:
     """Where the vector index lives: a Qdrant server (``url``) or an embedded shard (``path``)."""

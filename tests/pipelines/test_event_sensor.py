@@ -154,13 +154,17 @@ def test_changed_and_deleted_files_request_the_video_again(library: Library) -> 
 
 
 def test_a_duplicated_event_requests_the_same_run_key(library: Library) -> None:
-    """At-least-once delivery: the repeat names the same signature, so the daemon skips it."""
+    """At-least-once delivery: the repeat names the same signature, which has a run already, so it
+    requests nothing; without that run on record it gets the same run key, which the daemon skips."""
     library.event_tick()
     library.add_video(5, frames=1)
     first = library.event_tick()
     library.sqs.send_message(QueueUrl=library.queue, MessageBody=s3_event(library.bucket, "videos/5/frame_0000.png"))
     again = library.event_tick()
-    assert [r.run_key for r in again.run_requests] == [r.run_key for r in first.run_requests]
+    assert not again.run_requests and "1 already run or running" in again.skip_reason.skip_message
+    library.instance.wipe()  # the run record gone: the run key is what dedupes
+    library.sqs.send_message(QueueUrl=library.queue, MessageBody=s3_event(library.bucket, "videos/5/frame_0000.png"))
+    assert [r.run_key for r in library.event_tick().run_requests] == [r.run_key for r in first.run_requests]
 
 
 def test_a_lost_event_is_found_by_the_reconcile(library: Library) -> None:
@@ -169,6 +173,25 @@ def test_a_lost_event_is_found_by_the_reconcile(library: Library) -> None:
     library.sqs.purge_queue(QueueUrl=library.queue)  # the event is lost
     assert not library.event_tick().run_requests
     assert requested(library.reconcile_tick()) == ["6"]
+
+
+def test_a_video_either_sensor_already_runs_is_not_requested_by_the_other(library: Library) -> None:
+    """Run keys dedupe within one sensor only: a new video the event path requested is not
+    requested again by the reconcile while that run is queued (or after it succeeded), nor the
+    other way round; a failed run leaves the other sensor's request as its second chance."""
+    library.event_tick()
+    library.add_video(7, frames=1)
+    assert requested(library.event_tick()) == ["7"]
+    reconcile = library.reconcile_tick()
+    assert not reconcile.run_requests and "1 already run or running" in reconcile.skip_reason.skip_message
+    library.sqs.purge_queue(QueueUrl=library.queue)
+    library.add_video(8, frames=1)  # its events arrive after the reconcile's listing saw it
+    assert requested(library.reconcile_tick()) == ["8"]
+    assert not library.event_tick().run_requests
+    runs = library.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": "8"}))
+    library.instance.report_run_failed(runs[0])
+    library.add_video(8, frames=1)  # the same files again: the event path's second chance
+    assert requested(library.event_tick()) == ["8"]
 
 
 def test_unreadable_messages_and_other_prefixes_are_left_to_the_reconcile(library: Library) -> None:

@@ -6,13 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 import dagster as dg
+from dagster._core.storage.tags import PARTITION_NAME_TAG, RUN_KEY_TAG, SENSOR_NAME_TAG
+from dagster._core.utils import make_new_run_id
 
 from assets.videos import VIDEOS_PARTITIONS
 
 
 class DaemonTicks:
     """Ticks of ``sensor`` on ``instance``: each with the cursor the last tick left (a tick that
-    returns none keeps it, as the daemon does) and its partition requests applied to the instance."""
+    returns none keeps it, as the daemon does), its partition requests applied to the instance and
+    its run requests recorded as runs not yet started - less those whose run key this sensor already has a
+    run for, as the daemon skips them."""
 
     def __init__(self, sensor: Any, instance: dg.DagsterInstance, resources: dict[str, Any]) -> None:
         self.sensor, self.instance, self.resources = sensor, instance, resources
@@ -23,6 +27,11 @@ class DaemonTicks:
             result = self.sensor(context)
         for request in result.dynamic_partitions_requests or []:
             self.instance.add_dynamic_partitions(VIDEOS_PARTITIONS, list(request.partition_keys))
+        for run in result.run_requests or []:
+            tags = {**run.tags, RUN_KEY_TAG: str(run.run_key), SENSOR_NAME_TAG: self.sensor.name, PARTITION_NAME_TAG: str(run.partition_key)}
+            if run.run_key and self.instance.get_runs_count(dg.RunsFilter(tags={RUN_KEY_TAG: run.run_key, SENSOR_NAME_TAG: self.sensor.name})):
+                continue
+            self.instance.add_run(dg.DagsterRun(job_name="video_pipeline", run_id=make_new_run_id(), tags=tags, status=dg.DagsterRunStatus.NOT_STARTED))
         if result.cursor is not None:
             self.cursor = result.cursor
         return result
