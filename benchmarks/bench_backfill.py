@@ -41,6 +41,7 @@ warnings.filterwarnings("ignore")
 
 import dagster as dg  # noqa: E402
 import httpx  # noqa: E402
+import torch  # noqa: E402
 
 from benchmarks.bench_scale import BACKFILL_MUTATION, graphql  # noqa: E402
 from benchmarks.common import stop_processes, write_results  # noqa: E402
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--videos-per-run", type=int, help="VIDEOS_PER_RUN for the backfill (default: the pipeline's)")
     parser.add_argument("--concurrent-runs", type=int, default=2)
-    parser.add_argument("--threads-per-run", type=int, help="OMP_NUM_THREADS of each run (default: cores / concurrent runs)")
+    parser.add_argument("--threads-per-run", type=int, help="OMP_NUM_THREADS of each run (default: the pipeline's, cores / concurrent runs)")
     parser.add_argument("--timeout-s", type=float, default=3600)
     parser.add_argument("--library", type=Path, default=REPO / "var" / "bench" / "backfill-library")
     parser.add_argument("--out", type=Path, default=REPO / "var" / "bench" / "backfill.json")
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     from assets.videos import VIDEOS_PARTITIONS
     from resources.dagster_resources import EncoderResource
     from resources.embedding.offline import offline_config, offline_model_dir
-    from resources.settings import videos_per_run_from_env
+    from resources.settings import run_threads_from_env, videos_per_run_from_env
 
     spec = LibrarySpec(frames=args.videos * args.frames_per_video, frames_per_video=args.frames_per_video,
                        width=args.width, height=args.height, small_captions=6, large_captions=3, needles=2)
@@ -142,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = [str(v) for v in library.video_ids]
     model = offline_config(EncoderResource().config(), offline_model_dir())
     per_run = args.videos_per_run or videos_per_run_from_env()
-    # Each run's torch uses every core unless told: N concurrent runs would oversubscribe them N times.
-    threads = args.threads_per_run or max(1, (os.cpu_count() or 1) // args.concurrent_runs)
+    threads = args.threads_per_run or run_threads_from_env({"FRAMESEARCH_MAX_CONCURRENT_RUNS": str(args.concurrent_runs)}) or torch.get_num_threads()
     results: dict[str, object] = {
         "videos": len(keys), "frames": frames, "frame_size": f"{args.width}x{args.height}", "model": model.model,
         "videos_per_run": per_run, "concurrent_runs": args.concurrent_runs, "threads_per_run": threads, "cpu_count": os.cpu_count(),
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         **base_env, "FRAMES_ROOT": str(library.videos), "CHECKPOINT_DIR": str(work / "checkpoints"),
         "QDRANT_PATH": str(work / "qdrant"), "QDRANT_COLLECTION": "frames_backfill",
         "FRAMESEARCH_MAX_CONCURRENT_RUNS": str(args.concurrent_runs), "VIDEOS_PER_RUN": str(per_run),
-        "OMP_NUM_THREADS": str(threads),
+        **({"OMP_NUM_THREADS": str(args.threads_per_run)} if args.threads_per_run else {}),
     }
     processes: list[subprocess.Popen] = []
     log = open(work / "processes.log", "w")  # noqa: SIM115 - closed at the end

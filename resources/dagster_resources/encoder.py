@@ -5,12 +5,13 @@ from dataclasses import replace
 from typing import Any
 
 import dagster as dg
+import torch
 from pydantic import PrivateAttr
 
 from resources.embedding.encoder import EncoderConfig, FrameEncoder
 from resources.embedding.offline import load_encoder_or_offline, offline_config, offline_model_dir
 from resources.embedding.weights import WeightsUnavailableError, resolve_weights, weights_model_id
-from resources.settings import encoder_config_from_env
+from resources.settings import encoder_config_from_env, run_threads_from_env
 
 _LOADED: dict[tuple[EncoderConfig, bool, str | None], tuple[FrameEncoder, str | None]] = {}
 
@@ -51,6 +52,12 @@ class EncoderResource(dg.ConfigurableResource):
         # process and configuration (the main job and its runs, several in-process runs) and its
         # fallback warning is logged once with it.
         key = (self.config(), self.offline_fallback, str(offline_model_dir(self.offline_model_dir)) if self.offline_fallback else None)
+        threads = run_threads_from_env()
+        if threads is not None and threads != torch.get_num_threads():
+            # This run shares the cores with the queue's other runs (FRAMESEARCH_MAX_CONCURRENT_RUNS).
+            if context.log is not None:
+                context.log.info(f"encoder: {threads} CPU threads (the cores shared by FRAMESEARCH_MAX_CONCURRENT_RUNS runs)")
+            torch.set_num_threads(threads)
         if key not in _LOADED:
             if self.offline_fallback:
                 _LOADED[key] = load_encoder_or_offline(self.config(), self.offline_model_dir)

@@ -12,6 +12,8 @@ from resources.settings import (
     index_settings_from_env,
     max_image_pixels_from_env,
     patch_config_from_env,
+    run_threads_from_env,
+    videos_per_run_from_env,
 )
 
 
@@ -75,3 +77,20 @@ def test_index_settings() -> None:
 def test_bad_pixel_limit() -> None:
     with pytest.raises(SettingsError, match="MAX_IMAGE_PIXELS"):
         max_image_pixels_from_env({"MAX_IMAGE_PIXELS": "0"})
+
+
+def test_videos_per_run() -> None:
+    assert videos_per_run_from_env({}) == 128
+    assert videos_per_run_from_env({"VIDEOS_PER_RUN": "8"}) == 8
+    for bad in ("0", "-3", "many"):
+        with pytest.raises(SettingsError, match="VIDEOS_PER_RUN"):
+            videos_per_run_from_env({"VIDEOS_PER_RUN": bad})
+
+
+def test_a_run_shares_the_cores_with_the_queues_other_runs() -> None:
+    assert run_threads_from_env({}, cores=16) is None  # one run at a time: torch's default
+    assert run_threads_from_env({"FRAMESEARCH_MAX_CONCURRENT_RUNS": "1"}, cores=16) is None
+    assert run_threads_from_env({"FRAMESEARCH_MAX_CONCURRENT_RUNS": "2"}, cores=2) == 1
+    assert run_threads_from_env({"FRAMESEARCH_MAX_CONCURRENT_RUNS": "3"}, cores=16) == 5
+    assert run_threads_from_env({"FRAMESEARCH_MAX_CONCURRENT_RUNS": "4"}, cores=2) == 1
+    assert run_threads_from_env({"FRAMESEARCH_MAX_CONCURRENT_RUNS": "2", "OMP_NUM_THREADS": "4"}, cores=16) is None  # said already
