@@ -20,7 +20,7 @@ import functools
 import hashlib
 import json
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
@@ -107,7 +107,7 @@ class PipelineParts:
     index: IndexResource
     patch_config: PatchConfig
     max_pixels: int
-    signature: str | None  # the source signature the run was requested for (sensor runs)
+    signatures: Mapping[int, str]  # video -> the source signature the run was requested for (sensor runs)
     code_version: str  # frame_embeddings' code version (assets.videos.embedding_code_version)
     instance: dg.DagsterInstance  # to point each materialization at the manifest it was made from
     run_id: str  # and each check result at the materialization it judged
@@ -277,9 +277,10 @@ def _fail_from(video: VideoRun, failed: VideoFailed) -> None:
 
 
 def _record_manifest(video: VideoRun, refs: list[FrameRef], parts: PipelineParts) -> None:
-    path = write_manifest(parts.store, video.video_id, parts.source.describe(), parts.signature, refs)
+    signature = parts.signatures.get(video.video_id)
+    path = write_manifest(parts.store, video.video_id, parts.source.describe(), signature, refs)
     video.events.append(dg.AssetMaterialization(
-        asset_key=MANIFEST, partition=str(video.video_id), metadata=manifest_metadata(len(refs), parts.source.describe(), path, parts.signature),
+        asset_key=MANIFEST, partition=str(video.video_id), metadata=manifest_metadata(len(refs), parts.source.describe(), path, signature),
         tags={DATA_VERSION_TAG: manifest_version(refs)},
     ))
 

@@ -36,7 +36,8 @@ from resources.settings import encoder_config_from_env, max_image_pixels_from_en
 
 VIDEOS_PARTITIONS = "videos"  # the partitions definition's name, typed as the str it is
 videos_partitions = dg.DynamicPartitionsDefinition(name=VIDEOS_PARTITIONS)
-SIGNATURE_TAG = "framesearch/signature"
+SIGNATURE_TAG = "framesearch/signature"  # a one-video sensor run: the signature it was requested for
+BATCH_TAG = "framesearch/batch"  # a sensor run of several new videos: their signatures are in its config
 POOL = "framesearch_embedding"
 # A backfill run takes up to VIDEOS_PER_RUN videos: the run's start-up and the model load are paid
 # once for all of them, and its videos stream through one encoder (assets/video_steps.py).
@@ -97,14 +98,27 @@ CHECKS = [
 
 class VideoRunConfig(dg.Config):
     """Run config of ``video_assets``: why the run was requested (the sensor and the reconcile
-    schedule fill it in; it shows in the run's config and in ``dagster sensor preview``)."""
+    schedule fill it in; it shows in the run's config and in ``dagster sensor preview``) and, for
+    a sensor's run of several new videos, the source signature each was requested for."""
 
     reason: str = ""
+    signatures: dict[str, str] = {}
 
 
-def run_config_for(reason: str) -> dict:
-    """Run config that records ``reason`` for a run of the pipeline."""
-    return {"ops": {"video_assets": {"config": {"reason": reason}}}}
+def run_config_for(reason: str, signatures: dict[str, str] | None = None) -> dict:
+    """Run config that records ``reason`` (and each video's signature) for a run of the pipeline."""
+    config: dict[str, object] = {"reason": reason}
+    if signatures:
+        config["signatures"] = signatures
+    return {"ops": {"video_assets": {"config": config}}}
+
+
+def _signatures(context: dg.AssetExecutionContext, config: VideoRunConfig) -> dict[int, str]:
+    """The source signature each video of the run was requested for (sensor runs; none otherwise)."""
+    if config.signatures:
+        return {int(k): v for k, v in config.signatures.items()}
+    tag = context.run.tags.get(SIGNATURE_TAG)
+    return {int(context.partition_key): tag} if tag else {}
 
 
 def _done_in_this_run(context: dg.AssetExecutionContext) -> set[str]:
@@ -160,7 +174,7 @@ def video_assets(
     parts = PipelineParts(
         source=frames.source(), encoder=frame_encoder, store=store, index=index,
         patch_config=patch_config_from_env(), max_pixels=max_image_pixels_from_env(),
-        signature=context.run.tags.get(SIGNATURE_TAG), code_version=CODE_VERSION, instance=context.instance,
+        signatures=_signatures(context, config), code_version=CODE_VERSION, instance=context.instance,
         run_id=context.run.run_id, log=context.log.info,
     )
     done = _done_in_this_run(context)

@@ -16,7 +16,7 @@ instance of ``deploy/dagster.yaml`` unchanged. Then, timing each step:
 4. **partition status**: ``dagster-webserver`` on the instance; the asset's ``partitionStats`` and
    ``assetPartitionStatuses`` through GraphQL, as the UI asks (cold, then warm);
 5. **backfill**: ``launchPartitionBackfill`` of the first ``--backfill`` videos through GraphQL;
-   ``dagster-daemon`` queues runs (BackfillPolicy: 8 videos a run) under the run queue's
+   ``dagster-daemon`` queues runs (BackfillPolicy: VIDEOS_PER_RUN videos a run) under the run queue's
    ``max_concurrent_runs`` (``--concurrent-runs``); runs queued and finished are sampled for
    ``--run-minutes`` and reported as runs/min and videos/min (tiny random-weights model: the figures
    are Dagster's overhead, not the model's).

@@ -30,9 +30,10 @@ import dagster as dg
 
 from assets.videos import VIDEOS_PARTITIONS, videos_partitions
 from pipelines.jobs import video_pipeline
-from pipelines.sensor import not_yet_requested, video_run_request
+from pipelines.sensor import not_yet_requested, video_run_requests
 from resources.dagster_resources import FrameEventsResource, FrameSourceResource
 from resources.frame_sources import FrameSource, VideoListing
+from resources.settings import videos_per_run_from_env
 
 # A tick reads the queue for at most POLL_BUDGET_S, lists touched videos for at most
 # LISTING_BUDGET_S and then waits for the listings under way: about 10 s at worst, the bound issue
@@ -91,7 +92,9 @@ def video_event_sensor(context: dg.SensorEvaluationContext, frames: FrameSourceR
             "notifications; video_sensor lists the library meanwhile"))
     batch = feed.poll(budget_s=POLL_BUDGET_S)
     listed, left = list_within(source, sorted(backlog | batch.video_ids), LISTING_BUDGET_S)
-    requests, new_keys, gone = [], [], 0
+    to_run: list[tuple[VideoListing, str]] = []
+    new_keys: list[str] = []
+    gone = 0
     # Which partitions exist: one query per video for a few, one listing of them all for a burst
     # (1,000 single queries to PostgreSQL took ~5 s; the listing of 100,000 keys takes 0.25 s).
     known = set(context.instance.get_dynamic_partitions(VIDEOS_PARTITIONS)) if len(listed) > BATCH_LOOKUP else None
@@ -103,8 +106,8 @@ def video_event_sensor(context: dg.SensorEvaluationContext, frames: FrameSourceR
         new = key not in known if known is not None else not context.instance.has_dynamic_partition(VIDEOS_PARTITIONS, key)
         if new:
             new_keys.append(key)
-        requests.append(video_run_request(listing, f"{'new video' if new else 'files changed'} (change feed)"))
-    requests, running = not_yet_requested(context.instance, requests)
+        to_run.append((listing, f"{'new video' if new else 'files changed'} (change feed)"))
+    requests, running = not_yet_requested(context.instance, video_run_requests(to_run, new_keys, videos_per_run_from_env()))
     # Deleted once acted on (requested, or kept in the cursor): a failed tick leaves them queued.
     feed.ack(batch)
     summary = (

@@ -25,20 +25,24 @@ No ``from __future__ import annotations`` here: Dagster reads the parameter anno
 """
 
 import base64
+import hashlib
 import json
 import time
 import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
 
-from assets.videos import SIGNATURE_TAG, VIDEOS_PARTITIONS, run_config_for, videos_partitions
+from assets.videos import BATCH_TAG, SIGNATURE_TAG, VIDEOS_PARTITIONS, run_config_for, videos_partitions
 from pipelines.jobs import video_pipeline
 from resources.checkpoints.store import CheckpointStore, manifest_key, published_key
 from resources.checkpoints.video_job import plan_digest
 from resources.dagster_resources import CheckpointStoreResource, FrameSourceResource
 from resources.embedding.patches import PatchConfig
 from resources.frame_sources import FrameRef, FrameSource, FrameSourceError, VideoListing
-from resources.settings import patch_config_from_env
+from resources.settings import patch_config_from_env, videos_per_run_from_env
 
 SEED_BUDGET_S = 20.0  # of checkpoint checks per tick; Dagster gives a sensor tick 60 s by default
 
@@ -61,10 +65,9 @@ def decode_cursor(cursor: str | None) -> dict[int, str]:
 
 # A run of a signature in one of these states makes another request for it redundant. A failed or
 # canceled run does not: the other sensor's request is the video's second chance.
-LIVE_OR_DONE = [
-    dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.SUCCESS,
-]
+IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+LIVE_OR_DONE = [*IN_FLIGHT, dg.DagsterRunStatus.SUCCESS]
+NEW_VIDEOS = "new videos"  # BATCH_TAG's value
 
 
 def video_run_request(listing: VideoListing, reason: str) -> dg.RunRequest:
@@ -79,17 +82,77 @@ def video_run_request(listing: VideoListing, reason: str) -> dg.RunRequest:
     )
 
 
+def new_videos_run_request(chunk: Sequence[tuple[VideoListing, str]]) -> dg.RunRequest:
+    """One run of several new videos that are consecutive partitions (a range, as a backfill's
+    runs are): their run's start-up is paid once. Each video's signature is in the run config."""
+    first, last = chunk[0][0].video_id, chunk[-1][0].video_id
+    digest = hashlib.sha256(";".join(f"{listing.video_id}:{listing.signature}" for listing, _ in chunk).encode()).hexdigest()[:16]
+    return dg.RunRequest(
+        run_key=f"videos-{first}-{last}-{digest}",
+        tags={ASSET_PARTITION_RANGE_START_TAG: str(first), ASSET_PARTITION_RANGE_END_TAG: str(last), BATCH_TAG: NEW_VIDEOS},
+        run_config=run_config_for(
+            f"{len(chunk)} new videos, {first} to {last}: {chunk[0][1]}", {str(listing.video_id): listing.signature for listing, _ in chunk},
+        ),
+    )
+
+
+def video_run_requests(decided: Sequence[tuple[VideoListing, str]], new_keys: Sequence[str], per_run: int) -> list[dg.RunRequest]:
+    """The runs for ``decided`` (each video and why it runs): a run per changed video, and the
+    new ones - registered by this tick in ``new_keys``' order, so consecutive new keys are a range
+    of the partitions - in runs of up to ``per_run`` (VIDEOS_PER_RUN). A library's first tick or a
+    burst of uploads then starts a run per ``per_run`` videos, not per video (each run pays a
+    process, the code location and the model before its first frame)."""
+    position = {key: i for i, key in enumerate(new_keys)}
+    requests: list[dg.RunRequest] = []
+    chunk: list[tuple[VideoListing, str]] = []
+
+    def close_chunk() -> None:
+        if len(chunk) == 1:
+            requests.append(video_run_request(*chunk[0]))
+        elif chunk:
+            requests.append(new_videos_run_request(chunk))
+        chunk.clear()
+
+    for listing, reason in decided:
+        at = position.get(str(listing.video_id))
+        if at is None:
+            requests.append(video_run_request(listing, reason))
+            continue
+        if chunk and (len(chunk) >= per_run or position[str(chunk[-1][0].video_id)] != at - 1):
+            close_chunk()
+        chunk.append((listing, reason))
+    close_chunk()
+    return requests
+
+
+def _config_signatures(run_config: Mapping[str, Any]) -> dict[str, str]:
+    """The per-video signatures a run's config holds (runs of several new videos); {} otherwise."""
+    return dict(run_config.get("ops", {}).get("video_assets", {}).get("config", {}).get("signatures", {}))
+
+
+def requested_videos(request: dg.RunRequest) -> list[int]:
+    """The videos a request of these sensors runs."""
+    if request.partition_key is not None:
+        return [int(request.partition_key)]
+    return [int(v) for v in _config_signatures(request.run_config)]
+
+
 def not_yet_requested(instance: dg.DagsterInstance, requests: list[dg.RunRequest]) -> tuple[list[dg.RunRequest], int]:
-    """``requests`` less those whose signature already has a run queued, running or done -
-    whichever sensor asked for it (Dagster's run keys dedupe within one sensor only, so the event
-    path and the reconcile would otherwise both run a new video). One runs query for them all;
-    returns the requests left and how many were dropped."""
-    signatures = [r.tags[SIGNATURE_TAG] for r in requests]
-    if not signatures:
+    """``requests`` less the one-video requests whose signature already has a run queued, running
+    or done - whichever sensor asked for it (Dagster's run keys dedupe within one sensor only, so
+    the event path and the reconcile would otherwise both run a new video), or is in a run of new
+    videos not yet finished. Two runs queries for them all; returns the requests left and how many
+    were dropped. (Runs of new videos cover partitions this tick registered: none can be running.)"""
+    singles = [r for r in requests if r.partition_key is not None]
+    if not singles:
         return requests, 0
-    runs = instance.get_run_records(filters=dg.RunsFilter(tags={SIGNATURE_TAG: signatures}, statuses=LIVE_OR_DONE))
-    taken = {(record.dagster_run.tags.get("dagster/partition"), record.dagster_run.tags.get(SIGNATURE_TAG)) for record in runs}
-    kept = [r for r in requests if (r.partition_key, r.tags[SIGNATURE_TAG]) not in taken]
+    taken: set[tuple[str, str]] = set()
+    for record in instance.get_run_records(filters=dg.RunsFilter(tags={SIGNATURE_TAG: [r.tags[SIGNATURE_TAG] for r in singles]}, statuses=LIVE_OR_DONE)):
+        run = record.dagster_run
+        taken.add((run.tags.get(PARTITION_NAME_TAG, ""), run.tags.get(SIGNATURE_TAG, "")))
+    for record in instance.get_run_records(filters=dg.RunsFilter(tags={BATCH_TAG: NEW_VIDEOS}, statuses=IN_FLIGHT)):
+        taken.update(_config_signatures(record.dagster_run.run_config).items())
+    kept = [r for r in requests if r.partition_key is None or (r.partition_key, r.tags[SIGNATURE_TAG]) not in taken]
     return kept, len(requests) - len(kept)
 
 
@@ -136,7 +199,8 @@ def video_sensor(context: dg.SensorEvaluationContext, frames: FrameSourceResourc
     checkpoints, patch_config = store.store(), patch_config_from_env()
     published: set[int] | None = None
     decided: dict[int, str] = {}
-    requests, checked, left = [], 0, 0
+    to_run: list[tuple[VideoListing, str]] = []
+    checked, left = 0, 0
     deadline = time.monotonic() + SEED_BUDGET_S
     for listing in listings:
         previous = remembered.get(listing.video_id)
@@ -154,8 +218,8 @@ def video_sensor(context: dg.SensorEvaluationContext, frames: FrameSourceResourc
         checked += 1
         decided[listing.video_id] = listing.signature
         if reason is not None:
-            requests.append(video_run_request(listing, reason))
-    requests, running = not_yet_requested(context.instance, requests)
+            to_run.append((listing, reason))
+    requests, running = not_yet_requested(context.instance, video_run_requests(to_run, new_keys, videos_per_run_from_env()))
     summary = (
         f"{len(listings)} videos listed, {len(new_keys)} new, {checked} checked against their checkpoints, "
         f"{len(requests)} to run" + (f", {running} already run or running" if running else "")

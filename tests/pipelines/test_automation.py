@@ -8,9 +8,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.videos import SIGNATURE_TAG, VIDEOS_PARTITIONS
+from assets.videos import BATCH_TAG, SIGNATURE_TAG, VIDEOS_PARTITIONS, run_config_for
 from pipelines.automation import reconcile_schedule
-from pipelines.sensor import decode_cursor, encode_cursor, video_sensor
+from pipelines.sensor import NEW_VIDEOS, decode_cursor, encode_cursor, requested_videos, video_sensor
+from resources.checkpoints.store import CheckpointStore, manifest_key
 from resources.dagster_resources import CheckpointStoreResource, EncoderResource, FrameSourceResource, FramesS3Resource, IndexResource
 from resources.embedding.encoder import EncoderConfig
 from tests.assets.test_videos import ASSETS, write_video
@@ -34,10 +35,13 @@ def test_sensor_adds_partitions_and_runs_only_changed_videos(tmp_path: Path) -> 
     sensor = SensorTicks(videos, tmp_path / "checkpoints")
 
     first = sensor.tick()
-    assert sorted(r.partition_key for r in first.run_requests) == ["1", "2"]
+    # Two new videos, registered in this order: one run of the range 1..2, each signature in its config.
+    [run] = first.run_requests
+    assert (run.partition_key, run.partition_key_range) == (None, dg.PartitionKeyRange("1", "2"))
     assert set(sensor.instance.get_dynamic_partitions(VIDEOS_PARTITIONS)) == {"1", "2"}
-    assert all(r.run_key.startswith(f"video-{r.partition_key}-") and r.tags[SIGNATURE_TAG] for r in first.run_requests)
-    assert first.run_requests[0].run_config == {"ops": {"video_assets": {"config": {"reason": "video 1: new video: no checkpoint"}}}}
+    listed = {str(v.video_id): v.signature for v in sensor.resources["frames"].source().list_videos()}
+    assert run.run_config == {"ops": {"video_assets": {"config": {"reason": "2 new videos, 1 to 2: new video: no checkpoint", "signatures": listed}}}}
+    assert run.run_key.startswith("videos-1-2-") and run.tags[BATCH_TAG] == NEW_VIDEOS
 
     unchanged = sensor.tick()
     assert not unchanged.run_requests and unchanged.dynamic_partitions_requests == []
@@ -46,12 +50,38 @@ def test_sensor_adds_partitions_and_runs_only_changed_videos(tmp_path: Path) -> 
     (videos / "2" / "frame_0009.png").write_bytes((videos / "2" / "frame_0000.png").read_bytes())
     write_video(videos, 3, frames=1, seed=3)
     changed = sensor.tick()
-    assert sorted(r.partition_key for r in changed.run_requests) == ["2", "3"]
+    assert sorted(r.partition_key for r in changed.run_requests) == ["2", "3"]  # a changed video, one new one: a run each
+    assert all(r.run_key.startswith(f"video-{r.partition_key}-") and r.tags[SIGNATURE_TAG] for r in changed.run_requests)
     assert [list(r.partition_keys) for r in changed.dynamic_partitions_requests] == [["3"]]
 
 
-@pytest.mark.parametrize("by_sensor", [False, True], ids=["embedded-by-hand", "embedded-by-sensor-runs"])
-def test_starting_the_sensor_over_an_embedded_library_runs_nothing(tmp_path: Path, tiny_config: EncoderConfig, by_sensor: bool) -> None:
+def test_a_library_of_new_videos_is_requested_in_runs_of_videos_per_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A library's first tick (or a burst) starts a run per VIDEOS_PER_RUN new videos, ranges of
+    the partitions it registers in that order - not a run (a process, the code location, the
+    model) per video. A video already known is a run of its own."""
+    monkeypatch.setenv("VIDEOS_PER_RUN", "4")
+    videos = tmp_path / "videos"
+    for video_id in range(1, 11):
+        write_video(videos, video_id, frames=1, seed=video_id)
+    sensor = SensorTicks(videos, tmp_path / "checkpoints")
+    sensor.instance.add_dynamic_partitions(VIDEOS_PARTITIONS, ["7"])  # registered before, e.g. by the UI
+    tick = sensor.tick()
+    singles = [r.partition_key for r in tick.run_requests if r.partition_key is not None]
+    ranges = [r for r in tick.run_requests if r.partition_key is None]
+    assert "7" in singles  # known: a run of its own, not part of this tick's new ranges
+    assert len(tick.run_requests) == 1 + 3 and all(len(requested_videos(r)) <= 4 for r in tick.run_requests)  # 9 new in runs of <= 4
+    assert sorted(v for r in tick.run_requests for v in requested_videos(r)) == list(range(1, 11))
+    added = list(tick.dynamic_partitions_requests[0].partition_keys)
+    registered = sensor.instance.get_dynamic_partitions(VIDEOS_PARTITIONS)
+    for request in ranges:  # each range is consecutive in the partitions' order, as Dagster resolves it
+        assert request.partition_key_range is not None
+        start, end = registered.index(request.partition_key_range.start), registered.index(request.partition_key_range.end)
+        assert registered[start : end + 1] == [str(v) for v in requested_videos(request)]
+    assert sorted(added, key=int) == [str(v) for v in range(1, 11) if v != 7]
+
+
+@pytest.mark.parametrize("embedded_by", ["hand", "sensor-runs", "a-sensor-run-of-new-videos"])
+def test_starting_the_sensor_over_an_embedded_library_runs_nothing(tmp_path: Path, tiny_config: EncoderConfig, embedded_by: str) -> None:
     """Issue 12: a fresh sensor (no cursor) over a library whose checkpoints match their files
     requests no run - whether the videos were embedded by runs it requested (their stored
     signature) or by hand (their frames listed and compared with the checkpoint's plan); changing
@@ -68,9 +98,15 @@ def test_starting_the_sensor_over_an_embedded_library_runs_nothing(tmp_path: Pat
     }
     with dg.instance_for_test() as elsewhere:  # the library was embedded before this sensor existed
         elsewhere.add_dynamic_partitions(VIDEOS_PARTITIONS, list(listed))
-        for key, signature in listed.items():
-            tags = {SIGNATURE_TAG: signature} if by_sensor else {}
+        if embedded_by == "a-sensor-run-of-new-videos":  # one run of the range, each signature in its config
+            ranged = {"dagster/asset_partition_range_start": "1", "dagster/asset_partition_range_end": "3"}
+            config = run_config_for("3 new videos", signatures=listed)
+            assert dg.materialize(ASSETS, instance=elsewhere, resources=resources, tags=ranged, run_config=config).success
+        for key, signature in listed.items() if embedded_by != "a-sensor-run-of-new-videos" else []:
+            tags = {SIGNATURE_TAG: signature} if embedded_by == "sensor-runs" else {}
             assert dg.materialize(ASSETS, partition_key=key, instance=elsewhere, resources=resources, tags=tags).success
+    stored = {key: CheckpointStore(str(tmp_path / "checkpoints")).read_json(manifest_key(int(key)))["signature"] for key in listed}
+    assert stored == (dict.fromkeys(listed) if embedded_by == "hand" else listed)  # what lets the sensor skip listing the video
 
     first = sensor.tick()
     assert not first.run_requests

@@ -18,7 +18,7 @@ import pytest
 from assets.videos import VIDEOS_PARTITIONS
 from pipelines import event_sensor
 from pipelines.event_sensor import video_event_sensor
-from pipelines.sensor import video_sensor
+from pipelines.sensor import requested_videos, video_sensor
 from resources.change_feeds import S3ObjectChange, object_changes, video_of_key
 from resources.dagster_resources import CheckpointStoreResource, FrameEventsResource, FrameSourceResource, FramesS3Resource
 from resources.frame_sources import S3FrameSource
@@ -101,7 +101,8 @@ class Library:
 
 
 def requested(result: dg.SensorResult) -> list[str]:
-    return sorted(r.partition_key for r in result.run_requests or [])
+    """The videos the tick's requests run, one-video runs and runs of several new videos alike."""
+    return sorted((str(v) for r in result.run_requests or [] for v in requested_videos(r)), key=int)
 
 
 @pytest.fixture

@@ -28,10 +28,14 @@ class DaemonTicks:
         for request in result.dynamic_partitions_requests or []:
             self.instance.add_dynamic_partitions(VIDEOS_PARTITIONS, list(request.partition_keys))
         for run in result.run_requests or []:
-            tags = {**run.tags, RUN_KEY_TAG: str(run.run_key), SENSOR_NAME_TAG: self.sensor.name, PARTITION_NAME_TAG: str(run.partition_key)}
+            tags = {**run.tags, RUN_KEY_TAG: str(run.run_key), SENSOR_NAME_TAG: self.sensor.name}
+            if run.partition_key is not None:
+                tags[PARTITION_NAME_TAG] = run.partition_key
             if run.run_key and self.instance.get_runs_count(dg.RunsFilter(tags={RUN_KEY_TAG: run.run_key, SENSOR_NAME_TAG: self.sensor.name})):
                 continue
-            self.instance.add_run(dg.DagsterRun(job_name="video_pipeline", run_id=make_new_run_id(), tags=tags, status=dg.DagsterRunStatus.NOT_STARTED))
+            self.instance.add_run(dg.DagsterRun(
+                job_name="video_pipeline", run_id=make_new_run_id(), tags=tags, run_config=run.run_config, status=dg.DagsterRunStatus.NOT_STARTED,
+            ))
         if result.cursor is not None:
             self.cursor = result.cursor
         return result

@@ -12,6 +12,7 @@ import pytest
 
 from assets.videos import VIDEOS_PARTITIONS
 from pipelines.automation import reconcile_schedule, video_sensor
+from pipelines.sensor import requested_videos
 from resources.dagster_resources import CheckpointStoreResource, EncoderResource, FrameSourceResource, FramesS3Resource, IndexResource
 from resources.embedding.encoder import EncoderConfig
 from tests.assets.test_videos import ASSETS, write_video
@@ -52,7 +53,7 @@ def test_sensor_and_runs_on_postgres(instance: dg.DagsterInstance, tmp_path: Pat
         result = video_sensor(context)
     for request in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions(VIDEOS_PARTITIONS, list(request.partition_keys))
-    keys = sorted(r.partition_key for r in result.run_requests)
+    keys = sorted(str(v) for r in result.run_requests for v in requested_videos(r))  # one run of both new videos
     assert keys == ["1", "2"] and set(instance.get_dynamic_partitions(VIDEOS_PARTITIONS)) == {"1", "2"}
 
     resources = {
