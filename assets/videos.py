@@ -4,7 +4,7 @@ The three assets are materialized by one step (``video_assets``), which takes th
 as one stream (a backfill hands one run up to VIDEOS_PER_RUN; the model loads once per run, the
 next videos are read while the current ones are encoded). Each video
 is its own record: its partitions get their own materializations, figures and check results,
-logged per partition (``assets/video_steps.py``); a video that fails leaves its partitions
+logged per partition (``assets/video_runs.py``, ``assets/video_steps.py``); a video that fails leaves its partitions
 unmaterialized - so Dagster marks them failed when the run ends - while the run's other videos
 materialize, index and show as such. The step fails at the end, naming each failed video and why.
 
@@ -20,6 +20,7 @@ import warnings
 
 import dagster as dg
 
+from assets.video_runs import run_videos
 from assets.video_steps import (
     EMBEDDINGS,
     INDEX,
@@ -29,7 +30,6 @@ from assets.video_steps import (
     ROWS_CHECK,
     PipelineParts,
     VideoFailure,
-    run_videos,
 )
 from resources.dagster_resources import CheckpointStoreResource, EncoderResource, FrameSourceResource, IndexResource
 from resources.settings import encoder_config_from_env, max_image_pixels_from_env, patch_config_from_env, videos_per_run_from_env

@@ -19,7 +19,10 @@ Checking costs a footer and a small JSON read per video; a tick checks for at mo
 decided), so a 100,000-video library is taken in over a few ticks, not in one that times out.
 
 Run keys carry the signature: a changed video is requested once per change, even if the cursor is
-lost. Each request says why in its run config (``reason``), which ``dagster sensor preview`` prints.
+lost; a signature another sensor already runs is not requested again (:func:`not_yet_requested`).
+New videos go in runs of up to VIDEOS_PER_RUN (:func:`video_run_requests`: a range of the
+partitions the tick registers), so a library's first tick does not start a run per video. Each
+request says why in its run config (``reason``), which ``dagster sensor preview`` prints.
 
 No ``from __future__ import annotations`` here: Dagster reads the parameter annotations.
 """

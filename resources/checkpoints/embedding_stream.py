@@ -21,7 +21,6 @@ encoder has not finished (plus one frame), so it runs ahead by about a group, ne
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from resources.checkpoints.byte_budget_queue import ByteBudgetQueue, Stopped
 from resources.checkpoints.dedup import DedupConfig, dedup_config_from_env
 from resources.checkpoints.store import CheckpointStore
 from resources.checkpoints.video_job import (
@@ -142,57 +142,6 @@ _Item = _Frame | _ChunkEnd | _VideoEnd | _Outcome | _Crash
 _DONE = object()
 
 
-class _Stopped(Exception):
-    """The encoder's side stopped taking items (its caller left early): the reader ends."""
-
-
-class _Pipe:
-    """The reader -> encoder queue, bounded by bytes of decoded frames not yet encoded. A put
-    blocks while over the budget only if the encoder has something to take, so one frame larger
-    than the whole budget still passes (and the two sides never wait on each other)."""
-
-    def __init__(self, budget: int) -> None:
-        self._items: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._budget, self._held = budget, 0
-        self._waiting = 0  # items put and not yet taken
-        self._cond = threading.Condition()
-        self.stopped = threading.Event()
-
-    def put(self, item: object, nbytes: int = 0) -> None:
-        """Queue ``item``; raises :class:`_Stopped` once the encoder's side has stopped."""
-        with self._cond:
-            while nbytes and self._held + nbytes > self._budget and self._waiting and not self.stopped.is_set():
-                self._cond.wait(0.5)
-            if self.stopped.is_set():
-                raise _Stopped
-            self._held += nbytes
-            self._waiting += 1
-        self._items.put(item)
-
-    def get(self, block: bool = True) -> object | None:
-        """The next item; None when ``block`` is False and nothing is waiting."""
-        try:
-            item = self._items.get(block=block)
-        except queue.Empty:
-            return None
-        with self._cond:
-            self._waiting -= 1
-            self._cond.notify_all()
-        return item
-
-    def stop(self) -> None:
-        """The encoder's side is done: a waiting or later put raises :class:`_Stopped`."""
-        with self._cond:
-            self.stopped.set()
-            self._cond.notify_all()
-
-    def release(self, nbytes: int) -> None:
-        """The encoder finished ``nbytes`` of frames: the reader may read that much further."""
-        with self._cond:
-            self._held -= nbytes
-            self._cond.notify_all()
-
-
 @dataclass
 class _Group:
     items: list[_Item] = field(default_factory=list)
@@ -227,7 +176,7 @@ class EmbeddingStream:
         """Each video's outcomes in the videos' order: :class:`VideoListed`, then
         :class:`VideoEmbedded` or :class:`VideoFailed` (or only a failure at ``manifest``). After a
         transient failure the stream ends: the videos after it get no outcome."""
-        pipe = _Pipe(self.pixel_budget)
+        pipe = ByteBudgetQueue(self.pixel_budget)
         reader = threading.Thread(target=self._read, args=(list(videos), pipe), name="frame-reader", daemon=True)
         reader.start()
         try:
@@ -245,21 +194,21 @@ class EmbeddingStream:
 
     # -- the reader thread --------------------------------------------------------------------
 
-    def _read(self, videos: list[VideoInput], pipe: _Pipe) -> None:
+    def _read(self, videos: list[VideoInput], pipe: ByteBudgetQueue) -> None:
         try:
             for video in videos:
                 if not self._read_video(video, pipe):
                     break
             pipe.put(_DONE)
-        except _Stopped:
+        except Stopped:
             return
         except BaseException as exc:  # noqa: BLE001 - handed to the encoder's thread, which re-raises it
             try:
                 pipe.put(_Crash(exc))
-            except _Stopped:
+            except Stopped:
                 return
 
-    def _read_video(self, video: VideoInput, pipe: _Pipe) -> bool:
+    def _read_video(self, video: VideoInput, pipe: ByteBudgetQueue) -> bool:
         """Read one video into the pipe; False after a transient failure (stop reading)."""
         try:
             frames = list(video.list_frames())
@@ -301,7 +250,7 @@ class EmbeddingStream:
 
     # -- the encoder's thread -----------------------------------------------------------------
 
-    def _gather(self, pipe: _Pipe) -> tuple[_Group, bool]:
+    def _gather(self, pipe: ByteBudgetQueue) -> tuple[_Group, bool]:
         """The next group: items up to ``group_frames`` frames or half the pixel budget, waiting
         for the reader as long as the group is short (a short batch is what this avoids); True when
         the reader is done."""
