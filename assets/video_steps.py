@@ -33,10 +33,11 @@ from assets.metadata import embeddings_metadata, failure_metadata, manifest_meta
 from resources.checkpoints.format import META_KEY, vectors
 from resources.checkpoints.store import manifest_key
 from resources.checkpoints.video_job import CheckpointRejected, EmbedReport
-from resources.dagster_resources import CheckpointStoreResource, IndexResource
+from resources.dagster_resources import CheckpointStoreResource
 from resources.embedding.encoder import FrameEncoder
 from resources.embedding.patches import PatchConfig
 from resources.frame_sources import FrameRef, FrameSource, FrameSourceError, VideoNotFound
+from resources.vector_index.follower import SyncSession
 
 MANIFEST = dg.AssetKey("frame_manifest")
 EMBEDDINGS = dg.AssetKey("frame_embeddings")
@@ -97,7 +98,7 @@ class PipelineParts:
     source: FrameSource
     encoder: FrameEncoder
     store: CheckpointStoreResource
-    index: IndexResource
+    index: SyncSession  # the run's one opening of the index (IndexResource.session)
     patch_config: PatchConfig
     max_pixels: int
     signatures: Mapping[int, str]  # video -> the source signature the run was requested for (sensor runs)
@@ -242,7 +243,7 @@ def sync(video: VideoRun, rows: int, parts: PipelineParts) -> None:
     video_id = video.video_id
     try:
         # From the store (a folder or S3), read once: the version synced is the rows' own.
-        result = parts.index.sync_or_defer(parts.encoder.info.embed_dim, video_id, parts.store.store())
+        result = parts.index.sync_or_defer(video_id, parts.store.store())
     except Exception as exc:  # noqa: BLE001 - the index failing for one video must not hide the others
         video.fail("index", f"video {video_id}: {type(exc).__name__}: {exc}")
         return

@@ -171,17 +171,18 @@ def video_assets(
     if config.reason:
         context.log.info(f"requested because: {config.reason}")
     frame_encoder = encoder.encoder  # loaded once per run; the resource warns once if it fell back
-    parts = PipelineParts(
-        source=frames.source(), encoder=frame_encoder, store=store, index=index,
-        patch_config=patch_config_from_env(), max_pixels=max_image_pixels_from_env(),
-        signatures=_signatures(context, config), code_version=CODE_VERSION, instance=context.instance,
-        run_id=context.run.run_id, log=context.log.info,
-    )
     done = _done_in_this_run(context)
     videos = [int(key) for key in context.partition_keys if key not in done]
-    # Each video's own events as they happen: materializations of its partitions (none for a stage
-    # it failed), its check results and, if it failed, an observation saying why.
-    failed = yield from run_videos(videos, parts, context.selected_asset_keys, context.selected_asset_check_keys)
+    with index.session(frame_encoder.info.embed_dim) as session:  # the index opened once per run (see IndexResource)
+        parts = PipelineParts(
+            source=frames.source(), encoder=frame_encoder, store=store, index=session,
+            patch_config=patch_config_from_env(), max_pixels=max_image_pixels_from_env(),
+            signatures=_signatures(context, config), code_version=CODE_VERSION, instance=context.instance,
+            run_id=context.run.run_id, log=context.log.info,
+        )
+        # Each video's own events as they happen: materializations of its partitions (none for a
+        # stage it failed), its check results and, if it failed, an observation saying why.
+        failed = yield from run_videos(videos, parts, context.selected_asset_keys, context.selected_asset_check_keys)
     for failure in failed:
         context.log.error(f"video {failure.video_id} failed at {failure.stage}: {failure.reason}")
     if failed:

@@ -15,7 +15,7 @@ from resources.frame_sources import FrameSource, LocalFolderSource, S3FrameSourc
 from resources.s3.client import S3Settings, make_s3_client, s3_settings_from_env
 from resources.settings import IndexSettings, index_settings_from_env
 from resources.vector_index import SyncResult, VectorIndex
-from resources.vector_index.follower import sync_or_defer
+from resources.vector_index.follower import SyncSession, sync_or_defer
 from resources.vector_index.schema import IndexSchema
 
 
@@ -107,10 +107,14 @@ class CheckpointStoreResource(dg.ConfigurableResource):
         return self.path / "manifests" / f"video_{video_id}.json"
 
 
+EMBEDDED_HOLD_S = 30.0  # the longest a run keeps the embedded shard before letting others take it
+
+
 class IndexResource(dg.ConfigurableResource):
     """The vector index; unset fields come from QDRANT_URL, QDRANT_PATH, QDRANT_API_KEY,
-    QDRANT_COLLECTION. The embedded shard is opened per use and released at once, so a search
-    service can hold it between runs (then the sync is deferred to its follower)."""
+    QDRANT_COLLECTION. A run syncs its videos through one :meth:`session`: a Qdrant server is
+    opened once for the run; the embedded shard is kept at most EMBEDDED_HOLD_S at a time, so a
+    search service (or another run) takes it within that (then the sync is deferred to its follower)."""
 
     url: str | None = None
     path: str | None = None
@@ -136,3 +140,7 @@ class IndexResource(dg.ConfigurableResource):
 
     def sync_or_defer(self, dim: int, video_id: int, checkpoint: Path | CheckpointStore) -> SyncResult | None:
         return sync_or_defer(lambda: self.open(dim), video_id, checkpoint)
+
+    def session(self, dim: int) -> SyncSession:
+        """A :class:`SyncSession` for a run's videos (close it when the run ends)."""
+        return SyncSession(lambda: self.open(dim), hold_s=None if self.settings().url else EMBEDDED_HOLD_S)

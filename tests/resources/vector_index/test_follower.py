@@ -16,8 +16,8 @@ from qdrant_client import QdrantClient
 from resources.checkpoints.format import FrameRecord, published_path, records_to_table, write_table_atomic
 from resources.embedding.encoder import FrameEmbedding
 from resources.embedding.patches import PatchConfig, plan_patches
-from resources.vector_index import VectorIndex
-from resources.vector_index.follower import CheckpointFollower, sync_checkpoint, sync_or_defer
+from resources.vector_index import IndexBusyError, VectorIndex
+from resources.vector_index.follower import CheckpointFollower, SyncSession, sync_checkpoint, sync_or_defer
 from resources.vector_index.schema import IndexSchema, point_id
 
 DIM = 16
@@ -203,6 +203,38 @@ def test_sync_or_defer(tmp_path: Path) -> None:
     assert result is not None and result.points == 4
     with open_index() as index:
         assert index.count(5) == 4
+
+
+def test_a_sync_session_opens_the_index_once_and_lets_it_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's videos sync through one opening of the index; an embedded shard is released after
+    ``hold_s`` (another process may take it; the session reopens it at its next sync), and a shard
+    held elsewhere defers the sync."""
+    root = tmp_path / "checkpoints"
+    for video_id in (1, 2, 3, 4):
+        publish(root, video_id, 2, seed=video_id)
+
+    def open_index() -> VectorIndex:
+        return VectorIndex.open(SCHEMA, path=tmp_path / "qdrant")
+
+    with SyncSession(open_index, hold_s=None) as session:
+        assert [session.sync_or_defer(v, published_path(root, v)).points for v in (1, 2, 3)] == [2, 2, 2]  # type: ignore[union-attr]
+        assert session.opened == 1
+        with pytest.raises(IndexBusyError):
+            open_index()  # held for the session
+    with open_index() as index:  # released, optimized, closed
+        assert [index.count(v) for v in (1, 2, 3)] == [2, 2, 2]
+
+    clock = [0.0]
+    monkeypatch.setattr("resources.vector_index.follower.time.monotonic", lambda: clock[0])
+    session = SyncSession(open_index, hold_s=30.0)
+    assert session.sync_or_defer(1, published_path(root, 1)) is not None
+    clock[0] = 31.0  # held past hold_s: released before the next sync, which reopens it
+    assert session.sync_or_defer(2, published_path(root, 2)) is not None and session.opened == 2
+    session.close()
+    with open_index():
+        assert SyncSession(open_index).sync_or_defer(4, published_path(root, 4)) is None  # held elsewhere: deferred
+    with open_index() as index:
+        assert index.count(4) == 0
 
 
 def _serve(qdrant: str, root: str, out: str, stop_file: str) -> None:
