@@ -275,12 +275,13 @@ class EmbeddingStream:
         started, images_before = time.perf_counter(), self.encoder.timings.images
         embeddings = self.encoder.encode_frames([f.frame.pixels for f in group.frames], self.patch_config, [f.plan for f in group.frames])
         seconds, images = time.perf_counter() - started, self.encoder.timings.images - images_before
-        # The group's model time and inputs, shared among its videos by their frames' inputs.
+        # The group's model time and inputs, shared among its videos by their frames' inputs: a
+        # global view and a crop per window (exact for crops; dense windows share passes).
         weights = [1 + len(f.plan) for f in group.frames]
         total = sum(weights)
         for item, embedding, weight in zip(group.frames, embeddings, weights, strict=True):
             item.job.report.seconds["embed"] += seconds * weight / total
-            item.job.report.images_encoded += round(images * weight / total)
+            item.job.report.images_encoded += weight if images == total else round(images * weight / total)
             item.job.add_encoded(item.chunk, item.frame, embedding)
 
     def _finish(self, group: _Group) -> Iterator[Outcome]:
