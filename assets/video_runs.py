@@ -57,10 +57,10 @@ def run_videos(
         yield from _streamed(runs, parts, selected)
     else:
         for video in runs.values():
-            if any(v.failure is not None and v.failure.transient for v in runs.values()):
-                break
             yield from _without_embedding(video, parts, selected)
             yield from video.take(parts)
+            if video.failure is not None and video.failure.transient:
+                break  # an outage: the videos after it are failed as not tried, below
     outage = next((v.failure for v in runs.values() if v.failure is not None and v.failure.transient), None)
     for video in runs.values():
         if outage is not None and video.failure is None and not video.finished:

@@ -165,6 +165,8 @@ class EmbeddingStream:
         pixel_budget: int = DEFAULT_PIXEL_BUDGET,
         on_chunk: Callable[[int, int, int], None] | None = None,
     ) -> None:
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
         self.source, self.encoder, self.store = source, encoder, store
         self.patch_config, self.max_pixels, self.chunk_frames = patch_config, max_pixels, chunk_frames
         self.dedup = dedup if dedup is not None else dedup_config_from_env()

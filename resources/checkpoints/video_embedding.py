@@ -47,8 +47,6 @@ def embed_video(
     The video goes through the same stream as a run's many videos (:mod:`.embedding_stream`):
     its next chunk is read and decoded while the current one is encoded.
     """
-    if chunk_frames < 1:
-        raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
     stream = EmbeddingStream(
         source, encoder, store if isinstance(store, CheckpointStore) else CheckpointStore(store),
         patch_config, max_pixels, chunk_frames, dedup, on_chunk=lambda _, done, total: on_chunk(done, total) if on_chunk else None,

@@ -162,8 +162,6 @@ class VideoJob:
         self, video_id: int, frames: Sequence[FrameRef], store: CheckpointStore, info: EncoderInfo,
         patch_config: PatchConfig, chunk_frames: int, dedup: DedupConfig,
     ) -> None:
-        if chunk_frames < 1:
-            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
         self.video_id, self.frames, self.store, self.info = video_id, frames, store, info
         self.patch_config, self.chunk_frames, self.dedup = patch_config, chunk_frames, dedup
         self.report = EmbedReport(video_id, model_id=info.model_id)

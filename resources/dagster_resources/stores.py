@@ -14,8 +14,8 @@ from resources.checkpoints.video_job import DEFAULT_CHUNK_FRAMES
 from resources.frame_sources import FrameSource, LocalFolderSource, S3FrameSource
 from resources.s3.client import S3Settings, make_s3_client, s3_settings_from_env
 from resources.settings import IndexSettings, index_settings_from_env
-from resources.vector_index import SyncResult, VectorIndex
-from resources.vector_index.follower import SyncSession, sync_or_defer
+from resources.vector_index import VectorIndex
+from resources.vector_index.follower import SyncSession
 from resources.vector_index.schema import IndexSchema
 
 
@@ -137,9 +137,6 @@ class IndexResource(dg.ConfigurableResource):
         settings = self.settings()
         schema = IndexSchema(settings.collection, dim)
         return VectorIndex.open(schema, url=settings.url, path=settings.path, api_key=settings.api_key, layout=settings.layout(schema))
-
-    def sync_or_defer(self, dim: int, video_id: int, checkpoint: Path | CheckpointStore) -> SyncResult | None:
-        return sync_or_defer(lambda: self.open(dim), video_id, checkpoint)
 
     def session(self, dim: int) -> SyncSession:
         """A :class:`SyncSession` for a run's videos (close it when the run ends)."""

@@ -93,38 +93,30 @@ class SyncSession:
             return sync_from_store(self._index, path, video_id)
         return sync_checkpoint(self._index, video_id, path)
 
-    def release(self) -> None:
+    def release(self, optimize: bool = True) -> None:
         """Optimize and close the index if open: another process may take it now."""
         index, self._index = self._index, None
         if index is not None:
             with index:
-                index.optimize()
+                if optimize:
+                    index.optimize()
 
     close = release
 
     def __enter__(self) -> SyncSession:
         return self
 
-    def __exit__(self, *_: object) -> None:
-        self.release()
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        self.release(optimize=exc_type is None)  # after a failure only close: nothing to finish
 
 
 def sync_or_defer(open_index: Callable[[], VectorIndex], video_id: int, path: Path | CheckpointStore) -> SyncResult | None:
     """Sync now if the index can be opened; ``None`` if another process holds the embedded shard
     (its follower applies the checkpoint instead). ``open_index`` opens a :class:`VectorIndex`;
-    ``path`` is the checkpoint file, or the store whose published checkpoint of the video counts."""
-    try:
-        index = open_index()
-    except IndexBusyError:
-        log.info("index held by another process: video %s will be applied by its follower", video_id)
-        return None
-    with index:
-        if isinstance(path, CheckpointStore):
-            result = sync_from_store(index, path, video_id)
-        else:
-            result = sync_checkpoint(index, video_id, path)
-        index.optimize()
-        return result
+    ``path`` is the checkpoint file, or the store whose published checkpoint of the video counts.
+    A session of one sync: the index is optimized and closed before it returns."""
+    with SyncSession(open_index) as session:
+        return session.sync_or_defer(video_id, path)
 
 
 @dataclass
