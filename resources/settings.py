@@ -15,7 +15,7 @@ from typing import overload
 from resources.embedding.encoder import EncoderConfig
 from resources.embedding.patches import PatchConfig
 from resources.frame_sources.images import DEFAULT_MAX_PIXELS
-from resources.vector_index.layout import DEFAULT_PATCH_SEARCH_EF, IndexLayout, index_layout
+from resources.vector_index.layout import DEFAULT_PATCH_SEARCH_EF, MEMORY_TIERS, IndexLayout, index_layout
 from resources.vector_index.schema import IndexSchema
 
 
@@ -150,14 +150,19 @@ class IndexSettings:
     # "off": a point per window of every frame. A write setting: the pipeline and the service
     # (which syncs an embedded index) must share it.
     companion_dedup: float | None = None
+    # INDEX_MEMORY: Qdrant's memory tier for every structure of the index's collections, given
+    # when they are created ("cached" or "cold": memory-mapped, nearly nothing on the heap; unset:
+    # Qdrant's defaults). See resources/vector_index/layout.py and README "Memory tiers".
+    memory: str | None = None
 
     def layout(self, schema: IndexSchema) -> IndexLayout:
         """The index layout these settings read and write."""
-        return index_layout(schema, patch_search_ef=self.patch_search_ef, companion_dedup=self.companion_dedup)
+        return index_layout(schema, patch_search_ef=self.patch_search_ef, companion_dedup=self.companion_dedup, memory=self.memory)
 
 
 def index_settings_from_env(env: Mapping[str, str] | None = None) -> IndexSettings:
-    """QDRANT_URL, QDRANT_PATH, QDRANT_API_KEY, QDRANT_COLLECTION, RERANK_POOL_SIZE, PATCH_SEARCH_EF."""
+    """QDRANT_URL, QDRANT_PATH, QDRANT_API_KEY, QDRANT_COLLECTION, RERANK_POOL_SIZE, PATCH_SEARCH_EF,
+    COMPANION_DEDUP, INDEX_MEMORY."""
     env = os.environ if env is None else env
     pool = _int(env, "RERANK_POOL_SIZE", None)
     if pool is not None and pool < 1:
@@ -176,7 +181,17 @@ def index_settings_from_env(env: Mapping[str, str] | None = None) -> IndexSettin
         rerank_pool=pool,
         patch_search_ef=patch_ef,
         companion_dedup=_companion_dedup(env),
+        memory=_index_memory(env),
     )
+
+
+def _index_memory(env: Mapping[str, str]) -> str | None:
+    raw = env.get("INDEX_MEMORY", "").strip().lower()
+    if raw in ("", "default"):
+        return None
+    if raw not in MEMORY_TIERS:
+        raise SettingsError(f"INDEX_MEMORY must be unset, default, {' or '.join(MEMORY_TIERS)}, got {raw!r}")
+    return raw
 
 
 def _companion_dedup(env: Mapping[str, str]) -> float | None:

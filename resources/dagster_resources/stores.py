@@ -131,6 +131,7 @@ class IndexResource(dg.ConfigurableResource):
             rerank_pool=env.rerank_pool,
             patch_search_ef=env.patch_search_ef,
             companion_dedup=env.companion_dedup,
+            memory=env.memory,
         )
 
     def open(self, dim: int) -> VectorIndex:

@@ -78,6 +78,7 @@ class EdgeBackend(Backend):
 
     def create(self, layout: CollectionLayout, dim: int) -> None:
         qe = self.qe
+        memory = getattr(qe.Memory, layout.memory.capitalize()) if layout.memory else None  # None: Edge's defaults
         vectors = {}
         for v in layout.vectors:
             vectors[v.name] = qe.EdgeVectorParams(
@@ -85,16 +86,21 @@ class EdgeBackend(Backend):
                 distance=qe.Distance.Cosine,
                 datatype=getattr(qe.VectorStorageDatatype, _DATATYPES[v.datatype]),
                 multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim) if v.multivector else None,
-                hnsw_config=qe.HnswIndexConfig(m=v.hnsw_m, ef_construct=v.ef_construct, full_scan_threshold=v.full_scan_threshold),
+                hnsw_config=qe.HnswIndexConfig(m=v.hnsw_m, ef_construct=v.ef_construct, full_scan_threshold=v.full_scan_threshold, memory=memory),
+                memory=memory,
             )
         # No write-ahead log: Edge keeps up to 64 MB of it per collection once flushed (1,333 B of
         # 2,062 per patch at 48,000 patch points), and everything while nothing flushes (12.3 GB
         # of 17.4 during a 2.4-million-point load). The index is a view of the checkpoints: each
         # sync flushes before it returns (``flush``), and what a crash loses before that is
         # rewritten by the next sync, whose counts differ.
-        shard = qe.EdgeShard.create(str(self.root / layout.name), qe.EdgeConfig(vectors=vectors, wal_enabled=False))
+        config = qe.EdgeConfig(vectors=vectors, wal_enabled=False, payload_memory=memory, id_tracker_memory=memory)
+        shard = qe.EdgeShard.create(str(self.root / layout.name), config)
         for field in layout.payload_indexes:
-            params = qe.IntegerIndexParams(lookup=field.lookup, range=field.range) if field.kind == "integer" else qe.KeywordIndexParams()
+            params = (
+                qe.IntegerIndexParams(lookup=field.lookup, range=field.range, memory=memory)
+                if field.kind == "integer" else qe.KeywordIndexParams(memory=memory)
+            )
             shard.update(qe.UpdateOperation.create_field_index(field.name, params))
         self.shards[layout.name] = shard
 

@@ -20,6 +20,13 @@
 
 Both backends build exactly these (``VectorLayout.describe`` is what schema checks compare), so
 a collection written with another layout is refused instead of being mixed.
+
+Where each structure lives (``INDEX_MEMORY``, :data:`MEMORY_TIERS`) is Qdrant's per-structure
+memory tier, given to every structure of both collections that takes one when they are created:
+unset leaves Qdrant's defaults (payload indexes and the point-id map on the heap); ``cached`` and
+``cold`` memory-map them all (``cached`` also reads them into the page cache when a segment is
+opened), so the process holds next to nothing of the index on its heap and the kernel may drop
+the pages under pressure. Results do not depend on it; it is not part of the schema check.
 """
 
 from __future__ import annotations
@@ -36,6 +43,9 @@ PATCH_COLLECTION_SUFFIX = "_patches"
 # Fields of a companion point: the frame it belongs to and what filters test (plus the sync's
 # checkpoint_version). Nothing else: at millions of patch points every byte counts.
 PATCH_PAYLOAD_FIELDS = ("video_id", "frame_id", "timestamp_ms")
+# Qdrant's memory tiers that every structure of ours accepts (original vectors and payloads cannot
+# be "pinned"): memory-mapped, read into the page cache on open ("cached") or on first use ("cold").
+MEMORY_TIERS = ("cached", "cold")
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,9 @@ class CollectionLayout:
     name: str
     vectors: tuple[VectorLayout, ...]
     payload_indexes: tuple[PayloadIndex, ...] = (VIDEO_ID_INDEX, *RANGE_INDEXES, VERSION_INDEX)
+    # The memory tier of every structure (vectors, graphs, payload, payload indexes, point-id map):
+    # one of MEMORY_TIERS, or None for Qdrant's defaults. Applied when the collection is created.
+    memory: str | None = None
 
     def describe(self, dim: int) -> dict[str, dict[str, object]]:
         return {v.name: v.describe(dim) for v in self.vectors}
@@ -111,18 +124,22 @@ class IndexLayout:
 
 def index_layout(
     schema: IndexSchema, patch_datatype: str = "turbo4", multivector_datatype: str = "turbo8", patch_search_ef: int = DEFAULT_PATCH_SEARCH_EF,
-    companion_dedup: float | None = None,
+    companion_dedup: float | None = None, memory: str | None = None,
 ) -> IndexLayout:
     """The layout framesearch writes for ``schema``. The datatypes exist only so that ``./dev
     bench index`` can measure the alternatives side by side; the product uses the defaults.
     ``patch_search_ef`` (PATCH_SEARCH_EF) is a read setting, ``companion_dedup`` (COMPANION_DEDUP)
-    a write setting every writer of one index must share."""
+    a write setting every writer of one index must share; ``memory`` (INDEX_MEMORY, one of
+    :data:`MEMORY_TIERS` or None) where both collections keep their structures, set at creation."""
+    if memory is not None and memory not in MEMORY_TIERS:
+        raise ValueError(f"memory must be one of {MEMORY_TIERS} or None, got {memory!r}")
     frames = CollectionLayout(
         schema.collection,
         (
             VectorLayout(GLOBAL_VECTOR, "float32"),
             VectorLayout(PATCH_VECTOR, multivector_datatype, multivector=True, hnsw_m=0),
         ),
+        memory=memory,
     )
     patches = CollectionLayout(
         schema.collection + PATCH_COLLECTION_SUFFIX,
@@ -136,6 +153,7 @@ def index_layout(
         # No index on checkpoint_version here: a sync's counts and deletes filter by video_id
         # first (its index narrows to the video's points) and test the version on those.
         (VIDEO_ID_INDEX, *RANGE_INDEXES),
+        memory=memory,
     )
     return IndexLayout(frames, patches, companion_dedup)
 

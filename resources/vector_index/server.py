@@ -65,6 +65,7 @@ class ServerBackend(Backend):
 
     def create(self, layout: CollectionLayout, dim: int) -> None:
         models = self.models
+        memory = models.Memory(layout.memory) if layout.memory else None  # None: the server's defaults
         self.client.create_collection(
             layout.name,
             vectors_config={
@@ -73,17 +74,20 @@ class ServerBackend(Backend):
                     distance=models.Distance.COSINE,
                     datatype=models.Datatype(v.datatype),
                     multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM) if v.multivector else None,
-                    hnsw_config=models.HnswConfigDiff(m=v.hnsw_m, ef_construct=v.ef_construct, full_scan_threshold=v.full_scan_threshold),
+                    hnsw_config=models.HnswConfigDiff(m=v.hnsw_m, ef_construct=v.ef_construct, full_scan_threshold=v.full_scan_threshold, memory=memory),
+                    memory=memory,
                 )
                 for v in layout.vectors
             },
+            payload=models.PayloadStorageParams(memory=memory) if memory else None,
+            id_tracker=models.IdTrackerParams(memory=memory) if memory else None,
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # ":memory:" mode ignores payload indexes
             for field in layout.payload_indexes:
                 schema = (
-                    models.IntegerIndexParams(type=models.IntegerIndexType.INTEGER, lookup=field.lookup, range=field.range)
-                    if field.kind == "integer" else models.PayloadSchemaType.KEYWORD
+                    models.IntegerIndexParams(type=models.IntegerIndexType.INTEGER, lookup=field.lookup, range=field.range, memory=memory)
+                    if field.kind == "integer" else models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, memory=memory)
                 )
                 self.client.create_payload_index(layout.name, field.name, field_schema=schema)
 
