@@ -3,7 +3,7 @@
     ./dev bench index                    # 100,000 frames x 24 patches x 512-d, embedded Qdrant Edge
     ./dev bench index --frames 20000     # smaller
     ./dev bench index --shot-frames 10 --companion-dedup off,0.95   # video-like shots, both layouts side by side
-    ./dev bench index --frames 20000 --memory default,cold          # INDEX_MEMORY tiers side by side
+    ./dev bench index --frames 20000 --memory qdrant,cached,cold    # INDEX_MEMORY tiers side by side
 
 Loads synthetic unit vectors through the real per-video sync (videos of 100 frames; frames
 clustered by video, patches around their frame, as in footage) into both collections, then
@@ -25,7 +25,7 @@ prefetch`` (the global pool only; the product before the companion collection):
 ``--change`` of them drawn anew every frame; see :class:`Footage`), and ``--companion-dedup
 off,0.95`` builds each COMPANION_DEDUP setting in its own process, side by side in one run, and
 ends with a table of both: companion points per frame, peak RAM, disk per frame, load rate,
-optimize time, needle recall, text and image p50. ``--memory default,cold`` does the same for
+optimize time, needle recall, text and image p50. ``--memory qdrant,cached,cold`` does the same for
 INDEX_MEMORY tiers (and with both lists, every pair), and each layout is also opened afresh in a
 process of its own that runs text queries, its files first evicted from the page cache: the RAM
 a service needs to serve it, and how a restart's first query fares.
@@ -38,6 +38,7 @@ the benchmark's own memory stays ~200 MB for 100k frames.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -214,16 +215,16 @@ def evict_from_page_cache(path: Path) -> None:
                 os.close(fd)
 
 
-def serve_probe(path: Path, queries: int = 60) -> dict[str, float]:
+def serve_probe(path: Path, quantization: str | None, queries: int = 60) -> dict[str, float]:
     """Open the index at ``path`` in this (fresh) process, its files evicted from the page cache
     first, and run text queries: the resident memory a search service holds for it, anonymous
     (heap) apart from mapped files (page cache), after opening and after the queries; the open's
-    seconds, the first query's and the rest's p50."""
+    seconds, the first query's and the rest's p50; and a second open's seconds, its pages cached."""
     rng = np.random.default_rng(4321)
     evict_from_page_cache(path)
     base = rss_bytes("RssAnon")
     started = time.perf_counter()
-    with VectorIndex.open(SCHEMA, path=path) as index:
+    with VectorIndex.open(SCHEMA, path=path, layout=index_layout(SCHEMA, patch_quantization=quantization)) as index:
         open_s = time.perf_counter() - started
         opened_anon, opened_file = rss_bytes("RssAnon") - base, rss_bytes("RssFile")
         times = []
@@ -232,18 +233,23 @@ def serve_probe(path: Path, queries: int = 60) -> dict[str, float]:
             started = time.perf_counter()
             index.search(q, top_k=10, patch_queries=q[None], alpha=0.0)
             times.append((time.perf_counter() - started) * 1000)
-        return {
+        served = {
             "open_s": open_s, "open_anon_bytes": opened_anon, "open_file_bytes": opened_file,
             "served_anon_bytes": rss_bytes("RssAnon") - base, "served_file_bytes": rss_bytes("RssFile"),
             "first_query_ms": times[0], "text_p50_ms": percentiles(times[1:])[0],
         }
+    # Reopening with the pages still cached, as a run's sync session does every EMBEDDED_HOLD_S.
+    started = time.perf_counter()
+    VectorIndex.open(SCHEMA, path=path).close()
+    served["reopen_s"] = time.perf_counter() - started
+    return served
 
 
-def run_layout(args: argparse.Namespace, dedup: float | None, memory: str | None = None) -> dict[str, object]:
+def run_layout(args: argparse.Namespace, dedup: float | None, memory: str | None = None, quantization: str | None = None) -> dict[str, object]:
     """Build, load, optimize and query one layout in this process; its figures."""
     shutil.rmtree(args.path, ignore_errors=True)
     schema = SCHEMA
-    layout = index_layout(schema, patch_search_ef=args.patch_ef, companion_dedup=dedup, memory=memory)
+    layout = index_layout(schema, patch_search_ef=args.patch_ef, companion_dedup=dedup, memory=memory, patch_quantization=quantization)
     videos = args.frames // FRAMES_PER_VIDEO
     frames = videos * FRAMES_PER_VIDEO
     footage = Footage(args.shot_frames, args.change)
@@ -251,12 +257,13 @@ def run_layout(args: argparse.Namespace, dedup: float | None, memory: str | None
     globals_ = np.empty((frames, DIM), np.float32)
     results: dict[str, object] = {
         "frames": frames, "patches_per_frame": PATCHES, "dim": DIM, "cpu": os.cpu_count(), "patch_search_ef": args.patch_ef,
-        "shot_frames": args.shot_frames, "change": args.change, "companion_dedup": dedup, "index_memory": memory or "default",
+        "shot_frames": args.shot_frames, "change": args.change, "companion_dedup": dedup, "index_memory": memory or "qdrant",
+        "patch_quantization": quantization or "off",
     }
     print(f"{frames:,} frames x {PATCHES} patches x {DIM}-d ({frames * PATCHES:,} patch vectors), {videos} videos, "
           f"{args.needles} targets planted in {args.needle_frames} frames each; "
           + (f"shots of {args.shot_frames} frames ({args.change:.0%} of windows moving); " if args.shot_frames > 1 else "frames drawn independently; ")
-          + f"COMPANION_DEDUP={dedup or 'off'}, INDEX_MEMORY={memory or 'default'}; embedded Qdrant Edge, patch graph beam {args.patch_ef}", flush=True)
+          + f"COMPANION_DEDUP={dedup or 'off'}, INDEX_MEMORY={memory or 'qdrant'}, patch graph quantization {quantization or 'off'}; embedded Qdrant Edge, patch graph beam {args.patch_ef}", flush=True)
 
     rss_before = rss_bytes()
     with MemoryPeaks() as peaks, VectorIndex.open(schema, path=args.path, layout=layout) as index:
@@ -337,13 +344,13 @@ def run_layout(args: argparse.Namespace, dedup: float | None, memory: str | None
           f"{peaks.file / 1e9:.2f} GB (page cache), growth {results['rss_growth_bytes'] / 1e9:.2f} GB (include 0.2 GB of the benchmark's own arrays)", flush=True)
     results.update(disk_bytes=total, disk_bytes_per_frame=total / frames, disk_bytes_per_patch=total / patches, collections_bytes=sizes)
     # Serving: a fresh process, so that none of the build's heap or pages are counted.
-    probe = subprocess.run([sys.executable, __file__, "--serve-probe", str(args.path)], check=True, capture_output=True, text=True)
+    probe = subprocess.run([sys.executable, __file__, "--serve-probe", str(args.path), "--patch-quantization", quantization or "off"], check=True, capture_output=True, text=True)
     serving = json.loads(probe.stdout.strip().splitlines()[-1])
     results["serving"] = serving
     print(f"serving (a fresh process opening the index, its files out of the page cache, then 60 text queries): open {serving['open_s']:.1f} s, "
           f"anonymous {serving['open_anon_bytes'] / 1e6:,.0f} MB "
           f"after opening, {serving['served_anon_bytes'] / 1e6:,.0f} MB after the queries; mapped files {serving['served_file_bytes'] / 1e6:,.0f} MB; "
-          f"first query {serving['first_query_ms']:.0f} ms, then p50 {serving['text_p50_ms']:.1f} ms", flush=True)
+          f"first query {serving['first_query_ms']:.0f} ms, then p50 {serving['text_p50_ms']:.1f} ms; reopening it then: {serving['reopen_s']:.2f} s", flush=True)
     if not args.keep:
         shutil.rmtree(args.path, ignore_errors=True)
     return results
@@ -359,8 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--change", type=float, default=0.25, help="share of a shot's windows drawn anew every frame")
     parser.add_argument("--companion-dedup", default="off",
                         help="comma-separated COMPANION_DEDUP settings, each built and measured side by side in its own process (e.g. off,0.95)")
-    parser.add_argument("--memory", default="default",
-                        help="comma-separated INDEX_MEMORY tiers (default, cached, cold), each built and measured side by side in its own process")
+    parser.add_argument("--memory", default="cached",
+                        help="comma-separated INDEX_MEMORY tiers (qdrant, cached, cold), each built and measured side by side in its own process")
+    parser.add_argument("--patch-quantization", default="off",
+                        help="comma-separated quantizations of the patch graph (off, binary1, binary2; searched with rescoring), side by side")
     parser.add_argument("--serve-probe", type=Path, help=argparse.SUPPRESS)  # internal: the serving measurement's fresh process
     parser.add_argument("--path", type=Path, default=Path("var/bench/index"))
     parser.add_argument("--keep", action="store_true", help="keep the index on disk afterwards")
@@ -369,30 +378,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.serve_probe is not None:
-        print(json.dumps(serve_probe(args.serve_probe)))
+        quantization = None if args.patch_quantization == "off" else args.patch_quantization
+        print(json.dumps(serve_probe(args.serve_probe, quantization)))
         return 0
     dedups = [None if v.strip().lower() == "off" else float(v) for v in args.companion_dedup.split(",")]
-    tiers = [None if v.strip().lower() == "default" else v.strip().lower() for v in args.memory.split(",")]
-    if len(dedups) == 1 and len(tiers) == 1:
-        write_results(args.out, run_layout(args, dedups[0], tiers[0]))
+    tiers = [None if v.strip().lower() in ("qdrant", "default") else v.strip().lower() for v in args.memory.split(",")]
+    quantizations = [None if v.strip().lower() == "off" else v.strip().lower() for v in args.patch_quantization.split(",")]
+    if len(dedups) == 1 and len(tiers) == 1 and len(quantizations) == 1:
+        write_results(args.out, run_layout(args, dedups[0], tiers[0], quantizations[0]))
         return 0
     # One process per layout: each peak RSS is that layout's own, and no layout runs warm on another's pages.
     results: dict[str, object] = {}
-    for dedup in dedups:
-        for tier in tiers:
-            with tempfile.TemporaryDirectory() as tmp:
-                child_out = Path(tmp) / "layout.json"
-                command = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]),
-                           "--companion-dedup", str(dedup or "off"), "--memory", tier or "default", "--out", str(child_out)]
-                subprocess.run(command, check=True)
-                results[f"dedup_{dedup or 'off'}/{tier or 'default'}"] = json.loads(child_out.read_text())
-    print(f"\n{'layout':22s} {'points/frame':>12s} {'build peak anon GB':>18s} {'serve anon MB':>13s} {'disk B/frame':>12s} {'load fr/s':>9s} "
+    for dedup, tier, quantization in itertools.product(dedups, tiers, quantizations):
+        with tempfile.TemporaryDirectory() as tmp:
+            child_out = Path(tmp) / "layout.json"
+            command = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--companion-dedup", str(dedup or "off"),
+                       "--memory", tier or "qdrant", "--patch-quantization", quantization or "off", "--out", str(child_out)]
+            subprocess.run(command, check=True)
+            name = f"dedup_{dedup or 'off'}/{tier or 'qdrant'}" + (f"/{quantization}" if quantization else "")
+            results[name] = json.loads(child_out.read_text())
+    print(f"\n{'layout':30s} {'points/frame':>12s} {'build peak anon GB':>18s} {'serve anon MB':>13s} {'disk B/frame':>12s} {'load fr/s':>9s} "
           f"{'optimize s':>10s} {'needles':>8s} {'text p50':>8s} {'image p50':>9s} {'open s':>6s} {'1st q ms':>8s} {'fresh p50':>9s}")
     for name, row in results.items():
         text = row["text (1 vector), alpha 0.0, patch candidates"]  # type: ignore[index]
         image = row["image (24 vectors), alpha 0.0, patch candidates"]  # type: ignore[index]
         serving = row["serving"]  # type: ignore[index]
-        print(f"{name:22s} {row['companion_points'] / row['frames']:12.1f} {row['peak_anon_bytes'] / 1e9:18.2f} "  # type: ignore[index]
+        print(f"{name:30s} {row['companion_points'] / row['frames']:12.1f} {row['peak_anon_bytes'] / 1e9:18.2f} "  # type: ignore[index]
               f"{serving['served_anon_bytes'] / 1e6:13,.0f} "
               f"{row['disk_bytes_per_frame']:12,.0f} {row['load_frames_per_s']:9,.0f} {row['optimize_s']:10.0f} "  # type: ignore[index]
               f"{text['needle_recall_at_10']:8.3f} {text['p50_ms']:8.1f} {image['p50_ms']:9.1f} {serving['open_s']:6.1f} {serving['first_query_ms']:8.0f} {serving['text_p50_ms']:9.1f}")

@@ -15,7 +15,7 @@ from typing import overload
 from resources.embedding.encoder import EncoderConfig
 from resources.embedding.patches import PatchConfig
 from resources.frame_sources.images import DEFAULT_MAX_PIXELS
-from resources.vector_index.layout import DEFAULT_PATCH_SEARCH_EF, MEMORY_TIERS, IndexLayout, index_layout
+from resources.vector_index.layout import DEFAULT_MEMORY, DEFAULT_PATCH_SEARCH_EF, MEMORY_TIERS, IndexLayout, index_layout
 from resources.vector_index.schema import IndexSchema
 
 
@@ -151,9 +151,9 @@ class IndexSettings:
     # (which syncs an embedded index) must share it.
     companion_dedup: float | None = None
     # INDEX_MEMORY: Qdrant's memory tier for every structure of the index's collections, given
-    # when they are created ("cached" or "cold": memory-mapped, nearly nothing on the heap; unset:
-    # Qdrant's defaults). See resources/vector_index/layout.py and README "Memory tiers".
-    memory: str | None = None
+    # when they are created: "cached" (default) or "cold" - memory-mapped, nearly nothing on the
+    # heap - or None ("qdrant": Qdrant's own placement). See resources/vector_index/layout.py.
+    memory: str | None = DEFAULT_MEMORY
 
     def layout(self, schema: IndexSchema) -> IndexLayout:
         """The index layout these settings read and write."""
@@ -187,10 +187,12 @@ def index_settings_from_env(env: Mapping[str, str] | None = None) -> IndexSettin
 
 def _index_memory(env: Mapping[str, str]) -> str | None:
     raw = env.get("INDEX_MEMORY", "").strip().lower()
-    if raw in ("", "default"):
+    if raw == "":
+        return DEFAULT_MEMORY
+    if raw == "qdrant":
         return None
     if raw not in MEMORY_TIERS:
-        raise SettingsError(f"INDEX_MEMORY must be unset, default, {' or '.join(MEMORY_TIERS)}, got {raw!r}")
+        raise SettingsError(f"INDEX_MEMORY must be {', '.join(MEMORY_TIERS)} or qdrant (Qdrant's own placement), got {raw!r}")
     return raw
 
 

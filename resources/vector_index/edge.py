@@ -88,6 +88,10 @@ class EdgeBackend(Backend):
                 multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim) if v.multivector else None,
                 hnsw_config=qe.HnswIndexConfig(m=v.hnsw_m, ef_construct=v.ef_construct, full_scan_threshold=v.full_scan_threshold, memory=memory),
                 memory=memory,
+                quantization_config=qe.BinaryQuantizationConfig(
+                    encoding=qe.BinaryQuantizationEncoding.OneBit if v.quantization == "binary1" else qe.BinaryQuantizationEncoding.TwoBits,
+                    memory=qe.Memory.Pinned,
+                ) if v.quantization else None,
             )
         # No write-ahead log: Edge keeps up to 64 MB of it per collection once flushed (1,333 B of
         # 2,062 per patch at 48,000 patch points), and everything while nothing flushes (12.3 GB
@@ -159,7 +163,9 @@ class EdgeBackend(Backend):
                 query=qe.Query.Nearest(q.vector, using=q.using),
                 filter=self._filter(q.where),
                 with_payload=self._payload(q.payload),
-                params=qe.SearchParams(exact=True) if q.exact else qe.SearchParams(hnsw_ef=q.hnsw_ef),
+                params=qe.SearchParams(exact=True) if q.exact else qe.SearchParams(
+                    hnsw_ef=q.hnsw_ef, quantization=qe.QuantizationSearchParams(rescore=True, oversampling=2.0) if q.rescore else None,
+                ),
             )
             for q in queries
         ]

@@ -22,11 +22,13 @@ Both backends build exactly these (``VectorLayout.describe`` is what schema chec
 a collection written with another layout is refused instead of being mixed.
 
 Where each structure lives (``INDEX_MEMORY``, :data:`MEMORY_TIERS`) is Qdrant's per-structure
-memory tier, given to every structure of both collections that takes one when they are created:
-unset leaves Qdrant's defaults (payload indexes and the point-id map on the heap); ``cached`` and
-``cold`` memory-map them all (``cached`` also reads them into the page cache when a segment is
-opened), so the process holds next to nothing of the index on its heap and the kernel may drop
-the pages under pressure. Results do not depend on it; it is not part of the schema check.
+memory tier, given to every structure of both collections that takes one when they are created.
+``cached`` (the default) and ``cold`` memory-map them all - vectors, graphs, payload, payload
+indexes, the point-id map - so the process holds next to nothing of the index on its heap and the
+kernel may drop the pages under pressure; ``cached`` also reads a segment into the page cache when
+it is opened, ``cold`` on first use. None leaves Qdrant's own placement (payload indexes and the
+point-id map on the heap), what framesearch built before 2026-12-07. Results do not depend on it,
+so it is not part of the schema check (``./dev bench index --memory``: README "Memory tiers").
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ PATCH_PAYLOAD_FIELDS = ("video_id", "frame_id", "timestamp_ms")
 # Qdrant's memory tiers that every structure of ours accepts (original vectors and payloads cannot
 # be "pinned"): memory-mapped, read into the page cache on open ("cached") or on first use ("cold").
 MEMORY_TIERS = ("cached", "cold")
+DEFAULT_MEMORY = "cached"
+# Qdrant's binary quantization at 1 and 2 bits a dimension (the patch graph's alternatives measured
+# by ./dev bench index --patch-quantization).
+QUANTIZATIONS = ("binary1", "binary2")
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,10 @@ class VectorLayout:
     hnsw_m: int = 16
     ef_construct: int = 100
     search_ef: int = 128  # the beam of a search in this graph: larger recalls more, slower
+    # A quantized copy the graph is built and searched on, kept on the heap ("pinned"), with the
+    # stored vectors as the originals a search rescores its beam with: one of QUANTIZATIONS, or
+    # None. Only ./dev bench index sets it (measured there: it saves no RAM, see the README).
+    quantization: str | None = None
     # In KB of vectors: filters leaving fewer points are scored exactly (faster and exact where
     # HNSW with a tight filter loses recall): ~10k frames' 512-d float32 global vectors.
     full_scan_threshold: int = 20_000
@@ -97,8 +107,8 @@ class CollectionLayout:
     vectors: tuple[VectorLayout, ...]
     payload_indexes: tuple[PayloadIndex, ...] = (VIDEO_ID_INDEX, *RANGE_INDEXES, VERSION_INDEX)
     # The memory tier of every structure (vectors, graphs, payload, payload indexes, point-id map):
-    # one of MEMORY_TIERS, or None for Qdrant's defaults. Applied when the collection is created.
-    memory: str | None = None
+    # one of MEMORY_TIERS, or None for Qdrant's own placement. Applied when the collection is created.
+    memory: str | None = DEFAULT_MEMORY
 
     def describe(self, dim: int) -> dict[str, dict[str, object]]:
         return {v.name: v.describe(dim) for v in self.vectors}
@@ -124,15 +134,19 @@ class IndexLayout:
 
 def index_layout(
     schema: IndexSchema, patch_datatype: str = "turbo4", multivector_datatype: str = "turbo8", patch_search_ef: int = DEFAULT_PATCH_SEARCH_EF,
-    companion_dedup: float | None = None, memory: str | None = None,
+    companion_dedup: float | None = None, memory: str | None = DEFAULT_MEMORY, patch_quantization: str | None = None,
 ) -> IndexLayout:
     """The layout framesearch writes for ``schema``. The datatypes exist only so that ``./dev
     bench index`` can measure the alternatives side by side; the product uses the defaults.
     ``patch_search_ef`` (PATCH_SEARCH_EF) is a read setting, ``companion_dedup`` (COMPANION_DEDUP)
     a write setting every writer of one index must share; ``memory`` (INDEX_MEMORY, one of
-    :data:`MEMORY_TIERS` or None) where both collections keep their structures, set at creation."""
+    :data:`MEMORY_TIERS`, or None for Qdrant's own placement) where both collections keep their
+    structures, set at creation. ``patch_quantization`` (one of :data:`QUANTIZATIONS`) exists for
+    the benchmark's side-by-side only."""
     if memory is not None and memory not in MEMORY_TIERS:
         raise ValueError(f"memory must be one of {MEMORY_TIERS} or None, got {memory!r}")
+    if patch_quantization is not None and patch_quantization not in QUANTIZATIONS:
+        raise ValueError(f"patch_quantization must be one of {QUANTIZATIONS} or None, got {patch_quantization!r}")
     frames = CollectionLayout(
         schema.collection,
         (
@@ -149,7 +163,8 @@ def index_layout(
         # links lead to it; at 240,000 patch points a beam of 128 found 0.89 of the planted ones,
         # 256 0.94, 512 0.99, for ~1 ms more per query; at 2.4 million 512 finds 0.82 and 0.95
         # takes 2048 (bench index; the frames' graph stays 128).
-        (VectorLayout(PATCH_POINT_VECTOR, patch_datatype, ef_construct=64, full_scan_threshold=10_000, search_ef=patch_search_ef),),
+        (VectorLayout(PATCH_POINT_VECTOR, patch_datatype, ef_construct=64, full_scan_threshold=10_000, search_ef=patch_search_ef,
+                      quantization=patch_quantization),),
         # No index on checkpoint_version here: a sync's counts and deletes filter by video_id
         # first (its index narrows to the video's points) and test the version on those.
         (VIDEO_ID_INDEX, *RANGE_INDEXES),

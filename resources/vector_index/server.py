@@ -76,6 +76,10 @@ class ServerBackend(Backend):
                     multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM) if v.multivector else None,
                     hnsw_config=models.HnswConfigDiff(m=v.hnsw_m, ef_construct=v.ef_construct, full_scan_threshold=v.full_scan_threshold, memory=memory),
                     memory=memory,
+                    quantization_config=models.BinaryQuantization(binary=models.BinaryQuantizationConfig(
+                        encoding=models.BinaryQuantizationEncoding.ONE_BIT if v.quantization == "binary1" else models.BinaryQuantizationEncoding.TWO_BITS,
+                        memory=models.Memory.PINNED,
+                    )) if v.quantization else None,
                 )
                 for v in layout.vectors
             },
@@ -158,7 +162,11 @@ class ServerBackend(Backend):
     def _params(self, q: VectorQuery) -> Any:
         if self._local:
             return None
-        return self.models.SearchParams(exact=True) if q.exact else self.models.SearchParams(hnsw_ef=q.hnsw_ef)
+        models = self.models
+        if q.exact:
+            return models.SearchParams(exact=True)
+        quantization = models.QuantizationSearchParams(rescore=True, oversampling=2.0) if q.rescore else None
+        return models.SearchParams(hnsw_ef=q.hnsw_ef, quantization=quantization)
 
     def close(self) -> None:
         if self._owns_client:

@@ -12,7 +12,7 @@ from qdrant_client import QdrantClient, models
 
 from resources.settings import SettingsError, index_settings_from_env
 from resources.vector_index import VectorIndex, index_layout
-from resources.vector_index.layout import MEMORY_TIERS
+from resources.vector_index.layout import MEMORY_TIERS, QUANTIZATIONS
 from resources.vector_index.schema import IndexPoint, IndexSchema
 
 DIM = 16
@@ -63,8 +63,9 @@ def test_every_structure_of_both_embedded_collections_gets_the_tier(tmp_path: Pa
             assert indexed and {field["memory"] for field in indexed.values()} == {tier}
 
 
-def test_the_default_leaves_qdrants_own_placement(tmp_path: Path) -> None:
-    with VectorIndex.open(SCHEMA, path=tmp_path, layout=index_layout(SCHEMA)) as index:
+def test_the_default_is_cached_and_none_leaves_qdrants_own_placement(tmp_path: Path) -> None:
+    assert index_layout(SCHEMA).frames.memory == index_layout(SCHEMA).patches.memory == "cached"
+    with VectorIndex.open(SCHEMA, path=tmp_path, layout=index_layout(SCHEMA, memory=None)) as index:
         names = [c.name for c in index.layout.collections]
     for name in names:
         config = json.loads((tmp_path / name / "edge_config.json").read_text())
@@ -100,11 +101,11 @@ def test_results_do_not_depend_on_the_tier(tmp_path: Path) -> None:
 
 
 def test_index_memory_setting() -> None:
-    assert index_settings_from_env({}).memory is None
-    assert index_settings_from_env({"INDEX_MEMORY": "default"}).memory is None
+    assert index_settings_from_env({}).memory == "cached"
+    assert index_settings_from_env({"INDEX_MEMORY": "qdrant"}).memory is None
     assert index_settings_from_env({"INDEX_MEMORY": " Cold "}).memory == "cold"
     assert index_settings_from_env({"INDEX_MEMORY": "cached"}).layout(SCHEMA).patches.memory == "cached"
-    for bad in ("pinned", "disk", "ram"):
+    for bad in ("pinned", "disk", "ram", "default"):
         with pytest.raises(SettingsError, match="INDEX_MEMORY"):
             index_settings_from_env({"INDEX_MEMORY": bad})
     with pytest.raises(ValueError, match="memory"):
@@ -119,3 +120,21 @@ def test_the_pipelines_index_resource_reads_index_memory(tmp_path: Path, monkeyp
         names = [c.name for c in index.layout.collections]
     for name in names:
         assert json.loads((tmp_path / name / "edge_config.json").read_text())["payload_memory"] == "cold"
+
+
+@pytest.mark.parametrize("backend", ["embedded", "memory"])
+@pytest.mark.parametrize("quantization", QUANTIZATIONS)
+def test_a_binary_quantized_patch_graph_still_finds_the_small_object(tmp_path: Path, backend: str, quantization: str) -> None:
+    """The measured alternative (./dev bench index --patch-quantization): the graph searches a 1- or
+    2-bit copy and rescores with the stored vectors; the small object still comes first."""
+    points, target, needle = _library()
+    layout = index_layout(SCHEMA, memory="cold", patch_quantization=quantization)
+    opened = VectorIndex.open(SCHEMA, path=tmp_path, layout=layout) if backend == "embedded" else VectorIndex.open(SCHEMA, client=QdrantClient(":memory:"), layout=layout)
+    with opened as index:
+        _load(index, points)
+        assert index.search(target, top_k=10, patch_queries=target[None], alpha=0.0)[0].point_id == needle.id
+        if backend == "embedded":
+            config = json.loads((tmp_path / index.layout.patches.name / "edge_config.json").read_text())
+            assert config["vectors"]["patch"]["quantization_config"]["binary"]["encoding"] == ("one_bit" if quantization == "binary1" else "two_bits")
+    with pytest.raises(ValueError, match="patch_quantization"):
+        index_layout(SCHEMA, patch_quantization="binary3")
