@@ -356,6 +356,11 @@ def run_layout(args: argparse.Namespace, dedup: float | None, memory: str | None
     return results
 
 
+def settings(values: str, none: str) -> list[str | None]:
+    """A comma-separated option's settings, lower case; ``none`` (e.g. "off") becomes None."""
+    return [None if v == none else v for v in (v.strip().lower() for v in values.split(","))]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=100_000)
@@ -377,13 +382,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("var/bench/index.json"))
     args = parser.parse_args(argv)
 
+    dedups = [None if v is None else float(v) for v in settings(args.companion_dedup, "off")]
+    tiers = settings(args.memory, "qdrant")
+    quantizations = settings(args.patch_quantization, "off")
     if args.serve_probe is not None:
-        quantization = None if args.patch_quantization == "off" else args.patch_quantization
-        print(json.dumps(serve_probe(args.serve_probe, quantization)))
+        print(json.dumps(serve_probe(args.serve_probe, quantizations[0])))
         return 0
-    dedups = [None if v.strip().lower() == "off" else float(v) for v in args.companion_dedup.split(",")]
-    tiers = [None if v.strip().lower() in ("qdrant", "default") else v.strip().lower() for v in args.memory.split(",")]
-    quantizations = [None if v.strip().lower() == "off" else v.strip().lower() for v in args.patch_quantization.split(",")]
     if len(dedups) == 1 and len(tiers) == 1 and len(quantizations) == 1:
         write_results(args.out, run_layout(args, dedups[0], tiers[0], quantizations[0]))
         return 0

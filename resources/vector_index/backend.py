@@ -52,9 +52,9 @@ class VectorQuery:
     payload: PayloadChoice = "none"
     exact: bool = False  # score every matching point (for a small id set: no graph involved)
     hnsw_ef: int = 128  # the graph search's beam (VectorLayout.search_ef of the vector searched)
-    # A quantized vector (VectorLayout.quantization): search the quantized copy for twice the
-    # limit, then rescore those with the stored vectors.
-    rescore: bool = False
+    # A quantized vector (VectorLayout.quantization): search the quantized copy for this many
+    # times the limit, then rescore those with the stored vectors. None: not quantized.
+    oversampling: float | None = None
 
 
 @dataclass

@@ -164,7 +164,7 @@ class EdgeBackend(Backend):
                 filter=self._filter(q.where),
                 with_payload=self._payload(q.payload),
                 params=qe.SearchParams(exact=True) if q.exact else qe.SearchParams(
-                    hnsw_ef=q.hnsw_ef, quantization=qe.QuantizationSearchParams(rescore=True, oversampling=2.0) if q.rescore else None,
+                    hnsw_ef=q.hnsw_ef, quantization=qe.QuantizationSearchParams(rescore=True, oversampling=q.oversampling) if q.oversampling else None,
                 ),
             )
             for q in queries

@@ -52,6 +52,9 @@ DEFAULT_MEMORY = "cached"
 # Qdrant's binary quantization at 1 and 2 bits a dimension (the patch graph's alternatives measured
 # by ./dev bench index --patch-quantization).
 QUANTIZATIONS = ("binary1", "binary2")
+# A quantized graph is searched for this many times the candidates asked for, which the stored
+# vectors then rescore.
+QUANTIZED_OVERSAMPLING = 2.0
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from resources.vector_index.backend import Backend, VectorQuery, Where
-from resources.vector_index.layout import PATCH_POINT_VECTOR, IndexLayout
+from resources.vector_index.layout import PATCH_POINT_VECTOR, QUANTIZED_OVERSAMPLING, IndexLayout
 from resources.vector_index.schema import GLOBAL_VECTOR, PATCH_BOXES, PATCH_VECTOR, SearchFilters, point_id
 
 # Reranked hits whose patch vectors are read at once to find each one's best patch. Both clients
@@ -64,7 +64,7 @@ def candidates(
         return list(dict.fromkeys(filters.point_ids))
     global_ef, patch_ef = layout.frames.vector(GLOBAL_VECTOR).search_ef, layout.patches.vector(PATCH_POINT_VECTOR).search_ef
     patch_ef = patch_ef if len(queries) == 1 else min(patch_ef, MANY_ROWS_EF)
-    rescore = layout.patches.vector(PATCH_POINT_VECTOR).quantization is not None
+    oversampling = QUANTIZED_OVERSAMPLING if layout.patches.vector(PATCH_POINT_VECTOR).quantization else None
     [global_hits] = backend.query(layout.frames.name, [VectorQuery(GLOBAL_VECTOR, vector.tolist(), Where(filters), pool, hnsw_ef=global_ef)])
     global_ids = [pid for pid, _, _ in global_hits]
     patch_ids: list[str] = []
@@ -72,7 +72,7 @@ def candidates(
         per_row = patch_rows_limit(len(queries), top_k, patch_pool)
         patch_hits = backend.query(
             layout.patches.name,
-            [VectorQuery(PATCH_POINT_VECTOR, row, Where(filters), per_row, "frame", hnsw_ef=patch_ef, rescore=rescore) for row in queries.tolist()],
+            [VectorQuery(PATCH_POINT_VECTOR, row, Where(filters), per_row, "frame", hnsw_ef=patch_ef, oversampling=oversampling) for row in queries.tolist()],
         )
         patch_ids = list(dict.fromkeys(point_id(int(payload["video_id"]), int(payload["frame_id"])) for hits in patch_hits for _, _, payload in hits))
     if trace is not None:

@@ -165,7 +165,7 @@ class ServerBackend(Backend):
         models = self.models
         if q.exact:
             return models.SearchParams(exact=True)
-        quantization = models.QuantizationSearchParams(rescore=True, oversampling=2.0) if q.rescore else None
+        quantization = models.QuantizationSearchParams(rescore=True, oversampling=q.oversampling) if q.oversampling else None
         return models.SearchParams(hnsw_ef=q.hnsw_ef, quantization=quantization)
 
     def close(self) -> None:
